@@ -1,0 +1,525 @@
+//! Types shared by the XDP programs (`xdp-ebpf/programs`, built for `bpfel-unknown-none`) and
+//! userspace (`dataplane`): map keys and values, the metadata the programs hand to AF_XDP
+//! workers, counter indices and header sizes. Everything here is `#[repr(C)]` plain data, so
+//! both sides agree on the layout without copying struct definitions.
+//!
+//! Byte order: fields named `*_be` hold values in network byte order exactly as they appear on
+//! the wire (the programs copy them without swapping); every other integer is host order.
+#![no_std]
+
+/// Ethernet header length.
+pub const ETH_HLEN: usize = 14;
+/// 802.1Q tag length.
+pub const VLAN_HLEN: usize = 4;
+/// IPv4 header length without options.
+pub const IPV4_HLEN: usize = 20;
+/// IPv6 fixed header length.
+pub const IPV6_HLEN: usize = 40;
+/// UDP header length.
+pub const UDP_HLEN: usize = 8;
+/// VXLAN header length (RFC 7348).
+pub const VXLAN_HLEN: usize = 8;
+/// GENEVE base header length, before options (RFC 8926).
+pub const GENEVE_HLEN: usize = 8;
+/// Length of the single GENEVE option the encapsulation can add: 4 bytes of option header plus
+/// 4 bytes of data.
+pub const GENEVE_OPT_LEN: usize = 8;
+
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+/// Transparent Ethernet bridging: GENEVE's protocol type for an Ethernet payload.
+pub const ETH_P_TEB: u16 = 0x6558;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// IANA port for VXLAN.
+pub const VXLAN_PORT: u16 = 4789;
+/// The port Linux used before IANA assigned 4789; still the kernel driver's default.
+pub const VXLAN_PORT_LINUX: u16 = 8472;
+/// IANA port for GENEVE.
+pub const GENEVE_PORT: u16 = 6081;
+
+/// VXLAN "I" flag: the VNI field is valid.
+pub const VXLAN_FLAG_I: u8 = 0x08;
+
+/// Outer source ports are drawn from this range (RFC 7348 section 5 recommends the dynamic
+/// range so that ECMP hashes on them).
+pub const SRC_PORT_MIN: u16 = 49152;
+pub const SRC_PORT_MAX: u16 = 65535;
+
+/// Largest VNI (24 bits).
+pub const VNI_MAX: u32 = 0x00ff_ffff;
+
+/// Number of slots in the XSKMAP shared by both programs: the underlay's queues use slots
+/// `0..queues`, each overlay port uses `PortInfo::xsk_base + queue`.
+pub const XSK_SLOTS: u32 = 64;
+/// Capacity of the FDB map.
+pub const FDB_ENTRIES: u32 = 65536;
+/// Capacity of the VNI map.
+pub const VNI_ENTRIES: u32 = 4096;
+/// Capacity of the overlay port map.
+pub const PORT_ENTRIES: u32 = 256;
+/// Capacity of the next-hop map.
+pub const NEXTHOP_ENTRIES: u32 = 4096;
+/// Capacity of the UDP port map.
+pub const UDP_PORT_ENTRIES: u32 = 16;
+
+/// Map names, as they appear in the object file.
+pub mod maps {
+    pub const CONFIG: &str = "OVL_CONFIG";
+    pub const UDP_PORTS: &str = "OVL_UDP_PORTS";
+    pub const VNIS: &str = "OVL_VNIS";
+    pub const PORTS: &str = "OVL_PORTS";
+    pub const FDB: &str = "OVL_FDB";
+    pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
+    pub const XSKS: &str = "OVL_XSKS";
+    pub const COUNTERS: &str = "OVL_COUNTERS";
+}
+
+/// Program names, as they appear in the object file.
+pub mod programs {
+    /// Attached to the underlay NIC: decapsulates overlay traffic addressed to us.
+    pub const UNDERLAY_INGRESS: &str = "ovl_underlay_ingress";
+    /// Attached to the data plane's end of each overlay veth: encapsulates what the kernel sends.
+    pub const OVERLAY_EGRESS: &str = "ovl_overlay_egress";
+}
+
+/// Encapsulation kinds, as stored in maps and metadata.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encap {
+    Vxlan = 0,
+    Geneve = 1,
+}
+
+impl Encap {
+    pub const fn from_u8(v: u8) -> Option<Encap> {
+        match v {
+            0 => Some(Encap::Vxlan),
+            1 => Some(Encap::Geneve),
+            _ => None,
+        }
+    }
+
+    /// Bytes the encapsulation adds in front of the inner Ethernet frame (outer Ethernet, IPv4,
+    /// UDP and the tunnel header), given the GENEVE option length in bytes.
+    pub const fn overhead(self, geneve_opt_len: usize) -> usize {
+        match self {
+            Encap::Vxlan => ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN,
+            Encap::Geneve => ETH_HLEN + IPV4_HLEN + UDP_HLEN + GENEVE_HLEN + geneve_opt_len,
+        }
+    }
+}
+
+/// Global settings, the single entry of the `OVL_CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Local VTEP address (network order).
+    pub local_ip_be: u32,
+    /// Underlay MTU: the largest outer IPv4 packet the encapsulation may produce.
+    pub underlay_mtu: u16,
+    /// Non-zero once userspace has filled this entry; until then both programs pass everything.
+    pub enabled: u8,
+    pub _pad0: u8,
+    /// MAC address of the underlay interface (outer source MAC).
+    pub local_mac: [u8; 6],
+    pub _pad1: [u8; 2],
+}
+
+/// Value of the `OVL_UDP_PORTS` hash map, keyed by the UDP destination port (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpPortInfo {
+    /// `Encap` as u8.
+    pub encap: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the `OVL_VNIS` hash map, keyed by the VNI (host order u32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VniInfo {
+    /// `Encap` as u8; a frame arriving with the other encapsulation is dropped.
+    pub encap: u8,
+    /// 0, or `GENEVE_OPT_LEN` when `geneve_opt` is added on encapsulation.
+    pub geneve_opt_len: u8,
+    /// UDP destination port for encapsulated frames (host order).
+    pub udp_port: u16,
+    pub _pad: u32,
+    /// The GENEVE option added on encapsulation, as on the wire (class, type, length, data).
+    pub geneve_opt: [u8; GENEVE_OPT_LEN],
+}
+
+/// Value of the `OVL_PORTS` hash map, keyed by the ifindex of the data plane's end of an
+/// overlay veth.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortInfo {
+    /// VNI of the segment this port belongs to.
+    pub vni: u32,
+    /// First `OVL_XSKS` slot of this port; its queue `q` uses slot `xsk_base + q`.
+    pub xsk_base: u32,
+}
+
+/// Key of the `OVL_FDB` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FdbKey {
+    pub vni: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+impl FdbKey {
+    pub const fn new(vni: u32, mac: [u8; 6]) -> FdbKey {
+        FdbKey {
+            vni,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Value of the `OVL_FDB` hash map: where an inner MAC lives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// Remote VTEP address (network order).
+    pub remote_ip_be: u32,
+    /// `FDB_FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// The entry was configured, not learned: ageing never removes it.
+pub const FDB_FLAG_STATIC: u32 = 1;
+
+/// Value of the `OVL_NEXTHOPS` hash map, keyed by a remote VTEP address (network order u32):
+/// the outer destination MAC to reach it, taken from the kernel's neighbour table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// What a frame handed to an AF_XDP socket is, in `XdpMeta::kind`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaKind {
+    /// Decapsulated on the underlay: deliver the inner frame to the VNI's overlay port.
+    Decapped = 1,
+    /// Encapsulated on an overlay port: transmit as is on the underlay.
+    Encapped = 2,
+    /// Broadcast, multicast or unknown unicast from an overlay port, not encapsulated:
+    /// replicate to every VTEP in the VNI's flood list.
+    Flood = 3,
+    /// Known unicast whose remote VTEP has no next-hop MAC yet, not encapsulated: userspace
+    /// resolves the neighbour and encapsulates.
+    NoNeighbour = 4,
+}
+
+impl MetaKind {
+    pub const fn from_u8(v: u8) -> Option<MetaKind> {
+        match v {
+            1 => Some(MetaKind::Decapped),
+            2 => Some(MetaKind::Encapped),
+            3 => Some(MetaKind::Flood),
+            4 => Some(MetaKind::NoNeighbour),
+            _ => None,
+        }
+    }
+}
+
+/// Metadata placed right before the frame data (`bpf_xdp_adjust_meta`) of every frame the
+/// programs redirect to an AF_XDP socket. Its size is a multiple of 4, as the kernel requires.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpMeta {
+    /// Magic value `XDP_META_MAGIC`, so userspace can tell our metadata from none.
+    pub magic: u16,
+    /// `MetaKind` as u8.
+    pub kind: u8,
+    /// `Encap` as u8 (the encapsulation the frame arrived with or was given).
+    pub encap: u8,
+    /// VNI of the frame.
+    pub vni: u32,
+    /// Decapped: outer source address. Encapped/NoNeighbour: remote VTEP. Flood: 0.
+    /// Network order.
+    pub peer_ip_be: u32,
+    /// Decapped: outer UDP source port. Otherwise 0. Network order.
+    pub peer_port_be: u16,
+    pub _pad: u16,
+}
+
+pub const XDP_META_MAGIC: u16 = 0x0e7a;
+pub const XDP_META_LEN: usize = core::mem::size_of::<XdpMeta>();
+const _: () = assert!(XDP_META_LEN % 4 == 0 && XDP_META_LEN <= 32);
+
+/// Outcomes counted by the programs in the per-CPU `OVL_COUNTERS` array, one slot each. Every
+/// packet the programs see moves exactly one of these.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    // Underlay ingress: passed to the kernel untouched.
+    /// Programs not configured yet.
+    PassDisabled = 0,
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...).
+    PassNonIp,
+    /// IPv6 (outer IPv6 is parsed but not decapsulated yet).
+    PassIpv6,
+    /// IPv4 not addressed to the local VTEP, or not UDP.
+    PassNotForUs,
+    /// UDP to the local VTEP on a port that is not an overlay port.
+    PassOtherUdp,
+    /// Headers end before we could tell whether the frame is overlay traffic.
+    PassTruncated,
+    /// Non-first IPv4 fragment to the local VTEP (no UDP header to judge it by).
+    PassFragment,
+
+    // Underlay ingress: decapsulated and redirected to an AF_XDP socket.
+    RxVxlan,
+    RxGeneve,
+
+    // Underlay ingress: overlay traffic dropped, by reason.
+    DropTruncated,
+    DropIpv4Options,
+    DropIpv4Fragment,
+    DropIpv4Checksum,
+    DropIpLength,
+    DropUdpLength,
+    DropVxlanFlags,
+    DropGeneveVersion,
+    DropGeneveOptLen,
+    DropGeneveCritical,
+    DropGeneveProto,
+    DropGeneveOam,
+    DropUnknownVni,
+    DropEncapMismatch,
+    DropInnerTruncated,
+    DropInnerTooBig,
+
+    // Overlay egress.
+    /// Encapsulated and redirected.
+    TxVxlan,
+    TxGeneve,
+    /// Broadcast or multicast handed to userspace for head-end replication.
+    TxFlood,
+    /// Unknown unicast handed to userspace for head-end replication.
+    TxUnknownUnicast,
+    /// Known unicast without next-hop MAC handed to userspace.
+    TxNoNeighbour,
+    /// Frame shorter than an Ethernet header.
+    DropTxTruncated,
+    /// Frame arrived on an interface that is not an overlay port.
+    DropTxNoPort,
+    /// Port's VNI missing from the VNI map.
+    DropTxUnknownVni,
+    /// Encapsulated frame would exceed the underlay MTU.
+    DropTxTooBig,
+
+    // Both directions.
+    /// No AF_XDP socket in the XSKMAP slot: the frame cannot reach a worker.
+    DropNoSocket,
+    /// A helper (adjust_head/meta/tail) failed.
+    DropInternal,
+}
+
+impl Counter {
+    /// Number of counters (size of the `OVL_COUNTERS` array).
+    pub const COUNT: u32 = Counter::DropInternal as u32 + 1;
+
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Counter::COUNT as usize] = [
+        Counter::PassDisabled,
+        Counter::PassNonIp,
+        Counter::PassIpv6,
+        Counter::PassNotForUs,
+        Counter::PassOtherUdp,
+        Counter::PassTruncated,
+        Counter::PassFragment,
+        Counter::RxVxlan,
+        Counter::RxGeneve,
+        Counter::DropTruncated,
+        Counter::DropIpv4Options,
+        Counter::DropIpv4Fragment,
+        Counter::DropIpv4Checksum,
+        Counter::DropIpLength,
+        Counter::DropUdpLength,
+        Counter::DropVxlanFlags,
+        Counter::DropGeneveVersion,
+        Counter::DropGeneveOptLen,
+        Counter::DropGeneveCritical,
+        Counter::DropGeneveProto,
+        Counter::DropGeneveOam,
+        Counter::DropUnknownVni,
+        Counter::DropEncapMismatch,
+        Counter::DropInnerTruncated,
+        Counter::DropInnerTooBig,
+        Counter::TxVxlan,
+        Counter::TxGeneve,
+        Counter::TxFlood,
+        Counter::TxUnknownUnicast,
+        Counter::TxNoNeighbour,
+        Counter::DropTxTruncated,
+        Counter::DropTxNoPort,
+        Counter::DropTxUnknownVni,
+        Counter::DropTxTooBig,
+        Counter::DropNoSocket,
+        Counter::DropInternal,
+    ];
+
+    /// Stable snake_case name, used in stats output and Prometheus labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PassDisabled => "pass_disabled",
+            Counter::PassNonIp => "pass_non_ip",
+            Counter::PassIpv6 => "pass_ipv6",
+            Counter::PassNotForUs => "pass_not_for_us",
+            Counter::PassOtherUdp => "pass_other_udp",
+            Counter::PassTruncated => "pass_truncated",
+            Counter::PassFragment => "pass_fragment",
+            Counter::RxVxlan => "rx_vxlan",
+            Counter::RxGeneve => "rx_geneve",
+            Counter::DropTruncated => "drop_truncated",
+            Counter::DropIpv4Options => "drop_ipv4_options",
+            Counter::DropIpv4Fragment => "drop_ipv4_fragment",
+            Counter::DropIpv4Checksum => "drop_ipv4_checksum",
+            Counter::DropIpLength => "drop_ip_length",
+            Counter::DropUdpLength => "drop_udp_length",
+            Counter::DropVxlanFlags => "drop_vxlan_flags",
+            Counter::DropGeneveVersion => "drop_geneve_version",
+            Counter::DropGeneveOptLen => "drop_geneve_opt_len",
+            Counter::DropGeneveCritical => "drop_geneve_critical",
+            Counter::DropGeneveProto => "drop_geneve_proto",
+            Counter::DropGeneveOam => "drop_geneve_oam",
+            Counter::DropUnknownVni => "drop_unknown_vni",
+            Counter::DropEncapMismatch => "drop_encap_mismatch",
+            Counter::DropInnerTruncated => "drop_inner_truncated",
+            Counter::DropInnerTooBig => "drop_inner_too_big",
+            Counter::TxVxlan => "tx_vxlan",
+            Counter::TxGeneve => "tx_geneve",
+            Counter::TxFlood => "tx_flood",
+            Counter::TxUnknownUnicast => "tx_unknown_unicast",
+            Counter::TxNoNeighbour => "tx_no_neighbour",
+            Counter::DropTxTruncated => "drop_tx_truncated",
+            Counter::DropTxNoPort => "drop_tx_no_port",
+            Counter::DropTxUnknownVni => "drop_tx_unknown_vni",
+            Counter::DropTxTooBig => "drop_tx_too_big",
+            Counter::DropNoSocket => "drop_no_socket",
+            Counter::DropInternal => "drop_internal",
+        }
+    }
+
+    /// True for counters that record a dropped frame.
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Counter::DropTruncated
+                | Counter::DropIpv4Options
+                | Counter::DropIpv4Fragment
+                | Counter::DropIpv4Checksum
+                | Counter::DropIpLength
+                | Counter::DropUdpLength
+                | Counter::DropVxlanFlags
+                | Counter::DropGeneveVersion
+                | Counter::DropGeneveOptLen
+                | Counter::DropGeneveCritical
+                | Counter::DropGeneveProto
+                | Counter::DropGeneveOam
+                | Counter::DropUnknownVni
+                | Counter::DropEncapMismatch
+                | Counter::DropInnerTruncated
+                | Counter::DropInnerTooBig
+                | Counter::DropTxTruncated
+                | Counter::DropTxNoPort
+                | Counter::DropTxUnknownVni
+                | Counter::DropTxTooBig
+                | Counter::DropNoSocket
+                | Counter::DropInternal
+        )
+    }
+}
+
+/// Outer UDP source port for an inner flow hash: folds the hash into the dynamic port range.
+pub const fn src_port_from_hash(hash: u32) -> u16 {
+    let span = (SRC_PORT_MAX - SRC_PORT_MIN) as u32 + 1;
+    SRC_PORT_MIN + ((hash ^ (hash >> 16)) % span) as u16
+}
+
+/// A small, deterministic 32-bit mixer for the inner flow hash (no allocation, no tables, so
+/// it runs in the XDP program and in userspace alike and both agree on the result).
+pub const fn mix32(mut h: u32, v: u32) -> u32 {
+    h ^= v.wrapping_mul(0x9e37_79b1);
+    h = h.rotate_left(13);
+    h.wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] structs of integers and byte arrays with explicit
+    // padding fields, so every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UdpPortInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VniInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FdbKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FdbEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::XdpMeta {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_dense_and_named_uniquely() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32, "{c:?} out of order");
+        }
+        for a in Counter::ALL {
+            for b in Counter::ALL {
+                if a != b {
+                    assert_ne!(a.name(), b.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<UdpPortInfo>(), 4);
+        assert_eq!(size_of::<VniInfo>(), 16);
+        assert_eq!(size_of::<PortInfo>(), 8);
+        assert_eq!(size_of::<FdbKey>(), 12);
+        assert_eq!(size_of::<FdbEntry>(), 8);
+        assert_eq!(size_of::<NextHop>(), 8);
+        assert_eq!(size_of::<XdpMeta>(), 16);
+    }
+
+    #[test]
+    fn src_port_stays_in_dynamic_range() {
+        for h in [0u32, 1, 0xffff, 0x1_0000, 0xdead_beef, u32::MAX] {
+            let p = src_port_from_hash(h);
+            assert!(p >= SRC_PORT_MIN, "{p}");
+        }
+    }
+
+    #[test]
+    fn overhead_matches_header_sizes() {
+        assert_eq!(Encap::Vxlan.overhead(0), 50);
+        assert_eq!(Encap::Geneve.overhead(0), 50);
+        assert_eq!(Encap::Geneve.overhead(GENEVE_OPT_LEN), 58);
+    }
+}
