@@ -1,0 +1,296 @@
+//! The XDP programs as userspace sees them: the embedded object, loading it into the kernel,
+//! typed access to its maps, attaching, and running a program on a frame (`BPF_PROG_TEST_RUN`).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use ovl_common::{
+    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniInfo, maps, programs,
+};
+
+use crate::testrun::{self, TestRun, TestRunError};
+
+/// The compiled XDP object, built by `build.rs` with Debian's rustc for bpfel-unknown-none.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("OVL_XDP_OBJ"));
+
+/// Errors of the XDP control path.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("the object has no {kind} named {name}")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error(transparent)]
+    TestRun(#[from] TestRunError),
+}
+
+/// Which of the two programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// Decapsulation on the underlay NIC.
+    UnderlayIngress,
+    /// Encapsulation on the data plane's end of an overlay veth.
+    OverlayEgress,
+}
+
+impl Program {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Program::UnderlayIngress => programs::UNDERLAY_INGRESS,
+            Program::OverlayEgress => programs::OVERLAY_EGRESS,
+        }
+    }
+}
+
+/// Counter values summed over all CPUs, indexed by `Counter`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters(pub [u64; Counter::COUNT as usize]);
+
+impl Counters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// Per-counter difference `self - earlier`.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let mut d = [0u64; Counter::COUNT as usize];
+        for (i, slot) in d.iter_mut().enumerate() {
+            *slot = self.0[i].wrapping_sub(earlier.0[i]);
+        }
+        Counters(d)
+    }
+
+    /// Counters that are non-zero, with their values.
+    pub fn nonzero(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|&c| (c, self.get(c)))
+            .filter(|&(_, v)| v != 0)
+            .collect()
+    }
+}
+
+/// The loaded programs and their maps.
+pub struct XdpObject {
+    ebpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl std::fmt::Debug for XdpObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpObject").finish_non_exhaustive()
+    }
+}
+
+macro_rules! map_mut {
+    ($self:ident, $name:expr, $ty:ty) => {{
+        let name: &'static str = $name;
+        let map = $self
+            .ebpf
+            .map_mut(name)
+            .ok_or(XdpError::Missing { kind: "map", name })?;
+        <$ty>::try_from(map).map_err(|source| XdpError::Map { name, source })?
+    }};
+}
+
+macro_rules! map_ref {
+    ($self:ident, $name:expr, $ty:ty) => {{
+        let name: &'static str = $name;
+        let map = $self
+            .ebpf
+            .map(name)
+            .ok_or(XdpError::Missing { kind: "map", name })?;
+        <$ty>::try_from(map).map_err(|source| XdpError::Map { name, source })?
+    }};
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> XdpError {
+    move |source| XdpError::Map { name, source }
+}
+
+impl XdpObject {
+    /// Loads both programs into the kernel (the verifier runs here) and creates their maps.
+    /// Nothing is attached yet, and until `set_config` enables them both programs pass
+    /// everything.
+    pub fn load() -> Result<XdpObject, XdpError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        // The programs log only on internal errors; a missing logger map is not fatal.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+        for p in [Program::UnderlayIngress, Program::OverlayEgress] {
+            let name = p.name();
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(XdpError::Missing {
+                    kind: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|source| XdpError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| XdpError::Program { name, source })?;
+        }
+        Ok(XdpObject { ebpf, logger })
+    }
+
+    fn program_mut(&mut self, p: Program) -> Result<&mut Xdp, XdpError> {
+        let name = p.name();
+        self.ebpf
+            .program_mut(name)
+            .ok_or(XdpError::Missing {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|source| XdpError::Program { name, source })
+    }
+
+    /// The program's file descriptor.
+    pub fn program_fd(&self, p: Program) -> Result<BorrowedFd<'_>, XdpError> {
+        let name = p.name();
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or(XdpError::Missing {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|source| XdpError::Program { name, source })?;
+        let fd = prog
+            .fd()
+            .map_err(|source| XdpError::Program { name, source })?;
+        Ok(fd.as_fd())
+    }
+
+    /// Attaches `p` to `ifname` in `mode`.
+    pub fn attach(
+        &mut self,
+        p: Program,
+        ifname: &str,
+        mode: XdpMode,
+    ) -> Result<XdpLinkId, XdpError> {
+        let name = p.name();
+        self.program_mut(p)?
+            .attach(ifname, mode)
+            .map_err(|source| XdpError::Program { name, source })
+    }
+
+    /// Detaches a link made by `attach`.
+    pub fn detach(&mut self, p: Program, link: XdpLinkId) -> Result<(), XdpError> {
+        let name = p.name();
+        self.program_mut(p)?
+            .detach(link)
+            .map_err(|source| XdpError::Program { name, source })
+    }
+
+    /// Writes the global settings (enabling the programs if `cfg.enabled != 0`).
+    pub fn set_config(&mut self, cfg: Config) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::CONFIG, Array<&mut MapData, Config>);
+        m.set(0, cfg, 0).map_err(map_err(maps::CONFIG))
+    }
+
+    /// Declares `port` (host order) an overlay UDP port carrying `encap`.
+    pub fn set_udp_port(&mut self, port: u16, info: UdpPortInfo) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::UDP_PORTS, HashMap<&mut MapData, u16, UdpPortInfo>);
+        m.insert(port, info, 0).map_err(map_err(maps::UDP_PORTS))
+    }
+
+    pub fn set_vni(&mut self, vni: u32, info: VniInfo) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::VNIS, HashMap<&mut MapData, u32, VniInfo>);
+        m.insert(vni, info, 0).map_err(map_err(maps::VNIS))
+    }
+
+    pub fn remove_vni(&mut self, vni: u32) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::VNIS, HashMap<&mut MapData, u32, VniInfo>);
+        m.remove(&vni).map_err(map_err(maps::VNIS))
+    }
+
+    /// Declares the interface `ifindex` an overlay port.
+    pub fn set_port(&mut self, ifindex: u32, info: PortInfo) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::PORTS, HashMap<&mut MapData, u32, PortInfo>);
+        m.insert(ifindex, info, 0).map_err(map_err(maps::PORTS))
+    }
+
+    pub fn set_fdb(&mut self, key: FdbKey, entry: FdbEntry) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::FDB, HashMap<&mut MapData, FdbKey, FdbEntry>);
+        m.insert(key, entry, 0).map_err(map_err(maps::FDB))
+    }
+
+    pub fn remove_fdb(&mut self, key: FdbKey) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::FDB, HashMap<&mut MapData, FdbKey, FdbEntry>);
+        m.remove(&key).map_err(map_err(maps::FDB))
+    }
+
+    /// Sets the outer destination MAC for remote VTEP `remote_ip_be` (network order).
+    pub fn set_nexthop(&mut self, remote_ip_be: u32, nh: NextHop) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, u32, NextHop>);
+        m.insert(remote_ip_be, nh, 0)
+            .map_err(map_err(maps::NEXTHOPS))
+    }
+
+    pub fn remove_nexthop(&mut self, remote_ip_be: u32) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, u32, NextHop>);
+        m.remove(&remote_ip_be).map_err(map_err(maps::NEXTHOPS))
+    }
+
+    /// Puts an AF_XDP socket into XSKMAP slot `slot`.
+    pub fn set_xsk(&mut self, slot: u32, socket: impl AsRawFd) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::XSKS, XskMap<&mut MapData>);
+        m.set(slot, socket, 0).map_err(map_err(maps::XSKS))
+    }
+
+    pub fn unset_xsk(&mut self, slot: u32) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::XSKS, XskMap<&mut MapData>);
+        m.unset(slot).map_err(map_err(maps::XSKS))
+    }
+
+    /// Current counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, XdpError> {
+        let m = map_ref!(self, maps::COUNTERS, PerCpuArray<&MapData, u64>);
+        let mut out = [0u64; Counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = m.get(&(i as u32), 0).map_err(map_err(maps::COUNTERS))?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(Counters(out))
+    }
+
+    /// Runs `p` once on `frame` in the kernel (BPF_PROG_TEST_RUN), as if it arrived on
+    /// `ifindex` queue `queue` (ifindex 0: the loopback device of the caller's namespace).
+    pub fn test_run(
+        &self,
+        p: Program,
+        frame: &[u8],
+        ifindex: u32,
+        queue: u32,
+    ) -> Result<TestRun, XdpError> {
+        let fd = self.program_fd(p)?;
+        Ok(testrun::run_xdp(fd, frame, ifindex, queue)?)
+    }
+
+    /// Prints what the programs logged (internal errors only) through `tracing`/`log`.
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+}

@@ -1,0 +1,787 @@
+//! The XDP programs, run in the kernel with BPF_PROG_TEST_RUN on crafted frames. Each case
+//! asserts the verdict, the output bytes and that exactly the expected counter moved.
+//!
+//! Needs root. Every test runs in its own anonymous network namespace (see `common`), loads its
+//! own copy of the programs (so counters and maps are private to it), and leaves nothing behind:
+//! the programs are never attached, and the namespace dies with the test's thread.
+
+mod common;
+
+use common::*;
+use dataplane::{
+    testrun::{XDP_DROP, XDP_PASS, XDP_REDIRECT, action_name},
+    xdp::{Program, XdpObject},
+};
+use ovl_common::{
+    Config, Counter, Encap, FdbEntry, FdbKey, MetaKind, NextHop, PortInfo, UdpPortInfo, VniInfo,
+    XdpMeta,
+};
+
+const LOCAL_IP: [u8; 4] = [10, 0, 1, 10];
+const LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x0a];
+const REMOTE_IP: [u8; 4] = [10, 0, 2, 20];
+/// The fabric router's MAC: the outer next hop.
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xfe, 0x01];
+const MTU: u16 = 1500;
+
+const VNI_VXLAN: u32 = 10;
+const VNI_GENEVE: u32 = 20;
+const VNI_GENEVE_OPT: u32 = 30;
+const VNI_UNKNOWN: u32 = 99;
+/// The option VNI_GENEVE_OPT adds: class 0x0102, type 0x03 (not critical), 1 word of data.
+const GENEVE_OPT: [u8; 8] = [0x01, 0x02, 0x03, 0x01, 0xde, 0xad, 0xbe, 0xef];
+
+const INNER_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
+const INNER_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const INNER_UNKNOWN: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
+const INNER_NO_NH: [u8; 6] = [0x02, 0, 0, 0, 0, 0x88];
+const NO_NH_IP: [u8; 4] = [10, 0, 3, 30];
+
+/// XSKMAP slot base of the overlay port in these tests.
+const PORT_XSK_BASE: u32 = 8;
+
+fn be(ip: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(ip)
+}
+
+/// A configured copy of the programs with AF_XDP sockets in the underlay's slot 0 and the
+/// overlay port's slot `PORT_XSK_BASE`.
+struct Env {
+    obj: XdpObject,
+    lo: u32,
+    _socks: Vec<Xsk>,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env::with_sockets(true)
+    }
+
+    fn with_sockets(sockets: bool) -> Env {
+        let mut obj = XdpObject::load().expect("load XDP programs");
+        obj.set_config(Config {
+            local_ip_be: be(LOCAL_IP),
+            underlay_mtu: MTU,
+            enabled: 1,
+            local_mac: LOCAL_MAC,
+            ..Config::default()
+        })
+        .unwrap();
+        for (port, encap) in [
+            (4789, Encap::Vxlan),
+            (8472, Encap::Vxlan),
+            (6081, Encap::Geneve),
+        ] {
+            obj.set_udp_port(
+                port,
+                UdpPortInfo {
+                    encap: encap as u8,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        obj.set_vni(
+            VNI_VXLAN,
+            VniInfo {
+                encap: Encap::Vxlan as u8,
+                udp_port: 4789,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        obj.set_vni(
+            VNI_GENEVE,
+            VniInfo {
+                encap: Encap::Geneve as u8,
+                udp_port: 6081,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        obj.set_vni(
+            VNI_GENEVE_OPT,
+            VniInfo {
+                encap: Encap::Geneve as u8,
+                udp_port: 6081,
+                geneve_opt_len: GENEVE_OPT.len() as u8,
+                geneve_opt: GENEVE_OPT,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let lo = ifindex("lo");
+        obj.set_port(
+            lo,
+            PortInfo {
+                vni: VNI_VXLAN,
+                xsk_base: PORT_XSK_BASE,
+            },
+        )
+        .unwrap();
+        for (vni, mac, ip) in [
+            (VNI_VXLAN, INNER_B, REMOTE_IP),
+            (VNI_GENEVE, INNER_B, REMOTE_IP),
+            (VNI_GENEVE_OPT, INNER_B, REMOTE_IP),
+            (VNI_VXLAN, INNER_NO_NH, NO_NH_IP),
+        ] {
+            obj.set_fdb(
+                FdbKey::new(vni, mac),
+                FdbEntry {
+                    remote_ip_be: be(ip),
+                    flags: 0,
+                },
+            )
+            .unwrap();
+        }
+        obj.set_nexthop(
+            be(REMOTE_IP),
+            NextHop {
+                mac: GW_MAC,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut socks = Vec::new();
+        if sockets {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (xa, xb) = (format!("xa{n}"), format!("xb{n}"));
+            ip(&["link", "add", &xa, "type", "veth", "peer", "name", &xb]);
+            ip(&["link", "set", &xa, "up"]);
+            ip(&["link", "set", &xb, "up"]);
+            let a = Xsk::bind(&xa);
+            let b = Xsk::bind(&xb);
+            obj.set_xsk(0, a.fd()).unwrap();
+            obj.set_xsk(PORT_XSK_BASE, b.fd()).unwrap();
+            socks.push(a);
+            socks.push(b);
+        }
+        Env {
+            obj,
+            lo,
+            _socks: socks,
+        }
+    }
+
+    /// Runs `p` on `frame` and checks that exactly `counter` moved, by one.
+    fn run(&self, p: Program, frame: &[u8], counter: Counter) -> dataplane::testrun::TestRun {
+        let before = self.obj.counters().unwrap();
+        let out = self.obj.test_run(p, frame, 0, 0).expect("test run");
+        let moved = self.obj.counters().unwrap().since(&before).nonzero();
+        assert_eq!(
+            moved,
+            vec![(counter, 1)],
+            "expected exactly {} to move (verdict {})",
+            counter.name(),
+            action_name(out.action)
+        );
+        out
+    }
+
+    fn ingress(&self, frame: &[u8], counter: Counter) -> dataplane::testrun::TestRun {
+        self.run(Program::UnderlayIngress, frame, counter)
+    }
+
+    fn egress(&self, frame: &[u8], counter: Counter) -> dataplane::testrun::TestRun {
+        self.run(Program::OverlayEgress, frame, counter)
+    }
+
+    /// Ingress must pass `frame` unchanged and count `counter`.
+    fn expect_pass(&self, frame: &[u8], counter: Counter) {
+        let out = self.ingress(frame, counter);
+        assert_eq!(action_name(out.action), action_name(XDP_PASS));
+        assert_eq!(out.frame, frame, "passed frames must be untouched");
+        assert!(out.meta.is_empty());
+    }
+
+    /// Ingress must drop `frame` and count `counter`, leaving it unmodified.
+    fn expect_drop(&self, frame: &[u8], counter: Counter) {
+        let out = self.ingress(frame, counter);
+        assert_eq!(action_name(out.action), action_name(XDP_DROP));
+        assert_eq!(out.frame, frame, "frames dropped on validation are not modified");
+    }
+}
+
+fn inner_frame(dst: [u8; 6], payload: usize) -> Vec<u8> {
+    inner_udp(
+        dst,
+        INNER_A,
+        [192, 168, 0, 4],
+        [192, 168, 0, 10],
+        40000,
+        5201,
+        payload,
+    )
+}
+
+fn vxlan_frame(port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+    outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, port, &vxlan(vni), inner)
+}
+
+fn geneve_frame(vni: u32, options: &[u8], inner: &[u8]) -> Vec<u8> {
+    outer(
+        LOCAL_MAC,
+        GW_MAC,
+        REMOTE_IP,
+        LOCAL_IP,
+        51000,
+        6081,
+        &geneve(vni, options),
+        inner,
+    )
+}
+
+fn assert_meta(out: &dataplane::testrun::TestRun, expected: XdpMeta) {
+    let meta = out.xdp_meta().expect("our metadata in front of the frame");
+    assert_eq!(meta, expected);
+}
+
+fn decapped_meta(encap: Encap, vni: u32) -> XdpMeta {
+    XdpMeta {
+        magic: ovl_common::XDP_META_MAGIC,
+        kind: MetaKind::Decapped as u8,
+        encap: encap as u8,
+        vni,
+        peer_ip_be: be(REMOTE_IP),
+        peer_port_be: 51000u16.to_be(),
+        _pad: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Underlay ingress: decapsulation
+
+#[test]
+fn vxlan_decap_on_4789_and_8472() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 100);
+        for port in [4789, 8472] {
+            let out = env.ingress(&vxlan_frame(port, VNI_VXLAN, &inner), Counter::RxVxlan);
+            assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+            assert_eq!(out.frame, inner, "the inner frame exactly");
+            assert_meta(&out, decapped_meta(Encap::Vxlan, VNI_VXLAN));
+        }
+    });
+}
+
+#[test]
+fn vxlan_decap_behind_a_vlan_tag() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 64);
+        let plain = vxlan_frame(4789, VNI_VXLAN, &inner);
+        let mut tagged = plain[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+        tagged.extend_from_slice(&plain[12..]);
+        let out = env.ingress(&tagged, Counter::RxVxlan);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner);
+    });
+}
+
+#[test]
+fn geneve_decap_without_and_with_options() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 200);
+        let out = env.ingress(&geneve_frame(VNI_GENEVE, &[], &inner), Counter::RxGeneve);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner);
+        assert_meta(&out, decapped_meta(Encap::Geneve, VNI_GENEVE));
+
+        // Two non-critical options (12 bytes): skipped, inner frame delivered as is.
+        let opts = [
+            0x01, 0x02, 0x03, 0x01, 1, 2, 3, 4, // class 0x0102 type 3, 4 bytes
+            0xff, 0xff, 0x10, 0x00, // class 0xffff type 0x10, no data
+        ];
+        let out = env.ingress(&geneve_frame(VNI_GENEVE, &opts, &inner), Counter::RxGeneve);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner);
+    });
+}
+
+#[test]
+fn decap_trims_ethernet_padding() {
+    in_private_netns(|| {
+        let env = Env::new();
+        // A tiny inner frame: the outer frame is padded past the IP packet's end.
+        let inner = eth(INNER_B, INNER_A, 0x0806);
+        let mut frame = vxlan_frame(4789, VNI_VXLAN, &inner);
+        frame.extend_from_slice(&[0u8; 20]);
+        let out = env.ingress(&frame, Counter::RxVxlan);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner, "padding after the IP packet is not inner data");
+    });
+}
+
+#[test]
+fn decap_without_a_socket_is_a_counted_drop() {
+    in_private_netns(|| {
+        let env = Env::with_sockets(false);
+        let inner = inner_frame(INNER_B, 10);
+        let out = env.ingress(&vxlan_frame(4789, VNI_VXLAN, &inner), Counter::DropNoSocket);
+        assert_eq!(action_name(out.action), action_name(XDP_DROP));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Underlay ingress: pass-through of everything that is not overlay traffic for us
+
+#[test]
+fn non_overlay_traffic_passes_untouched() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let mut arp = eth(BCAST, GW_MAC, 0x0806);
+        arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&GW_MAC);
+        arp.extend_from_slice(&[10, 0, 1, 1]);
+        arp.extend_from_slice(&[0; 6]);
+        arp.extend_from_slice(&LOCAL_IP);
+        env.expect_pass(&arp, Counter::PassNonIp);
+
+        let mut v6 = eth(LOCAL_MAC, GW_MAC, 0x86dd);
+        v6.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+        v6.extend_from_slice(&[0xfe; 32]);
+        v6.extend(udp(1000, 4789, 0));
+        env.expect_pass(&v6, Counter::PassIpv6);
+
+        // ssh (TCP 22) to the local VTEP address.
+        let mut ssh = eth(LOCAL_MAC, GW_MAC, 0x0800);
+        ssh.extend(ipv4(REMOTE_IP, LOCAL_IP, 6, 20, 0x4000));
+        ssh.extend_from_slice(&[0xc0, 0x00, 0, 22, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff]);
+        ssh.extend_from_slice(&[0, 0, 0, 0]);
+        env.expect_pass(&ssh, Counter::PassNotForUs);
+
+        // ICMP echo to the local VTEP address.
+        let mut icmp = eth(LOCAL_MAC, GW_MAC, 0x0800);
+        icmp.extend(ipv4(REMOTE_IP, LOCAL_IP, 1, 8, 0));
+        icmp.extend_from_slice(&[8, 0, 0xf7, 0xfe, 0, 1, 0, 0]);
+        env.expect_pass(&icmp, Counter::PassNotForUs);
+
+        // DNS: UDP to us on a port that is not an overlay port.
+        let dns = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 5353, 53, &[], &[0; 12]);
+        env.expect_pass(&dns, Counter::PassOtherUdp);
+
+        // VXLAN addressed to another VTEP: not ours to take.
+        let inner = inner_frame(INNER_B, 10);
+        let other = outer(
+            LOCAL_MAC,
+            GW_MAC,
+            REMOTE_IP,
+            [10, 0, 1, 99],
+            51000,
+            4789,
+            &vxlan(VNI_VXLAN),
+            &inner,
+        );
+        env.expect_pass(&other, Counter::PassNotForUs);
+
+        // A non-first fragment has no UDP header to judge it by: the kernel reassembles.
+        let mut frag = vxlan_frame(4789, VNI_VXLAN, &inner);
+        frag[20..22].copy_from_slice(&0x00b9u16.to_be_bytes());
+        fix_ipv4_checksum(&mut frag, 14);
+        env.expect_pass(&frag, Counter::PassFragment);
+    });
+}
+
+#[test]
+fn programs_pass_everything_until_configured() {
+    in_private_netns(|| {
+        let mut env = Env::new();
+        env.obj.set_config(Config::default()).unwrap();
+        let frame = vxlan_frame(4789, VNI_VXLAN, &inner_frame(INNER_B, 10));
+        env.expect_pass(&frame, Counter::PassDisabled);
+        let out = env.egress(&inner_frame(INNER_B, 10), Counter::PassDisabled);
+        assert_eq!(action_name(out.action), action_name(XDP_PASS));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Underlay ingress: bad input
+
+/// Cutting a valid frame short at every length: until the UDP header is complete we cannot
+/// tell it is ours, so it is passed (the kernel drops it); after that the IP length no longer
+/// matches the frame and it is a counted drop.
+#[test]
+fn truncation_at_every_length() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let vx = vxlan_frame(4789, VNI_VXLAN, &inner_frame(INNER_B, 18));
+        let ge = geneve_frame(VNI_GENEVE_OPT, &GENEVE_OPT, &inner_frame(INNER_B, 18));
+        for full in [vx, ge] {
+            // The kernel refuses test input shorter than an Ethernet header.
+            for len in 14..full.len() {
+                let cut = &full[..len];
+                if len < 14 + 20 + 8 {
+                    env.expect_pass(cut, Counter::PassTruncated);
+                } else {
+                    env.expect_drop(cut, Counter::DropIpLength);
+                }
+            }
+        }
+        // Behind a VLAN tag, a cut inside the tag.
+        let mut tagged = eth(LOCAL_MAC, GW_MAC, 0x8100);
+        tagged.extend_from_slice(&[0, 0x64, 0x08]);
+        env.expect_pass(&tagged, Counter::PassTruncated);
+    });
+}
+
+/// Frames whose IP and UDP lengths agree with a truncated tunnel header or inner frame, as a
+/// broken or hostile sender would make them: cut at each header boundary inside the tunnel.
+#[test]
+fn consistent_truncation_inside_the_tunnel() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 18);
+        // VXLAN header cut at every byte.
+        for n in 0..8 {
+            let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 4789, &vxlan(VNI_VXLAN)[..n], &[]);
+            env.expect_drop(&f, Counter::DropTruncated);
+        }
+        // GENEVE base header cut at every byte.
+        for n in 0..8 {
+            let g = geneve(VNI_GENEVE, &[]);
+            let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &g[..n], &[]);
+            env.expect_drop(&f, Counter::DropTruncated);
+        }
+        // Inner Ethernet header cut at every byte, after VXLAN and after GENEVE.
+        for n in 0..14 {
+            env.expect_drop(&vxlan_frame(4789, VNI_VXLAN, &inner[..n]), Counter::DropInnerTruncated);
+            env.expect_drop(&geneve_frame(VNI_GENEVE, &[], &inner[..n]), Counter::DropInnerTruncated);
+        }
+    });
+}
+
+#[test]
+fn wrong_vxlan_flags_are_dropped() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 10);
+        let cases: [(usize, u8); 5] = [
+            (0, 0x00), // I flag clear
+            (0, 0x88), // I flag plus a reserved flag
+            (1, 0x01), // reserved
+            (3, 0x80), // reserved
+            (7, 0x01), // reserved byte after the VNI
+        ];
+        for (off, val) in cases {
+            let mut hdr = vxlan(VNI_VXLAN);
+            hdr[off] = val;
+            let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 4789, &hdr, &inner);
+            env.expect_drop(&f, Counter::DropVxlanFlags);
+        }
+    });
+}
+
+#[test]
+fn unknown_vni_and_encapsulation_mismatch_are_dropped() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 10);
+        env.expect_drop(&vxlan_frame(4789, VNI_UNKNOWN, &inner), Counter::DropUnknownVni);
+        env.expect_drop(&geneve_frame(VNI_UNKNOWN, &[], &inner), Counter::DropUnknownVni);
+        // VNI 10 is a VXLAN segment: GENEVE frames claiming it are not accepted.
+        env.expect_drop(&geneve_frame(VNI_VXLAN, &[], &inner), Counter::DropEncapMismatch);
+        env.expect_drop(&vxlan_frame(4789, VNI_GENEVE, &inner), Counter::DropEncapMismatch);
+    });
+}
+
+#[test]
+fn udp_length_disagreeing_with_ip_length_is_dropped() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let good = vxlan_frame(4789, VNI_VXLAN, &inner_frame(INNER_B, 10));
+        let udp_len = u16::from_be_bytes([good[38], good[39]]);
+        for bad in [udp_len - 1, udp_len + 1, 8, 0, 0xffff] {
+            let mut f = good.clone();
+            f[38..40].copy_from_slice(&bad.to_be_bytes());
+            env.expect_drop(&f, Counter::DropUdpLength);
+        }
+        // IP total length shorter than its own header plus UDP.
+        let mut f = good.clone();
+        f[16..18].copy_from_slice(&24u16.to_be_bytes());
+        fix_ipv4_checksum(&mut f, 14);
+        env.expect_drop(&f, Counter::DropIpLength);
+    });
+}
+
+#[test]
+fn ipv4_options_fragments_and_bad_checksums_are_dropped() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 10);
+        let good = vxlan_frame(4789, VNI_VXLAN, &inner);
+
+        // IHL 6: one word of options (NOP NOP NOP EOL) before the UDP header.
+        let mut opt = good[..14 + 20].to_vec();
+        opt.extend_from_slice(&[1, 1, 1, 0]);
+        opt.extend_from_slice(&good[34..]);
+        opt[14] = 0x46;
+        let tot = u16::from_be_bytes([opt[16], opt[17]]) + 4;
+        opt[16..18].copy_from_slice(&tot.to_be_bytes());
+        fix_ipv4_checksum(&mut opt, 14);
+        env.expect_drop(&opt, Counter::DropIpv4Options);
+
+        // First fragment (MF set, offset 0) of a VXLAN datagram.
+        let mut mf = good.clone();
+        mf[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+        fix_ipv4_checksum(&mut mf, 14);
+        env.expect_drop(&mf, Counter::DropIpv4Fragment);
+
+        let mut bad = good.clone();
+        bad[24] ^= 0x01;
+        env.expect_drop(&bad, Counter::DropIpv4Checksum);
+    });
+}
+
+#[test]
+fn bad_geneve_headers_are_dropped() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 10);
+        let base = geneve(VNI_GENEVE, &[]);
+
+        let mut v1 = base.clone();
+        v1[0] = 0x40; // version 1
+        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &v1, &inner);
+        env.expect_drop(&f, Counter::DropGeneveVersion);
+
+        // Option length claims more words than the datagram holds.
+        let mut long = base.clone();
+        long[0] = 0x3f; // 252 bytes of options
+        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &long, &inner[..20]);
+        env.expect_drop(&f, Counter::DropGeneveOptLen);
+
+        let mut proto = base.clone();
+        proto[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
+        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &proto, &inner);
+        env.expect_drop(&f, Counter::DropGeneveProto);
+
+        let mut crit = geneve(VNI_GENEVE, &[0x01, 0x02, 0x83, 0x00]);
+        crit[1] = 0x40; // C: a critical option is present
+        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &crit, &inner);
+        env.expect_drop(&f, Counter::DropGeneveCritical);
+
+        let mut oam = base.clone();
+        oam[1] = 0x80;
+        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &oam, &inner);
+        env.expect_drop(&f, Counter::DropGeneveOam);
+    });
+}
+
+#[test]
+fn inner_frames_over_the_overlay_mtu_are_dropped() {
+    in_private_netns(|| {
+        let env = Env::new();
+        // Overlay MTU for VXLAN on a 1500-byte underlay: 1450 bytes of inner L3 packet.
+        let fits = inner_frame(INNER_B, 1450 - 28);
+        let out = env.ingress(&vxlan_frame(4789, VNI_VXLAN, &fits), Counter::RxVxlan);
+        assert_eq!(out.frame, fits);
+        let over = inner_frame(INNER_B, 1451 - 28);
+        env.expect_drop(&vxlan_frame(4789, VNI_VXLAN, &over), Counter::DropInnerTooBig);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overlay egress: encapsulation
+
+/// The outer headers the egress program must build for `inner`, with `src_port` as the outer
+/// UDP source port (the one field the test cannot know in advance: it is a flow hash).
+fn expected_encap(tunnel: &[u8], port: u16, inner: &[u8], src_port: u16) -> Vec<u8> {
+    let mut f = eth(GW_MAC, LOCAL_MAC, 0x0800);
+    let payload = 8 + tunnel.len() + inner.len();
+    // DF set, ID 0, TTL 64: what the program promises.
+    let mut ip = ipv4(LOCAL_IP, REMOTE_IP, 17, payload, 0x4000);
+    ip[4] = 0;
+    ip[5] = 0;
+    ip[10] = 0;
+    ip[11] = 0;
+    let c = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(ip);
+    let mut u = udp(src_port, port, tunnel.len() + inner.len());
+    u[6] = 0; // checksum zero (RFC 7348 / RFC 8926 allow it over IPv4)
+    u[7] = 0;
+    f.extend(u);
+    f.extend_from_slice(tunnel);
+    f.extend_from_slice(inner);
+    f
+}
+
+fn encapped_meta(encap: Encap, vni: u32) -> XdpMeta {
+    XdpMeta {
+        magic: ovl_common::XDP_META_MAGIC,
+        kind: MetaKind::Encapped as u8,
+        encap: encap as u8,
+        vni,
+        peer_ip_be: be(REMOTE_IP),
+        peer_port_be: 0,
+        _pad: 0,
+    }
+}
+
+fn src_port_of(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[34], frame[35]])
+}
+
+#[test]
+fn vxlan_encap_builds_exact_outer_headers() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 300);
+        let out = env.egress(&inner, Counter::TxVxlan);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        let sport = src_port_of(&out.frame);
+        assert!(sport >= ovl_common::SRC_PORT_MIN, "source port {sport} outside the dynamic range");
+        assert_eq!(out.frame, expected_encap(&vxlan(VNI_VXLAN), 4789, &inner, sport));
+        assert_eq!(inet_checksum(&out.frame[14..34]), 0, "outer IPv4 checksum verifies");
+        assert_meta(&out, encapped_meta(Encap::Vxlan, VNI_VXLAN));
+    });
+}
+
+#[test]
+fn geneve_encap_without_and_with_an_option() {
+    in_private_netns(|| {
+        let mut env = Env::new();
+        let inner = inner_frame(INNER_B, 300);
+        for (vni, opt) in [(VNI_GENEVE, &[][..]), (VNI_GENEVE_OPT, &GENEVE_OPT[..])] {
+            env.obj
+                .set_port(env.lo, PortInfo { vni, xsk_base: PORT_XSK_BASE })
+                .unwrap();
+            let out = env.egress(&inner, Counter::TxGeneve);
+            assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+            let sport = src_port_of(&out.frame);
+            assert_eq!(out.frame, expected_encap(&geneve(vni, opt), 6081, &inner, sport));
+            assert_eq!(inet_checksum(&out.frame[14..34]), 0);
+            assert_meta(&out, encapped_meta(Encap::Geneve, vni));
+        }
+    });
+}
+
+#[test]
+fn outer_source_port_is_a_stable_hash_of_the_inner_flow() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let mut ports = std::collections::BTreeSet::new();
+        for sport in 40000..40032u16 {
+            let inner = inner_udp(INNER_B, INNER_A, [192, 168, 0, 4], [192, 168, 0, 10], sport, 80, 20);
+            let first = src_port_of(&env.egress(&inner, Counter::TxVxlan).frame);
+            let again = src_port_of(&env.egress(&inner, Counter::TxVxlan).frame);
+            assert_eq!(first, again, "one flow, one outer source port");
+            assert!(first >= ovl_common::SRC_PORT_MIN);
+            ports.insert(first);
+        }
+        // 32 flows spread over 16384 ports: a hash that ignored the inner ports would give 1.
+        assert!(ports.len() >= 24, "only {} distinct source ports for 32 flows", ports.len());
+    });
+}
+
+#[test]
+fn broadcast_multicast_and_unknown_unicast_go_to_userspace_for_flooding() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let flood = XdpMeta {
+            magic: ovl_common::XDP_META_MAGIC,
+            kind: MetaKind::Flood as u8,
+            encap: Encap::Vxlan as u8,
+            vni: VNI_VXLAN,
+            peer_ip_be: 0,
+            peer_port_be: 0,
+            _pad: 0,
+        };
+        for (dst, counter) in [
+            (BCAST, Counter::TxFlood),
+            ([0x01, 0x00, 0x5e, 0, 0, 0xfb], Counter::TxFlood),
+            ([0x33, 0x33, 0, 0, 0, 1], Counter::TxFlood),
+            (INNER_UNKNOWN, Counter::TxUnknownUnicast),
+        ] {
+            let inner = inner_frame(dst, 40);
+            let out = env.egress(&inner, counter);
+            assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+            assert_eq!(out.frame, inner, "flooded frames stay unencapsulated");
+            assert_meta(&out, flood);
+        }
+    });
+}
+
+#[test]
+fn unresolved_next_hop_goes_to_userspace() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_NO_NH, 40);
+        let out = env.egress(&inner, Counter::TxNoNeighbour);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner);
+        let meta = out.xdp_meta().expect("metadata");
+        assert_eq!(meta.kind, MetaKind::NoNeighbour as u8);
+        assert_eq!(meta.peer_ip_be, be(NO_NH_IP));
+    });
+}
+
+#[test]
+fn egress_bad_input_is_counted() {
+    in_private_netns(|| {
+        let mut env = Env::new();
+        // Exactly the overlay MTU encapsulates to a full-size underlay packet...
+        let fits = inner_frame(INNER_B, 1450 - 28);
+        let out = env.egress(&fits, Counter::TxVxlan);
+        assert_eq!(out.frame.len(), 14 + MTU as usize);
+        // ...one byte more would not fit.
+        let over = inner_frame(INNER_B, 1451 - 28);
+        let out = env.egress(&over, Counter::DropTxTooBig);
+        assert_eq!(action_name(out.action), action_name(XDP_DROP));
+        assert_eq!(out.frame, over);
+
+        // With the GENEVE option, the overlay MTU is 8 bytes smaller.
+        env.obj
+            .set_port(env.lo, PortInfo { vni: VNI_GENEVE_OPT, xsk_base: PORT_XSK_BASE })
+            .unwrap();
+        env.egress(&inner_frame(INNER_B, 1442 - 28), Counter::TxGeneve);
+        env.egress(&inner_frame(INNER_B, 1443 - 28), Counter::DropTxTooBig);
+
+        // A port whose VNI was removed.
+        env.obj.remove_vni(VNI_GENEVE_OPT).unwrap();
+        let out = env.egress(&fits, Counter::DropTxUnknownVni);
+        assert_eq!(action_name(out.action), action_name(XDP_DROP));
+
+        // A frame from an interface that is not an overlay port.
+        ip(&["link", "add", "np0", "type", "veth", "peer", "name", "np1"]);
+        let np0 = ifindex("np0");
+        let before = env.obj.counters().unwrap();
+        let out = env
+            .obj
+            .test_run(Program::OverlayEgress, &fits, np0, 0)
+            .unwrap();
+        assert_eq!(action_name(out.action), action_name(XDP_DROP));
+        let moved = env.obj.counters().unwrap().since(&before).nonzero();
+        assert_eq!(moved, vec![(Counter::DropTxNoPort, 1)]);
+    });
+}
+
+/// What one side encapsulates, the other decapsulates back to the same frame.
+#[test]
+fn encap_then_decap_round_trips() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let inner = inner_frame(INNER_B, 777);
+        let wire = env.egress(&inner, Counter::TxVxlan).frame;
+        // The receiving VTEP: same programs, configured with the remote's address.
+        let mut peer = Env::new();
+        peer.obj
+            .set_config(Config {
+                local_ip_be: be(REMOTE_IP),
+                underlay_mtu: MTU,
+                enabled: 1,
+                local_mac: GW_MAC,
+                ..Config::default()
+            })
+            .unwrap();
+        let out = peer.ingress(&wire, Counter::RxVxlan);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner);
+        let meta = out.xdp_meta().unwrap();
+        assert_eq!((meta.vni, meta.peer_ip_be), (VNI_VXLAN, be(LOCAL_IP)));
+    });
+}

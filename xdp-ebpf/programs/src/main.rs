@@ -1,0 +1,494 @@
+//! The XDP programs of the overlay data plane.
+//!
+//! - `ovl_underlay_ingress`, on the underlay NIC: picks out VXLAN/GENEVE frames addressed to the
+//!   local VTEP, validates them, strips the outer headers and redirects the inner frame, with
+//!   `XdpMeta` in front of it, to the AF_XDP socket of the receive queue. Everything that is not
+//!   provably overlay traffic for us is passed to the kernel untouched.
+//! - `ovl_overlay_egress`, on the data plane's end of an overlay veth: encapsulates known unicast
+//!   frames the kernel sends and redirects them to an AF_XDP socket for transmission on the
+//!   underlay; broadcast, multicast, unknown unicast and frames whose next hop is unresolved go to
+//!   userspace unencapsulated.
+//!
+//! Every frame moves exactly one counter in `OVL_COUNTERS`. Logging (aya-log) is kept for events
+//! that indicate a bug, never per packet.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
+    macros::{map, xdp},
+    maps::{Array, HashMap, PerCpuArray, XskMap},
+    programs::XdpContext,
+};
+use aya_log_ebpf::error;
+use ovl_common::{
+    Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap, FdbEntry,
+    FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, MetaKind, NextHop, PortInfo,
+    UDP_HLEN, UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN,
+    XDP_META_MAGIC, XdpMeta,
+};
+
+#[map]
+static OVL_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+#[map]
+static OVL_UDP_PORTS: HashMap<u16, UdpPortInfo> =
+    HashMap::with_max_entries(ovl_common::UDP_PORT_ENTRIES, 0);
+#[map]
+static OVL_VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(ovl_common::VNI_ENTRIES, 0);
+#[map]
+static OVL_PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(ovl_common::PORT_ENTRIES, 0);
+#[map]
+static OVL_FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(ovl_common::FDB_ENTRIES, 0);
+#[map]
+static OVL_NEXTHOPS: HashMap<u32, NextHop> =
+    HashMap::with_max_entries(ovl_common::NEXTHOP_ENTRIES, 0);
+#[map]
+static OVL_XSKS: XskMap = XskMap::with_max_entries(ovl_common::XSK_SLOTS, 0);
+#[map]
+static OVL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+type Verdict = (u32, Counter);
+
+#[inline(always)]
+fn pass(c: Counter) -> Verdict {
+    (xdp_action::XDP_PASS, c)
+}
+
+#[inline(always)]
+fn drop(c: Counter) -> Verdict {
+    (xdp_action::XDP_DROP, c)
+}
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(slot) = OVL_COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot of this CPU; programs are not preempted while running.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Byte at `addr`, or `None` if it lies past `end`.
+#[inline(always)]
+fn u8_at(addr: usize, end: usize) -> Option<u8> {
+    if addr + 1 > end {
+        return None;
+    }
+    // SAFETY: bounds checked against data_end just above.
+    Some(unsafe { *(addr as *const u8) })
+}
+
+/// Big-endian u16 at `addr`; the caller has bounds-checked `addr + 2 <= end`.
+#[inline(always)]
+fn be16(addr: usize) -> u16 {
+    // SAFETY: the caller checked the two bytes lie inside the packet.
+    unsafe { u16::from_be_bytes([*(addr as *const u8), *((addr + 1) as *const u8)]) }
+}
+
+/// u32 at `addr` exactly as stored (network order kept); bounds-checked by the caller.
+#[inline(always)]
+fn raw32(addr: usize) -> u32 {
+    // SAFETY: the caller checked the four bytes lie inside the packet.
+    unsafe { core::ptr::read_unaligned(addr as *const u32) }
+}
+
+#[inline(always)]
+fn write_bytes<const N: usize>(addr: usize, bytes: [u8; N]) {
+    // SAFETY: the caller checked `addr + N <= data_end`.
+    unsafe { core::ptr::write_unaligned(addr as *mut [u8; N], bytes) }
+}
+
+/// Ones' complement sum of 16-bit words, folded.
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// Sum of the two 16-bit halves of a u32 given in network order.
+#[inline(always)]
+fn sum_be32(v_be: u32) -> u32 {
+    let b = v_be.to_ne_bytes();
+    u16::from_be_bytes([b[0], b[1]]) as u32 + u16::from_be_bytes([b[2], b[3]]) as u32
+}
+
+#[xdp]
+pub fn ovl_underlay_ingress(ctx: XdpContext) -> u32 {
+    let (action, counter) = underlay_ingress(&ctx);
+    count(counter);
+    action
+}
+
+#[xdp]
+pub fn ovl_overlay_egress(ctx: XdpContext) -> u32 {
+    let (action, counter) = overlay_egress(&ctx);
+    count(counter);
+    action
+}
+
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    let cfg = OVL_CONFIG.get(0)?;
+    if cfg.enabled == 0 { None } else { Some(cfg) }
+}
+
+#[inline(always)]
+fn underlay_ingress(ctx: &XdpContext) -> Verdict {
+    let Some(cfg) = config() else {
+        return pass(Counter::PassDisabled);
+    };
+    let data = ctx.data();
+    let end = ctx.data_end();
+
+    if data + ETH_HLEN > end {
+        return pass(Counter::PassTruncated);
+    }
+    let mut ip = data + ETH_HLEN;
+    let mut ethertype = be16(data + 12);
+    if ethertype == ETH_P_8021Q {
+        if data + ETH_HLEN + VLAN_HLEN > end {
+            return pass(Counter::PassTruncated);
+        }
+        ethertype = be16(data + 16);
+        ip = data + ETH_HLEN + VLAN_HLEN;
+    }
+    if ethertype == ETH_P_IPV6 {
+        return pass(Counter::PassIpv6);
+    }
+    if ethertype != ETH_P_IPV4 {
+        return pass(Counter::PassNonIp);
+    }
+
+    if ip + IPV4_HLEN > end {
+        return pass(Counter::PassTruncated);
+    }
+    // SAFETY: ip + 20 <= end checked above.
+    let ver_ihl = unsafe { *(ip as *const u8) };
+    // SAFETY: as above.
+    let proto = unsafe { *((ip + 9) as *const u8) };
+    let daddr = raw32(ip + 16);
+    if ver_ihl >> 4 != 4 || daddr != cfg.local_ip_be || proto != IPPROTO_UDP {
+        return pass(Counter::PassNotForUs);
+    }
+    let frag = be16(ip + 6);
+    if frag & 0x1fff != 0 {
+        return pass(Counter::PassFragment);
+    }
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    if ihl < IPV4_HLEN {
+        // Malformed; the kernel's IP layer drops and counts it.
+        return pass(Counter::PassNotForUs);
+    }
+    let udp = ip + ihl;
+    if udp + UDP_HLEN > end {
+        return pass(Counter::PassTruncated);
+    }
+    let dport = be16(udp + 2);
+    // SAFETY: the map value is plain data, only read.
+    let Some(port) = (unsafe { OVL_UDP_PORTS.get(&dport) }) else {
+        return pass(Counter::PassOtherUdp);
+    };
+    let encap = port.encap;
+
+    // From here on the frame claims to be overlay traffic for us: anything wrong is a drop.
+    if ihl != IPV4_HLEN {
+        return drop(Counter::DropIpv4Options);
+    }
+    if frag & 0x2000 != 0 {
+        return drop(Counter::DropIpv4Fragment);
+    }
+    // The IP layer is bypassed, so its checks are ours to make.
+    let mut sum = 0u32;
+    let mut off = 0;
+    while off < IPV4_HLEN {
+        sum += be16(ip + off) as u32;
+        off += 2;
+    }
+    if fold(sum) != 0xffff {
+        return drop(Counter::DropIpv4Checksum);
+    }
+    let tot_len = be16(ip + 2) as usize;
+    if tot_len < IPV4_HLEN + UDP_HLEN || ip + tot_len > end {
+        return drop(Counter::DropIpLength);
+    }
+    let pkt_end = ip + tot_len;
+    if be16(udp + 4) as usize != tot_len - IPV4_HLEN {
+        return drop(Counter::DropUdpLength);
+    }
+
+    let tun = udp + UDP_HLEN;
+    if tun + 8 > end || tun + 8 > pkt_end {
+        return drop(Counter::DropTruncated);
+    }
+    // SAFETY: tun + 8 <= end checked above.
+    let tb: [u8; 8] = unsafe { core::ptr::read_unaligned(tun as *const [u8; 8]) };
+    let vni = ((tb[4] as u32) << 16) | ((tb[5] as u32) << 8) | tb[6] as u32;
+    let tun_len;
+    let rx_counter;
+    if encap == Encap::Vxlan as u8 {
+        // RFC 7348: I flag set, every reserved bit zero (as the kernel driver insists).
+        if tb[0] != VXLAN_FLAG_I || tb[1] != 0 || tb[2] != 0 || tb[3] != 0 || tb[7] != 0 {
+            return drop(Counter::DropVxlanFlags);
+        }
+        tun_len = VXLAN_HLEN;
+        rx_counter = Counter::RxVxlan;
+    } else {
+        if tb[0] >> 6 != 0 {
+            return drop(Counter::DropGeneveVersion);
+        }
+        let opt_len = ((tb[0] & 0x3f) as usize) * 4;
+        if tun + GENEVE_HLEN + opt_len > pkt_end {
+            return drop(Counter::DropGeneveOptLen);
+        }
+        if u16::from_be_bytes([tb[2], tb[3]]) != ETH_P_TEB {
+            return drop(Counter::DropGeneveProto);
+        }
+        // We understand no options, so critical ones must be dropped (RFC 8926 section 3.5).
+        if tb[1] & 0x40 != 0 {
+            return drop(Counter::DropGeneveCritical);
+        }
+        // OAM frames are control traffic for the tunnel endpoint, not data for the segment.
+        if tb[1] & 0x80 != 0 {
+            return drop(Counter::DropGeneveOam);
+        }
+        tun_len = GENEVE_HLEN + opt_len;
+        rx_counter = Counter::RxGeneve;
+    }
+
+    // SAFETY: the map value is plain data, only read.
+    let Some(vinfo) = (unsafe { OVL_VNIS.get(&vni) }) else {
+        return drop(Counter::DropUnknownVni);
+    };
+    if vinfo.encap != encap {
+        return drop(Counter::DropEncapMismatch);
+    }
+    let inner = tun + tun_len;
+    if inner + ETH_HLEN > pkt_end {
+        return drop(Counter::DropInnerTruncated);
+    }
+    let overlay_mtu = overlay_mtu(cfg, vinfo);
+    if pkt_end - inner - ETH_HLEN > overlay_mtu {
+        return drop(Counter::DropInnerTooBig);
+    }
+
+    let meta = XdpMeta {
+        magic: XDP_META_MAGIC,
+        kind: MetaKind::Decapped as u8,
+        encap,
+        vni,
+        peer_ip_be: raw32(ip + 12),
+        peer_port_be: u16::from_ne_bytes(be16(udp).to_be_bytes()),
+        _pad: 0,
+    };
+    let strip = (inner - data) as i32;
+    let excess = (end - pkt_end) as i32;
+    // Ethernet padding after the IP packet is not part of the inner frame.
+    // SAFETY: helper call on the program's own context.
+    if excess > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -excess) } != 0 {
+        error!(ctx, "adjust_tail failed");
+        return drop(Counter::DropInternal);
+    }
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip) } != 0 {
+        error!(ctx, "adjust_head failed");
+        return drop(Counter::DropInternal);
+    }
+    to_socket(ctx, meta, ctx.rx_queue_index(), rx_counter)
+}
+
+/// Largest inner L3 packet the VNI's overlay port carries: the underlay MTU less the outer
+/// IPv4/UDP/tunnel headers and the inner Ethernet header (which `overhead` counts in place of
+/// the outer one).
+#[inline(always)]
+fn overlay_mtu(cfg: &Config, vinfo: &VniInfo) -> usize {
+    let overhead = if vinfo.encap == Encap::Vxlan as u8 {
+        Encap::Vxlan.overhead(0)
+    } else {
+        Encap::Geneve.overhead(vinfo.geneve_opt_len as usize)
+    };
+    (cfg.underlay_mtu as usize).saturating_sub(overhead)
+}
+
+/// Prepends `meta` and redirects to XSKMAP slot `slot`.
+#[inline(always)]
+fn to_socket(ctx: &XdpContext, meta: XdpMeta, slot: u32, ok: Counter) -> Verdict {
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(XDP_META_LEN as i32)) } != 0 {
+        error!(ctx, "adjust_meta failed");
+        return drop(Counter::DropInternal);
+    }
+    let m = ctx.metadata();
+    if m + XDP_META_LEN > ctx.data() {
+        return drop(Counter::DropInternal);
+    }
+    // SAFETY: the metadata area [m, m + XDP_META_LEN) was just reserved and bounds-checked.
+    unsafe { core::ptr::write_unaligned(m as *mut XdpMeta, meta) };
+    match OVL_XSKS.redirect(slot, 0) {
+        Ok(action) => (action, ok),
+        Err(_) => drop(Counter::DropNoSocket),
+    }
+}
+
+#[inline(always)]
+fn overlay_egress(ctx: &XdpContext) -> Verdict {
+    let Some(cfg) = config() else {
+        return pass(Counter::PassDisabled);
+    };
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + ETH_HLEN > end {
+        return drop(Counter::DropTxTruncated);
+    }
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: the map value is plain data, only read.
+    let Some(port) = (unsafe { OVL_PORTS.get(&ifindex) }) else {
+        return drop(Counter::DropTxNoPort);
+    };
+    let vni = port.vni;
+    let slot = port.xsk_base + ctx.rx_queue_index();
+    // SAFETY: the map value is plain data, only read.
+    let Some(vinfo) = (unsafe { OVL_VNIS.get(&vni) }) else {
+        return drop(Counter::DropTxUnknownVni);
+    };
+    let frame_len = end - data;
+    if frame_len - ETH_HLEN > overlay_mtu(cfg, vinfo) {
+        return drop(Counter::DropTxTooBig);
+    }
+    // SAFETY: data + 14 <= end checked above.
+    let dst: [u8; 6] = unsafe { core::ptr::read_unaligned(data as *const [u8; 6]) };
+    let mut meta = XdpMeta {
+        magic: XDP_META_MAGIC,
+        kind: MetaKind::Flood as u8,
+        encap: vinfo.encap,
+        vni,
+        peer_ip_be: 0,
+        peer_port_be: 0,
+        _pad: 0,
+    };
+    if dst[0] & 1 != 0 {
+        return to_socket(ctx, meta, slot, Counter::TxFlood);
+    }
+    // SAFETY: the map value is plain data, only read.
+    let Some(fdb) = (unsafe { OVL_FDB.get(&FdbKey::new(vni, dst)) }) else {
+        return to_socket(ctx, meta, slot, Counter::TxUnknownUnicast);
+    };
+    let remote = fdb.remote_ip_be;
+    meta.peer_ip_be = remote;
+    // SAFETY: the map value is plain data, only read.
+    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(&remote) }) else {
+        meta.kind = MetaKind::NoNeighbour as u8;
+        return to_socket(ctx, meta, slot, Counter::TxNoNeighbour);
+    };
+    let nh_mac = nh.mac;
+    let src_port = ovl_common::src_port_from_hash(flow_hash(data, end));
+    let geneve = vinfo.encap == Encap::Geneve as u8;
+    let opt_len = if geneve && vinfo.geneve_opt_len as usize == GENEVE_OPT_LEN {
+        GENEVE_OPT_LEN
+    } else {
+        0
+    };
+    let tun_len = if geneve { GENEVE_HLEN + opt_len } else { VXLAN_HLEN };
+    let ip_len = IPV4_HLEN + UDP_HLEN + tun_len + frame_len;
+    let outer_len = ETH_HLEN + ip_len - frame_len;
+    let udp_port = vinfo.udp_port;
+    let opt = vinfo.geneve_opt;
+    meta.kind = MetaKind::Encapped as u8;
+
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer_len as i32)) } != 0 {
+        error!(ctx, "adjust_head failed");
+        return drop(Counter::DropInternal);
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + ETH_HLEN + IPV4_HLEN + UDP_HLEN + GENEVE_HLEN + GENEVE_OPT_LEN > end {
+        // Cannot happen (the inner frame is at least 14 bytes); keeps the verifier informed.
+        return drop(Counter::DropInternal);
+    }
+
+    write_bytes(data, nh_mac);
+    write_bytes(data + 6, cfg.local_mac);
+    write_bytes(data + 12, ETH_P_IPV4.to_be_bytes());
+
+    let ip = data + ETH_HLEN;
+    let ip_len16 = ip_len as u16;
+    const TTL_PROTO: u16 = (64 << 8) | IPPROTO_UDP as u16;
+    const DF: u16 = 0x4000;
+    let csum = !fold(
+        0x4500
+            + ip_len16 as u32
+            + DF as u32
+            + TTL_PROTO as u32
+            + sum_be32(cfg.local_ip_be)
+            + sum_be32(remote),
+    );
+    let [l0, l1] = ip_len16.to_be_bytes();
+    let [c0, c1] = csum.to_be_bytes();
+    write_bytes(ip, [0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1]);
+    write_bytes(ip + 12, cfg.local_ip_be.to_ne_bytes());
+    write_bytes(ip + 16, remote.to_ne_bytes());
+
+    let udp = ip + IPV4_HLEN;
+    let [s0, s1] = src_port.to_be_bytes();
+    let [d0, d1] = udp_port.to_be_bytes();
+    let [u0, u1] = (ip_len16 - IPV4_HLEN as u16).to_be_bytes();
+    write_bytes(udp, [s0, s1, d0, d1, u0, u1, 0, 0]);
+
+    let tun = udp + UDP_HLEN;
+    let v = vni.to_be_bytes();
+    let counter = if geneve {
+        let [p0, p1] = ETH_P_TEB.to_be_bytes();
+        write_bytes(tun, [(opt_len / 4) as u8, 0, p0, p1, v[1], v[2], v[3], 0]);
+        if opt_len != 0 {
+            write_bytes(tun + GENEVE_HLEN, opt);
+        }
+        Counter::TxGeneve
+    } else {
+        write_bytes(tun, [VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
+        Counter::TxVxlan
+    };
+    to_socket(ctx, meta, slot, counter)
+}
+
+/// Hash of the inner flow for the outer source port: MAC addresses, and for IPv4 the
+/// addresses, protocol and (unless fragmented) TCP/UDP ports, so one flow keeps one path.
+#[inline(always)]
+fn flow_hash(data: usize, end: usize) -> u32 {
+    let mut h = 0u32;
+    if data + ETH_HLEN > end {
+        return h;
+    }
+    h = ovl_common::mix32(h, raw32(data));
+    h = ovl_common::mix32(h, raw32(data + 4));
+    h = ovl_common::mix32(h, raw32(data + 8));
+    h = ovl_common::mix32(h, be16(data + 12) as u32);
+    if be16(data + 12) != ETH_P_IPV4 {
+        return h;
+    }
+    let ip = data + ETH_HLEN;
+    if ip + IPV4_HLEN > end {
+        return h;
+    }
+    h = ovl_common::mix32(h, raw32(ip + 12));
+    h = ovl_common::mix32(h, raw32(ip + 16));
+    let Some(proto) = u8_at(ip + 9, end) else {
+        return h;
+    };
+    h = ovl_common::mix32(h, proto as u32);
+    let ihl = ((be16(ip) >> 8) as usize & 0x0f) * 4;
+    let fragmented = be16(ip + 6) & 0x3fff != 0;
+    if (proto == 6 || proto == 17) && !fragmented && ihl >= IPV4_HLEN {
+        let l4 = ip + ihl;
+        if l4 + 4 <= end {
+            h = ovl_common::mix32(h, raw32(l4));
+        }
+    }
+    h
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
