@@ -1,1 +1,191 @@
-fn main() {}
+//! `cargo xtask`: the project's single entry point for setting up the toolchain, building the
+//! XDP programs, running the tests and the demo.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Set up, build, test and demo the AF_XDP overlay data plane",
+    long_about = "Set up, build, test and demo the AF_XDP overlay data plane.\n\n\
+        Start with `cargo xtask setup` on a fresh Debian 12 machine (as root): it installs the \
+        Debian packages, links Debian's rustc as the rustup toolchain `debian` and builds \
+        bpf-linker. Then `cargo xtask test` runs everything CI runs."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build needs (Debian packages, the `debian` rustup toolchain,
+    /// bpf-linker). Idempotent: prints one line when everything is already there.
+    Setup {
+        /// Only report what is missing; install nothing (exit code 1 if anything is).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the XDP programs (bpfel-unknown-none, Debian's rustc) and print the object path.
+    BuildEbpf,
+    /// Run the whole test suite: format and lint checks, unit and property tests, and the
+    /// kernel tests of the XDP programs (root needed; CI runs as root).
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy -D warnings`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Build and run the demo: load and attach the XDP programs in a private network
+    /// namespace and push real frames through them (root needed).
+    Demo,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.cmd {
+        Cmd::Setup { check } => setup::run(check),
+        Cmd::BuildEbpf => build_ebpf(&root).map(|_| ()),
+        Cmd::Test {
+            no_lint,
+            cargo_test_args,
+        } => test(&root, no_lint, &cargo_test_args),
+        Cmd::Demo => demo(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(xtask_dir)
+}
+
+fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+fn build_ebpf(root: &Path) -> Result<PathBuf> {
+    step("building the XDP programs (Debian rustc, bpfel-unknown-none)");
+    let started = Instant::now();
+    let layout = ebpf_build::Layout::new(root);
+    let object = ebpf_build::build(&layout)?;
+    let size = std::fs::metadata(&object)
+        .with_context(|| format!("stat {}", object.display()))?
+        .len();
+    eprintln!(
+        "    {} ({} KiB) in {:.1} s",
+        object.display(),
+        size / 1024,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(object)
+}
+
+/// Runs `cargo` with `args` in the workspace, streaming its output.
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("run {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the kernel tests load XDP programs and create network namespaces, so the test \
+             suite runs as root (CI does): `sudo -E cargo xtask test`"
+        );
+    }
+    let started = Instant::now();
+    build_ebpf(root)?;
+    if !no_lint {
+        step("cargo fmt --check (workspace and the XDP programs)");
+        cargo(root, &["fmt", "--all", "--", "--check"])?;
+        let programs = ebpf_build::Layout::new(root).crate_dir;
+        let manifest = programs.join("Cargo.toml");
+        let manifest = manifest.to_string_lossy();
+        cargo(
+            root,
+            &["fmt", "--manifest-path", &manifest, "--all", "--", "--check"],
+        )?;
+        step("cargo clippy --workspace --all-targets -- -D warnings");
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--quiet",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
+    step("cargo test --workspace (unit, property and kernel tests)");
+    let mut args = vec!["test", "--workspace"];
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    cargo(root, &args)?;
+    eprintln!(
+        "==> all tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo(root: &Path) -> Result<()> {
+    if !is_root() {
+        bail!("the demo loads XDP programs and creates a network namespace: run it as root");
+    }
+    build_ebpf(root)?;
+    step("building the data plane");
+    cargo(root, &["build", "--release", "--quiet", "-p", "dataplane"])?;
+    step("dataplane demo");
+    let bin = root.join("target").join("release").join("dataplane");
+    let status = Command::new(&bin)
+        .arg("demo")
+        .status()
+        .with_context(|| format!("run {}", bin.display()))?;
+    if !status.success() {
+        bail!("dataplane demo failed ({status})");
+    }
+    Ok(())
+}

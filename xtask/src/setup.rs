@@ -1,0 +1,231 @@
+//! `cargo xtask setup`: installs what building and testing need, idempotently.
+//!
+//! The recipe is the one in shared/TOOLCHAIN.md: Debian's rustc 1.96 with its prebuilt `core`
+//! for the BPF targets (rustup has no rust-src here, so `-Z build-std` is impossible), linked
+//! into rustup as the toolchain `debian`; bpf-linker built against LLVM 22; clang-19 for
+//! libxdp-sys (clang-22 breaks its build).
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages the build and the tests need, with why.
+const PACKAGES: &[(&str, &str)] = &[
+    ("rustc-web", "Debian's rustc 1.96, the eBPF compiler"),
+    ("cargo-web", "Debian's cargo matching it"),
+    ("libstd-rust-web-dev-bpf", "prebuilt core for bpfel-unknown-none"),
+    ("llvm-22-dev", "LLVM 22 for bpf-linker"),
+    ("libpolly-22-dev", "linked by bpf-linker's LLVM 22"),
+    ("libzstd-dev", "linked by bpf-linker's LLVM 22"),
+    ("zlib1g-dev", "linked by bpf-linker's LLVM 22"),
+    ("clang-19", "libxdp-sys builds xdp-tools with it"),
+    ("llvm-19", "llc-19 for libxdp-sys"),
+    ("m4", "xdp-tools' configure"),
+    ("libelf-dev", "xdp-tools / libbpf"),
+    ("libpcap-dev", "xdp-tools' configure insists on pcap headers"),
+    ("pkg-config", "xdp-tools' configure"),
+    ("iproute2", "`ip` for namespaces, veths and XDP in the tests"),
+    ("iputils-ping", "ping through the overlay"),
+    ("iperf3", "throughput tests and the benchmark"),
+    ("ethtool", "NIC queue and offload settings"),
+    ("bpftool", "inspecting loaded programs and maps"),
+];
+
+const TOOLCHAIN: &str = ebpf_build::TOOLCHAIN;
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+pub fn run(check_only: bool) -> Result<()> {
+    if !is_debian_12() {
+        print_manual_instructions();
+        bail!("automatic setup supports Debian 12 (bookworm) only; see the list above");
+    }
+    let mut missing_pkgs: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !package_installed(p))
+        .collect();
+    missing_pkgs.sort_unstable();
+    let toolchain_linked = toolchain_linked()?;
+    let linker_ok = bpf_linker_ok();
+
+    if missing_pkgs.is_empty() && toolchain_linked && linker_ok {
+        eprintln!(
+            "setup: all present ({} Debian packages, rustup toolchain `{TOOLCHAIN}`, bpf-linker {BPF_LINKER_VERSION})",
+            PACKAGES.len()
+        );
+        return Ok(());
+    }
+    if check_only {
+        if !missing_pkgs.is_empty() {
+            eprintln!("missing Debian packages: {}", missing_pkgs.join(" "));
+        }
+        if !toolchain_linked {
+            eprintln!("missing rustup toolchain `{TOOLCHAIN}` (rustup toolchain link {TOOLCHAIN} /usr)");
+        }
+        if !linker_ok {
+            eprintln!("missing bpf-linker {BPF_LINKER_VERSION}");
+        }
+        bail!("setup is incomplete: run `cargo xtask setup`");
+    }
+
+    if !missing_pkgs.is_empty() {
+        install_packages(&missing_pkgs)?;
+    }
+    if !toolchain_linked {
+        eprintln!("setup: linking Debian's rustc as rustup toolchain `{TOOLCHAIN}`");
+        run_cmd(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN, "/usr"]))?;
+        if !toolchain_linked_now()? {
+            bail!("`rustup toolchain link {TOOLCHAIN} /usr` did not register the toolchain");
+        }
+    }
+    if !bpf_linker_ok() {
+        install_bpf_linker()?;
+    }
+    eprintln!("setup: done");
+    Ok(())
+}
+
+fn is_debian_12() -> bool {
+    let Ok(text) = std::fs::read_to_string("/etc/os-release") else {
+        return false;
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    field("ID").as_deref() == Some("debian") && field("VERSION_ID").as_deref() == Some("12")
+}
+
+fn print_manual_instructions() {
+    eprintln!("This machine is not Debian 12. The build needs, installed by hand:");
+    eprintln!("  - Debian 12's packages, or your distribution's equivalents:");
+    for (p, why) in PACKAGES {
+        eprintln!("      {p:<26} {why}");
+    }
+    eprintln!(
+        "  - a rustc that ships a prebuilt `core` for bpfel-unknown-none (Debian's rustc-web \
+         1.96 with libstd-rust-web-dev-bpf), linked into rustup:\n      rustup toolchain link \
+         {TOOLCHAIN} <prefix of that rustc>\n    (or a nightly rustup toolchain with rust-src; \
+         then the eBPF build needs -Z build-std=core, which this project does not use)"
+    );
+    eprintln!(
+        "  - bpf-linker built against LLVM 22:\n      LLVM_PREFIX=<llvm-22 prefix> cargo install \
+         bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-22"
+    );
+    eprintln!("  - clang-19 and llc-19 on PATH (libxdp-sys fails with clang-22)");
+}
+
+fn package_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok installed"))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn install_packages(pkgs: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "missing Debian packages; as root run:\n  apt-get update && apt-get install -y {}",
+            pkgs.join(" ")
+        );
+    }
+    eprintln!("setup: installing {}", pkgs.join(" "));
+    run_cmd(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let still: Vec<_> = pkgs.iter().filter(|p| !package_installed(p)).collect();
+    if !still.is_empty() {
+        bail!("apt-get reported success but these are not installed: {still:?}");
+    }
+    Ok(())
+}
+
+fn rustup_toolchains() -> Result<String> {
+    let out = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("run rustup (is rustup installed?)")?;
+    if !out.status.success() {
+        bail!("`rustup toolchain list` failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn toolchain_linked() -> Result<bool> {
+    Ok(rustup_toolchains()?
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(TOOLCHAIN)))
+}
+
+fn toolchain_linked_now() -> Result<bool> {
+    // The link must also work: Debian's rustc must be where the link points.
+    Ok(toolchain_linked()?
+        && Command::new("rustup")
+            .args(["run", TOOLCHAIN, "rustc", "--version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false))
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+        .unwrap_or(false)
+}
+
+fn install_bpf_linker() -> Result<()> {
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_cmd(
+        Command::new(cargo)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            // Outside the workspace, so its .cargo/config.toml does not apply.
+            .current_dir(std::env::temp_dir())
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )?;
+    if !bpf_linker_ok() {
+        bail!(
+            "bpf-linker was installed but `bpf-linker --version` does not answer \
+             {BPF_LINKER_VERSION}: is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(())
+}
+
+fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
