@@ -255,7 +255,7 @@ pub struct XdpMeta {
 
 pub const XDP_META_MAGIC: u16 = 0x0e7a;
 pub const XDP_META_LEN: usize = core::mem::size_of::<XdpMeta>();
-const _: () = assert!(XDP_META_LEN % 4 == 0 && XDP_META_LEN <= 32);
+const _: () = assert!(XDP_META_LEN.is_multiple_of(4) && XDP_META_LEN <= 32);
 
 /// Outcomes counted by the programs in the per-CPU `OVL_COUNTERS` array, one slot each. Every
 /// packet the programs see moves exactly one of these.
