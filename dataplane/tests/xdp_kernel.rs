@@ -5,6 +5,8 @@
 //! own copy of the programs (so counters and maps are private to it), and leaves nothing behind:
 //! the programs are never attached, and the namespace dies with the test's thread.
 
+#![allow(clippy::unwrap_used)] // test code: a failed set-up step should stop the test
+
 mod common;
 
 use common::*;
@@ -199,7 +201,10 @@ impl Env {
     fn expect_drop(&self, frame: &[u8], counter: Counter) {
         let out = self.ingress(frame, counter);
         assert_eq!(action_name(out.action), action_name(XDP_DROP));
-        assert_eq!(out.frame, frame, "frames dropped on validation are not modified");
+        assert_eq!(
+            out.frame, frame,
+            "frames dropped on validation are not modified"
+        );
     }
 }
 
@@ -216,7 +221,16 @@ fn inner_frame(dst: [u8; 6], payload: usize) -> Vec<u8> {
 }
 
 fn vxlan_frame(port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
-    outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, port, &vxlan(vni), inner)
+    outer(
+        LOCAL_MAC,
+        GW_MAC,
+        REMOTE_IP,
+        LOCAL_IP,
+        51000,
+        port,
+        &vxlan(vni),
+        inner,
+    )
 }
 
 fn geneve_frame(vni: u32, options: &[u8], inner: &[u8]) -> Vec<u8> {
@@ -312,7 +326,10 @@ fn decap_trims_ethernet_padding() {
         frame.extend_from_slice(&[0u8; 20]);
         let out = env.ingress(&frame, Counter::RxVxlan);
         assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
-        assert_eq!(out.frame, inner, "padding after the IP packet is not inner data");
+        assert_eq!(
+            out.frame, inner,
+            "padding after the IP packet is not inner data"
+        );
     });
 }
 
@@ -350,7 +367,9 @@ fn non_overlay_traffic_passes_untouched() {
         // ssh (TCP 22) to the local VTEP address.
         let mut ssh = eth(LOCAL_MAC, GW_MAC, 0x0800);
         ssh.extend(ipv4(REMOTE_IP, LOCAL_IP, 6, 20, 0x4000));
-        ssh.extend_from_slice(&[0xc0, 0x00, 0, 22, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff]);
+        ssh.extend_from_slice(&[
+            0xc0, 0x00, 0, 22, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff,
+        ]);
         ssh.extend_from_slice(&[0, 0, 0, 0]);
         env.expect_pass(&ssh, Counter::PassNotForUs);
 
@@ -361,7 +380,16 @@ fn non_overlay_traffic_passes_untouched() {
         env.expect_pass(&icmp, Counter::PassNotForUs);
 
         // DNS: UDP to us on a port that is not an overlay port.
-        let dns = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 5353, 53, &[], &[0; 12]);
+        let dns = outer(
+            LOCAL_MAC,
+            GW_MAC,
+            REMOTE_IP,
+            LOCAL_IP,
+            5353,
+            53,
+            &[],
+            &[0; 12],
+        );
         env.expect_pass(&dns, Counter::PassOtherUdp);
 
         // VXLAN addressed to another VTEP: not ours to take.
@@ -437,19 +465,43 @@ fn consistent_truncation_inside_the_tunnel() {
         let inner = inner_frame(INNER_B, 18);
         // VXLAN header cut at every byte.
         for n in 0..8 {
-            let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 4789, &vxlan(VNI_VXLAN)[..n], &[]);
+            let f = outer(
+                LOCAL_MAC,
+                GW_MAC,
+                REMOTE_IP,
+                LOCAL_IP,
+                51000,
+                4789,
+                &vxlan(VNI_VXLAN)[..n],
+                &[],
+            );
             env.expect_drop(&f, Counter::DropTruncated);
         }
         // GENEVE base header cut at every byte.
         for n in 0..8 {
             let g = geneve(VNI_GENEVE, &[]);
-            let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &g[..n], &[]);
+            let f = outer(
+                LOCAL_MAC,
+                GW_MAC,
+                REMOTE_IP,
+                LOCAL_IP,
+                51000,
+                6081,
+                &g[..n],
+                &[],
+            );
             env.expect_drop(&f, Counter::DropTruncated);
         }
         // Inner Ethernet header cut at every byte, after VXLAN and after GENEVE.
         for n in 0..14 {
-            env.expect_drop(&vxlan_frame(4789, VNI_VXLAN, &inner[..n]), Counter::DropInnerTruncated);
-            env.expect_drop(&geneve_frame(VNI_GENEVE, &[], &inner[..n]), Counter::DropInnerTruncated);
+            env.expect_drop(
+                &vxlan_frame(4789, VNI_VXLAN, &inner[..n]),
+                Counter::DropInnerTruncated,
+            );
+            env.expect_drop(
+                &geneve_frame(VNI_GENEVE, &[], &inner[..n]),
+                Counter::DropInnerTruncated,
+            );
         }
     });
 }
@@ -469,7 +521,9 @@ fn wrong_vxlan_flags_are_dropped() {
         for (off, val) in cases {
             let mut hdr = vxlan(VNI_VXLAN);
             hdr[off] = val;
-            let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 4789, &hdr, &inner);
+            let f = outer(
+                LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 4789, &hdr, &inner,
+            );
             env.expect_drop(&f, Counter::DropVxlanFlags);
         }
     });
@@ -480,11 +534,23 @@ fn unknown_vni_and_encapsulation_mismatch_are_dropped() {
     in_private_netns(|| {
         let env = Env::new();
         let inner = inner_frame(INNER_B, 10);
-        env.expect_drop(&vxlan_frame(4789, VNI_UNKNOWN, &inner), Counter::DropUnknownVni);
-        env.expect_drop(&geneve_frame(VNI_UNKNOWN, &[], &inner), Counter::DropUnknownVni);
+        env.expect_drop(
+            &vxlan_frame(4789, VNI_UNKNOWN, &inner),
+            Counter::DropUnknownVni,
+        );
+        env.expect_drop(
+            &geneve_frame(VNI_UNKNOWN, &[], &inner),
+            Counter::DropUnknownVni,
+        );
         // VNI 10 is a VXLAN segment: GENEVE frames claiming it are not accepted.
-        env.expect_drop(&geneve_frame(VNI_VXLAN, &[], &inner), Counter::DropEncapMismatch);
-        env.expect_drop(&vxlan_frame(4789, VNI_GENEVE, &inner), Counter::DropEncapMismatch);
+        env.expect_drop(
+            &geneve_frame(VNI_VXLAN, &[], &inner),
+            Counter::DropEncapMismatch,
+        );
+        env.expect_drop(
+            &vxlan_frame(4789, VNI_GENEVE, &inner),
+            Counter::DropEncapMismatch,
+        );
     });
 }
 
@@ -545,28 +611,45 @@ fn bad_geneve_headers_are_dropped() {
 
         let mut v1 = base.clone();
         v1[0] = 0x40; // version 1
-        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &v1, &inner);
+        let f = outer(
+            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &v1, &inner,
+        );
         env.expect_drop(&f, Counter::DropGeneveVersion);
 
         // Option length claims more words than the datagram holds.
         let mut long = base.clone();
         long[0] = 0x3f; // 252 bytes of options
-        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &long, &inner[..20]);
+        let f = outer(
+            LOCAL_MAC,
+            GW_MAC,
+            REMOTE_IP,
+            LOCAL_IP,
+            51000,
+            6081,
+            &long,
+            &inner[..20],
+        );
         env.expect_drop(&f, Counter::DropGeneveOptLen);
 
         let mut proto = base.clone();
         proto[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
-        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &proto, &inner);
+        let f = outer(
+            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &proto, &inner,
+        );
         env.expect_drop(&f, Counter::DropGeneveProto);
 
         let mut crit = geneve(VNI_GENEVE, &[0x01, 0x02, 0x83, 0x00]);
         crit[1] = 0x40; // C: a critical option is present
-        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &crit, &inner);
+        let f = outer(
+            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &crit, &inner,
+        );
         env.expect_drop(&f, Counter::DropGeneveCritical);
 
         let mut oam = base.clone();
         oam[1] = 0x80;
-        let f = outer(LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &oam, &inner);
+        let f = outer(
+            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &oam, &inner,
+        );
         env.expect_drop(&f, Counter::DropGeneveOam);
     });
 }
@@ -580,7 +663,10 @@ fn inner_frames_over_the_overlay_mtu_are_dropped() {
         let out = env.ingress(&vxlan_frame(4789, VNI_VXLAN, &fits), Counter::RxVxlan);
         assert_eq!(out.frame, fits);
         let over = inner_frame(INNER_B, 1451 - 28);
-        env.expect_drop(&vxlan_frame(4789, VNI_VXLAN, &over), Counter::DropInnerTooBig);
+        env.expect_drop(
+            &vxlan_frame(4789, VNI_VXLAN, &over),
+            Counter::DropInnerTooBig,
+        );
     });
 }
 
@@ -634,9 +720,19 @@ fn vxlan_encap_builds_exact_outer_headers() {
         let out = env.egress(&inner, Counter::TxVxlan);
         assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
         let sport = src_port_of(&out.frame);
-        assert!(sport >= ovl_common::SRC_PORT_MIN, "source port {sport} outside the dynamic range");
-        assert_eq!(out.frame, expected_encap(&vxlan(VNI_VXLAN), 4789, &inner, sport));
-        assert_eq!(inet_checksum(&out.frame[14..34]), 0, "outer IPv4 checksum verifies");
+        assert!(
+            sport >= ovl_common::SRC_PORT_MIN,
+            "source port {sport} outside the dynamic range"
+        );
+        assert_eq!(
+            out.frame,
+            expected_encap(&vxlan(VNI_VXLAN), 4789, &inner, sport)
+        );
+        assert_eq!(
+            inet_checksum(&out.frame[14..34]),
+            0,
+            "outer IPv4 checksum verifies"
+        );
         assert_meta(&out, encapped_meta(Encap::Vxlan, VNI_VXLAN));
     });
 }
@@ -648,12 +744,21 @@ fn geneve_encap_without_and_with_an_option() {
         let inner = inner_frame(INNER_B, 300);
         for (vni, opt) in [(VNI_GENEVE, &[][..]), (VNI_GENEVE_OPT, &GENEVE_OPT[..])] {
             env.obj
-                .set_port(env.lo, PortInfo { vni, xsk_base: PORT_XSK_BASE })
+                .set_port(
+                    env.lo,
+                    PortInfo {
+                        vni,
+                        xsk_base: PORT_XSK_BASE,
+                    },
+                )
                 .unwrap();
             let out = env.egress(&inner, Counter::TxGeneve);
             assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
             let sport = src_port_of(&out.frame);
-            assert_eq!(out.frame, expected_encap(&geneve(vni, opt), 6081, &inner, sport));
+            assert_eq!(
+                out.frame,
+                expected_encap(&geneve(vni, opt), 6081, &inner, sport)
+            );
             assert_eq!(inet_checksum(&out.frame[14..34]), 0);
             assert_meta(&out, encapped_meta(Encap::Geneve, vni));
         }
@@ -666,7 +771,15 @@ fn outer_source_port_is_a_stable_hash_of_the_inner_flow() {
         let env = Env::new();
         let mut ports = std::collections::BTreeSet::new();
         for sport in 40000..40032u16 {
-            let inner = inner_udp(INNER_B, INNER_A, [192, 168, 0, 4], [192, 168, 0, 10], sport, 80, 20);
+            let inner = inner_udp(
+                INNER_B,
+                INNER_A,
+                [192, 168, 0, 4],
+                [192, 168, 0, 10],
+                sport,
+                80,
+                20,
+            );
             let first = src_port_of(&env.egress(&inner, Counter::TxVxlan).frame);
             let again = src_port_of(&env.egress(&inner, Counter::TxVxlan).frame);
             assert_eq!(first, again, "one flow, one outer source port");
@@ -674,7 +787,11 @@ fn outer_source_port_is_a_stable_hash_of_the_inner_flow() {
             ports.insert(first);
         }
         // 32 flows spread over 16384 ports: a hash that ignored the inner ports would give 1.
-        assert!(ports.len() >= 24, "only {} distinct source ports for 32 flows", ports.len());
+        assert!(
+            ports.len() >= 24,
+            "only {} distinct source ports for 32 flows",
+            ports.len()
+        );
     });
 }
 
@@ -736,7 +853,13 @@ fn egress_bad_input_is_counted() {
 
         // With the GENEVE option, the overlay MTU is 8 bytes smaller.
         env.obj
-            .set_port(env.lo, PortInfo { vni: VNI_GENEVE_OPT, xsk_base: PORT_XSK_BASE })
+            .set_port(
+                env.lo,
+                PortInfo {
+                    vni: VNI_GENEVE_OPT,
+                    xsk_base: PORT_XSK_BASE,
+                },
+            )
             .unwrap();
         env.egress(&inner_frame(INNER_B, 1442 - 28), Counter::TxGeneve);
         env.egress(&inner_frame(INNER_B, 1443 - 28), Counter::DropTxTooBig);

@@ -141,7 +141,14 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
         let manifest = manifest.to_string_lossy();
         cargo(
             root,
-            &["fmt", "--manifest-path", &manifest, "--all", "--", "--check"],
+            &[
+                "fmt",
+                "--manifest-path",
+                &manifest,
+                "--all",
+                "--",
+                "--check",
+            ],
         )?;
         step("cargo clippy --workspace --all-targets -- -D warnings");
         cargo(

@@ -13,7 +13,10 @@ use anyhow::{Context, Result, bail};
 const PACKAGES: &[(&str, &str)] = &[
     ("rustc-web", "Debian's rustc 1.96, the eBPF compiler"),
     ("cargo-web", "Debian's cargo matching it"),
-    ("libstd-rust-web-dev-bpf", "prebuilt core for bpfel-unknown-none"),
+    (
+        "libstd-rust-web-dev-bpf",
+        "prebuilt core for bpfel-unknown-none",
+    ),
     ("llvm-22-dev", "LLVM 22 for bpf-linker"),
     ("libpolly-22-dev", "linked by bpf-linker's LLVM 22"),
     ("libzstd-dev", "linked by bpf-linker's LLVM 22"),
@@ -22,9 +25,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("llvm-19", "llc-19 for libxdp-sys"),
     ("m4", "xdp-tools' configure"),
     ("libelf-dev", "xdp-tools / libbpf"),
-    ("libpcap-dev", "xdp-tools' configure insists on pcap headers"),
+    (
+        "libpcap-dev",
+        "xdp-tools' configure insists on pcap headers",
+    ),
     ("pkg-config", "xdp-tools' configure"),
-    ("iproute2", "`ip` for namespaces, veths and XDP in the tests"),
+    (
+        "iproute2",
+        "`ip` for namespaces, veths and XDP in the tests",
+    ),
     ("iputils-ping", "ping through the overlay"),
     ("iperf3", "throughput tests and the benchmark"),
     ("ethtool", "NIC queue and offload settings"),
@@ -61,7 +70,9 @@ pub fn run(check_only: bool) -> Result<()> {
             eprintln!("missing Debian packages: {}", missing_pkgs.join(" "));
         }
         if !toolchain_linked {
-            eprintln!("missing rustup toolchain `{TOOLCHAIN}` (rustup toolchain link {TOOLCHAIN} /usr)");
+            eprintln!(
+                "missing rustup toolchain `{TOOLCHAIN}` (rustup toolchain link {TOOLCHAIN} /usr)"
+            );
         }
         if !linker_ok {
             eprintln!("missing bpf-linker {BPF_LINKER_VERSION}");
@@ -188,8 +199,7 @@ fn bpf_linker_ok() -> bool {
         .arg("--version")
         .output()
         .map(|o| {
-            o.status.success()
-                && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
         })
         .unwrap_or(false)
 }

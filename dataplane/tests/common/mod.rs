@@ -1,6 +1,6 @@
 //! Shared pieces of the kernel tests: a private network namespace per test, AF_XDP sockets to
 //! fill XSKMAP slots, and a frame builder written independently of the programs under test.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use std::{process::Command, thread};
 
@@ -12,7 +12,12 @@ pub fn in_private_netns<F: FnOnce() + Send + 'static>(f: F) {
     let handle = thread::spawn(move || {
         // SAFETY: unshare only changes this thread's namespace membership.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
         f();
     });
     if let Err(panic) = handle.join() {
@@ -34,7 +39,10 @@ pub fn require_root() {
 
 /// Runs `ip` with `args` in the calling thread's namespace.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
     assert!(
         out.status.success(),
         "ip {}: {}",
@@ -73,10 +81,9 @@ impl Xsk {
             .build();
         // SAFETY: the UMEM outlives the socket (both are kept in the returned struct, and the
         // socket's queues are dropped before it).
-        let (tx, rx, fq_cq) = unsafe {
-            xsk_rs::Socket::new(cfg, &umem, &ifname.parse().expect("interface name"), 0)
-        }
-        .expect("bind AF_XDP socket");
+        let (tx, rx, fq_cq) =
+            unsafe { xsk_rs::Socket::new(cfg, &umem, &ifname.parse().expect("interface name"), 0) }
+                .expect("bind AF_XDP socket");
         Xsk {
             rx,
             _tx: tx,
@@ -152,7 +159,16 @@ pub fn vxlan(vni: u32) -> Vec<u8> {
 pub fn geneve(vni: u32, options: &[u8]) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0);
     let v = vni.to_be_bytes();
-    let mut h = vec![(options.len() / 4) as u8, 0, 0x65, 0x58, v[1], v[2], v[3], 0];
+    let mut h = vec![
+        (options.len() / 4) as u8,
+        0,
+        0x65,
+        0x58,
+        v[1],
+        v[2],
+        v[3],
+        0,
+    ];
     h.extend_from_slice(options);
     h
 }

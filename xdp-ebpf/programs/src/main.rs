@@ -388,7 +388,11 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     } else {
         0
     };
-    let tun_len = if geneve { GENEVE_HLEN + opt_len } else { VXLAN_HLEN };
+    let tun_len = if geneve {
+        GENEVE_HLEN + opt_len
+    } else {
+        VXLAN_HLEN
+    };
     let ip_len = IPV4_HLEN + UDP_HLEN + tun_len + frame_len;
     let outer_len = ETH_HLEN + ip_len - frame_len;
     let udp_port = vinfo.udp_port;
@@ -425,7 +429,10 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     );
     let [l0, l1] = ip_len16.to_be_bytes();
     let [c0, c1] = csum.to_be_bytes();
-    write_bytes(ip, [0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1]);
+    write_bytes(
+        ip,
+        [0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1],
+    );
     write_bytes(ip + 12, cfg.local_ip_be.to_ne_bytes());
     write_bytes(ip + 16, remote.to_ne_bytes());
 

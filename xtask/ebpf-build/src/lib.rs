@@ -8,8 +8,7 @@
 //! point the inner build at the wrong compiler.
 
 use std::{
-    env,
-    fmt,
+    env, fmt,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -109,9 +108,17 @@ fn find_rustup() -> Option<PathBuf> {
 pub fn command(layout: &Layout) -> Result<Command, Error> {
     let rustup = find_rustup().ok_or(Error::NoRustup)?;
     let mut cmd = Command::new(rustup);
-    cmd.args(["run", TOOLCHAIN, "cargo", "build", "--release", "--target", TARGET])
-        .current_dir(&layout.crate_dir)
-        .env_clear();
+    cmd.args([
+        "run",
+        TOOLCHAIN,
+        "cargo",
+        "build",
+        "--release",
+        "--target",
+        TARGET,
+    ])
+    .current_dir(&layout.crate_dir)
+    .env_clear();
     // Only what the inner build needs; everything cargo-specific from an outer build is dropped.
     for key in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "LANG", "TERM"] {
         if let Some(v) = env::var_os(key) {
