@@ -391,9 +391,11 @@ fn in_private_netns() -> Result<()> {
     let started = Instant::now();
     let mut obj = XdpObject::load().context("load the XDP programs")?;
     println!(
-        "[1] loaded {} and {}: the kernel's verifier accepted both ({} ms)",
+        "[1] loaded {} ({} insns) and {} ({} insns): the kernel's verifier accepted both ({} ms)",
         Program::UnderlayIngress.name(),
+        obj.instructions(Program::UnderlayIngress)?,
         Program::OverlayEgress.name(),
+        obj.instructions(Program::OverlayEgress)?,
         started.elapsed().as_millis()
     );
 

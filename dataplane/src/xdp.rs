@@ -181,6 +181,20 @@ impl XdpObject {
         Ok(fd.as_fd())
     }
 
+    /// Size of the program as the kernel holds it after verification, in BPF instructions.
+    pub fn instructions(&self, p: Program) -> Result<u32, XdpError> {
+        let name = p.name();
+        let prog = self.ebpf.program(name).ok_or(XdpError::Missing {
+            kind: "program",
+            name,
+        })?;
+        let info = prog
+            .info()
+            .map_err(|source| XdpError::Program { name, source })?;
+        // size_translated is in bytes; a BPF instruction is 8.
+        Ok(info.size_translated().unwrap_or(0) / 8)
+    }
+
     /// Attaches `p` to `ifname` in `mode`.
     pub fn attach(
         &mut self,

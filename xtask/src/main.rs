@@ -170,12 +170,65 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
         args.push("--");
         args.extend(extra.iter().map(String::as_str));
     }
-    cargo(root, &args)?;
+    let totals = cargo_test(root, &args)?;
+    println!(
+        "xtask: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !totals.ok {
+        bail!("tests failed");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
     eprintln!(
         "==> all tests passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    ok: bool,
+}
+
+/// Runs `cargo test`, passing its output through, and adds up its `test result:` lines.
+fn cargo_test(root: &Path, args: &[&str]) -> Result<Totals> {
+    use std::io::{BufRead, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {cargo}"))?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("read cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match what {
+                    "passed" => totals.passed += n,
+                    "failed" => totals.failed += n,
+                    "ignored" => totals.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    totals.ok = child.wait().context("wait for cargo test")?.success() && totals.failed == 0;
+    Ok(totals)
 }
 
 fn demo(root: &Path) -> Result<()> {
