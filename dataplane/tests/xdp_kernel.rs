@@ -363,6 +363,7 @@ fn non_overlay_traffic_passes_untouched() {
         v6.extend_from_slice(&[0xfe; 32]);
         v6.extend(udp(1000, 4789, 0));
         env.expect_pass(&v6, Counter::PassIpv6);
+        env.expect_pass(&v6[..14 + 39], Counter::PassTruncated);
 
         // ssh (TCP 22) to the local VTEP address.
         let mut ssh = eth(LOCAL_MAC, GW_MAC, 0x0800);

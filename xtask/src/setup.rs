@@ -98,13 +98,17 @@ pub fn run(check_only: bool) -> Result<()> {
 }
 
 fn is_debian_12() -> bool {
-    let Ok(text) = std::fs::read_to_string("/etc/os-release") else {
-        return false;
-    };
+    std::fs::read_to_string("/etc/os-release")
+        .map(|text| is_debian_12_release(&text))
+        .unwrap_or(false)
+}
+
+/// Whether an os-release(5) text describes Debian 12.
+fn is_debian_12_release(text: &str) -> bool {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-            .map(|v| v.trim_matches('"').to_string())
+            .map(|v| v.trim().trim_matches('"').to_string())
     };
     field("ID").as_deref() == Some("debian") && field("VERSION_ID").as_deref() == Some("12")
 }
@@ -238,4 +242,24 @@ fn run_cmd(cmd: &mut Command) -> Result<()> {
         bail!("{shown} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_debian_12_release;
+
+    #[test]
+    fn recognises_debian_12_only() {
+        let bookworm = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+                        VERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+        assert!(is_debian_12_release(bookworm));
+        let trixie = bookworm.replace("VERSION_ID=\"12\"", "VERSION_ID=\"13\"");
+        assert!(!is_debian_12_release(&trixie));
+        let ubuntu = "NAME=\"Ubuntu\"\nVERSION_ID=\"24.04\"\nID=ubuntu\nID_LIKE=debian\n";
+        assert!(!is_debian_12_release(ubuntu));
+        // ID_LIKE=debian must not be mistaken for ID=debian.
+        let like = "ID_LIKE=debian\nVERSION_ID=12\nID=raspbian\n";
+        assert!(!is_debian_12_release(like));
+        assert!(!is_debian_12_release(""));
+    }
 }

@@ -24,8 +24,8 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use ovl_common::{
     Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap, FdbEntry,
-    FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, MetaKind, NextHop, PortInfo,
-    UDP_HLEN, UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN,
+    FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, MetaKind, NextHop,
+    PortInfo, UDP_HLEN, UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN,
     XDP_META_MAGIC, XdpMeta,
 };
 
@@ -154,6 +154,10 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         ip = data + ETH_HLEN + VLAN_HLEN;
     }
     if ethertype == ETH_P_IPV6 {
+        // Outer IPv6 is not decapsulated yet; a whole header is still required to call it IPv6.
+        if ip + IPV6_HLEN > end {
+            return pass(Counter::PassTruncated);
+        }
         return pass(Counter::PassIpv6);
     }
     if ethertype != ETH_P_IPV4 {
