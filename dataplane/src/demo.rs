@@ -409,21 +409,8 @@ fn in_private_netns() -> Result<()> {
         local_mac: ul0_mac,
         ..Config::default()
     })?;
-    obj.set_udp_port(
-        ovl_common::VXLAN_PORT,
-        UdpPortInfo {
-            encap: Encap::Vxlan as u8,
-            ..Default::default()
-        },
-    )?;
-    obj.set_vni(
-        VNI,
-        VniInfo {
-            encap: Encap::Vxlan as u8,
-            udp_port: ovl_common::VXLAN_PORT,
-            ..Default::default()
-        },
-    )?;
+    obj.set_udp_port(ovl_common::VXLAN_PORT, UdpPortInfo::new(Encap::Vxlan))?;
+    obj.set_vni(VNI, VniInfo::new(Encap::Vxlan, ovl_common::VXLAN_PORT))?;
     obj.set_port(
         dp_ifindex,
         PortInfo {

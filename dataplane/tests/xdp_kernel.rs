@@ -74,44 +74,18 @@ impl Env {
             (8472, Encap::Vxlan),
             (6081, Encap::Geneve),
         ] {
-            obj.set_udp_port(
-                port,
-                UdpPortInfo {
-                    encap: encap as u8,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            obj.set_udp_port(port, UdpPortInfo::new(encap)).unwrap();
         }
-        obj.set_vni(
-            VNI_VXLAN,
-            VniInfo {
-                encap: Encap::Vxlan as u8,
-                udp_port: 4789,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        obj.set_vni(
-            VNI_GENEVE,
-            VniInfo {
-                encap: Encap::Geneve as u8,
-                udp_port: 6081,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        obj.set_vni(
-            VNI_GENEVE_OPT,
-            VniInfo {
-                encap: Encap::Geneve as u8,
-                udp_port: 6081,
-                geneve_opt_len: GENEVE_OPT.len() as u8,
-                geneve_opt: GENEVE_OPT,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        for (vni, info) in [
+            (VNI_VXLAN, VniInfo::new(Encap::Vxlan, 4789)),
+            (VNI_GENEVE, VniInfo::new(Encap::Geneve, 6081)),
+            (
+                VNI_GENEVE_OPT,
+                VniInfo::new(Encap::Geneve, 6081).with_geneve_option(GENEVE_OPT),
+            ),
+        ] {
+            obj.set_vni(vni, info).unwrap();
+        }
         let lo = ifindex("lo");
         obj.set_port(
             lo,
@@ -220,30 +194,19 @@ fn inner_frame(dst: [u8; 6], payload: usize) -> Vec<u8> {
     )
 }
 
-fn vxlan_frame(port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+/// A frame from the remote VTEP to ours, UDP port `port`, with `tunnel` header and `inner`.
+fn to_us(port: u16, tunnel: &[u8], inner: &[u8]) -> Vec<u8> {
     outer(
-        LOCAL_MAC,
-        GW_MAC,
-        REMOTE_IP,
-        LOCAL_IP,
-        51000,
-        port,
-        &vxlan(vni),
-        inner,
+        LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, port, tunnel, inner,
     )
 }
 
+fn vxlan_frame(port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+    to_us(port, &vxlan(vni), inner)
+}
+
 fn geneve_frame(vni: u32, options: &[u8], inner: &[u8]) -> Vec<u8> {
-    outer(
-        LOCAL_MAC,
-        GW_MAC,
-        REMOTE_IP,
-        LOCAL_IP,
-        51000,
-        6081,
-        &geneve(vni, options),
-        inner,
-    )
+    to_us(6081, &geneve(vni, options), inner)
 }
 
 fn assert_meta(out: &dataplane::testrun::TestRun, expected: XdpMeta) {
@@ -466,31 +429,13 @@ fn consistent_truncation_inside_the_tunnel() {
         let inner = inner_frame(INNER_B, 18);
         // VXLAN header cut at every byte.
         for n in 0..8 {
-            let f = outer(
-                LOCAL_MAC,
-                GW_MAC,
-                REMOTE_IP,
-                LOCAL_IP,
-                51000,
-                4789,
-                &vxlan(VNI_VXLAN)[..n],
-                &[],
-            );
+            let f = to_us(4789, &vxlan(VNI_VXLAN)[..n], &[]);
             env.expect_drop(&f, Counter::DropTruncated);
         }
         // GENEVE base header cut at every byte.
         for n in 0..8 {
             let g = geneve(VNI_GENEVE, &[]);
-            let f = outer(
-                LOCAL_MAC,
-                GW_MAC,
-                REMOTE_IP,
-                LOCAL_IP,
-                51000,
-                6081,
-                &g[..n],
-                &[],
-            );
+            let f = to_us(6081, &g[..n], &[]);
             env.expect_drop(&f, Counter::DropTruncated);
         }
         // Inner Ethernet header cut at every byte, after VXLAN and after GENEVE.
@@ -522,9 +467,7 @@ fn wrong_vxlan_flags_are_dropped() {
         for (off, val) in cases {
             let mut hdr = vxlan(VNI_VXLAN);
             hdr[off] = val;
-            let f = outer(
-                LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 4789, &hdr, &inner,
-            );
+            let f = to_us(4789, &hdr, &inner);
             env.expect_drop(&f, Counter::DropVxlanFlags);
         }
     });
@@ -612,45 +555,28 @@ fn bad_geneve_headers_are_dropped() {
 
         let mut v1 = base.clone();
         v1[0] = 0x40; // version 1
-        let f = outer(
-            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &v1, &inner,
-        );
+        let f = to_us(6081, &v1, &inner);
         env.expect_drop(&f, Counter::DropGeneveVersion);
 
         // Option length claims more words than the datagram holds.
         let mut long = base.clone();
         long[0] = 0x3f; // 252 bytes of options
-        let f = outer(
-            LOCAL_MAC,
-            GW_MAC,
-            REMOTE_IP,
-            LOCAL_IP,
-            51000,
-            6081,
-            &long,
-            &inner[..20],
-        );
+        let f = to_us(6081, &long, &inner[..20]);
         env.expect_drop(&f, Counter::DropGeneveOptLen);
 
         let mut proto = base.clone();
         proto[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
-        let f = outer(
-            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &proto, &inner,
-        );
+        let f = to_us(6081, &proto, &inner);
         env.expect_drop(&f, Counter::DropGeneveProto);
 
         let mut crit = geneve(VNI_GENEVE, &[0x01, 0x02, 0x83, 0x00]);
         crit[1] = 0x40; // C: a critical option is present
-        let f = outer(
-            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &crit, &inner,
-        );
+        let f = to_us(6081, &crit, &inner);
         env.expect_drop(&f, Counter::DropGeneveCritical);
 
         let mut oam = base.clone();
         oam[1] = 0x80;
-        let f = outer(
-            LOCAL_MAC, GW_MAC, REMOTE_IP, LOCAL_IP, 51000, 6081, &oam, &inner,
-        );
+        let f = to_us(6081, &oam, &inner);
         env.expect_drop(&f, Counter::DropGeneveOam);
     });
 }

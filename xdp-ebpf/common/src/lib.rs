@@ -137,6 +137,15 @@ pub struct UdpPortInfo {
     pub _pad: [u8; 3],
 }
 
+impl UdpPortInfo {
+    pub const fn new(encap: Encap) -> UdpPortInfo {
+        UdpPortInfo {
+            encap: encap as u8,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// Value of the `OVL_VNIS` hash map, keyed by the VNI (host order u32).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -150,6 +159,27 @@ pub struct VniInfo {
     pub _pad: u32,
     /// The GENEVE option added on encapsulation, as on the wire (class, type, length, data).
     pub geneve_opt: [u8; GENEVE_OPT_LEN],
+}
+
+impl VniInfo {
+    /// A VNI carried with `encap` to UDP port `udp_port`, without GENEVE options.
+    pub const fn new(encap: Encap, udp_port: u16) -> VniInfo {
+        VniInfo {
+            encap: encap as u8,
+            geneve_opt_len: 0,
+            udp_port,
+            _pad: 0,
+            geneve_opt: [0; GENEVE_OPT_LEN],
+        }
+    }
+
+    /// The same, adding `opt` (class, type, length 1, 4 bytes of data, as on the wire) to every
+    /// GENEVE header.
+    pub const fn with_geneve_option(mut self, opt: [u8; GENEVE_OPT_LEN]) -> VniInfo {
+        self.geneve_opt = opt;
+        self.geneve_opt_len = GENEVE_OPT_LEN as u8;
+        self
+    }
 }
 
 /// Value of the `OVL_PORTS` hash map, keyed by the ifindex of the data plane's end of an
