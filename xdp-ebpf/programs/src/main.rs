@@ -190,7 +190,7 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
     }
     let dport = be16(udp + 2);
     // SAFETY: the map value is plain data, only read.
-    let Some(port) = (unsafe { OVL_UDP_PORTS.get(&dport) }) else {
+    let Some(port) = (unsafe { OVL_UDP_PORTS.get(dport) }) else {
         return pass(Counter::PassOtherUdp);
     };
     let encap = port.encap;
@@ -261,7 +261,7 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
     }
 
     // SAFETY: the map value is plain data, only read.
-    let Some(vinfo) = (unsafe { OVL_VNIS.get(&vni) }) else {
+    let Some(vinfo) = (unsafe { OVL_VNIS.get(vni) }) else {
         return drop(Counter::DropUnknownVni);
     };
     if vinfo.encap != encap {
@@ -346,13 +346,13 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     }
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: the map value is plain data, only read.
-    let Some(port) = (unsafe { OVL_PORTS.get(&ifindex) }) else {
+    let Some(port) = (unsafe { OVL_PORTS.get(ifindex) }) else {
         return drop(Counter::DropTxNoPort);
     };
     let vni = port.vni;
     let slot = port.xsk_base + ctx.rx_queue_index();
     // SAFETY: the map value is plain data, only read.
-    let Some(vinfo) = (unsafe { OVL_VNIS.get(&vni) }) else {
+    let Some(vinfo) = (unsafe { OVL_VNIS.get(vni) }) else {
         return drop(Counter::DropTxUnknownVni);
     };
     let frame_len = end - data;
@@ -374,13 +374,13 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         return to_socket(ctx, meta, slot, Counter::TxFlood);
     }
     // SAFETY: the map value is plain data, only read.
-    let Some(fdb) = (unsafe { OVL_FDB.get(&FdbKey::new(vni, dst)) }) else {
+    let Some(fdb) = (unsafe { OVL_FDB.get(FdbKey::new(vni, dst)) }) else {
         return to_socket(ctx, meta, slot, Counter::TxUnknownUnicast);
     };
     let remote = fdb.remote_ip_be;
     meta.peer_ip_be = remote;
     // SAFETY: the map value is plain data, only read.
-    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(&remote) }) else {
+    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
         meta.kind = MetaKind::NoNeighbour as u8;
         return to_socket(ctx, meta, slot, Counter::TxNoNeighbour);
     };
