@@ -374,6 +374,12 @@ fn in_private_netns() -> Result<()> {
     println!("dataplane demo: a private network namespace with two veth pairs");
     println!("  underlay: ul0 ({VTEP}, our VTEP) <-> ul1 ({REMOTE_VTEP}, a remote VTEP)");
     println!("  overlay:  ovl0 ({OVERLAY_IP}/24, kernel side) <-> ovl0-dp (data plane side)");
+    // No IPv6 chatter (router solicitations, MLD) in the counters the demo prints. /proc/sys/net
+    // answers for the namespace of the thread that opens it, i.e. this private one.
+    for knob in ["all", "default"] {
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"), "1")
+            .with_context(|| format!("disable IPv6 ({knob}) in the demo namespace"))?;
+    }
     ip(&["link", "set", "lo", "up"])?;
     ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul1"])?;
     ip(&[
