@@ -8,29 +8,25 @@
 //! AF_XDP sockets on ul0 queue 0 and ovl0-dp queue 0 stand in for the workers of later stages.
 
 use std::{
-    io::Write,
     net::Ipv4Addr,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use aya::programs::XdpMode;
 use dataplane::{
     describe,
+    netns::{self, ifindex, ip, mac_of},
     xdp::{Counters, Program, XdpObject},
+    xsk::{Received, Xsk},
 };
 use ovl_common::{
     Config, Counter, Encap, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniInfo,
-    XDP_META_LEN, XDP_META_MAGIC, XdpMeta,
 };
 use ovl_wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, EthernetRepr,
-};
-use xsk_rs::{
-    CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
-    config::{LibxdpFlags, SocketConfig, UmemConfig},
 };
 
 const VTEP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
@@ -41,194 +37,19 @@ const OVERLAY_PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x14];
 const VNI: u32 = 10;
 const UNKNOWN_VNI: u32 = 99;
 const PORT_XSK_BASE: u32 = 8;
-const FRAMES: u32 = 64;
 
 pub fn run() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo loads XDP programs and creates a network namespace: run it as root");
     }
-    // Namespaces belong to threads: this thread's private namespace, and every veth in it, is
-    // destroyed by the kernel when the thread ends, however it ends.
-    thread::spawn(|| -> Result<()> {
-        // SAFETY: unshare only changes this thread's namespace membership.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
-        }
-        in_private_netns()
-    })
-    .join()
-    .map_err(|_| anyhow!("the demo thread panicked"))??;
+    netns::run_in_private_netns(in_private_netns)??;
     println!("done: the namespace, its veths and the attached programs are gone");
     Ok(())
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("run ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn ifindex(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: c is NUL-terminated.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        bail!("no interface {name}");
-    }
-    Ok(idx)
-}
-
-/// MAC address of `name` in this thread's namespace (sysfs shows the mounting process's
-/// namespace, so ask the kernel through a socket of this one).
-fn mac_of(name: &str) -> Result<[u8; 6]> {
-    // SAFETY: plain socket creation; closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-    if fd < 0 {
-        bail!("socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: a zeroed ifreq is valid; the name is copied in with its NUL kept.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        bail!("interface name {name} too long");
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of our ifreq.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    if rc < 0 {
-        bail!("MAC address of {name}: {err}");
-    }
-    // SAFETY: on success the kernel filled the hwaddr member of the union.
-    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
-    let mut mac = [0u8; 6];
-    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
-        *m = *b as u8;
-    }
-    Ok(mac)
-}
-
 fn be(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
-}
-
-/// An AF_XDP socket on queue 0 of an interface, with its own UMEM: half the frames feed the
-/// fill ring, the other half are for transmission.
-struct Xsk {
-    umem: Umem,
-    tx: TxQueue,
-    rx: RxQueue,
-    fq: FillQueue,
-    cq: CompQueue,
-    tx_frames: Vec<FrameDesc>,
-}
-
-impl Xsk {
-    fn open(ifname: &str) -> Result<Xsk> {
-        let (umem, frames) = Umem::new(
-            UmemConfig::default(),
-            FRAMES.try_into().context("frame count")?,
-            false,
-        )
-        .context("create UMEM")?;
-        let cfg = SocketConfig::builder()
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .build();
-        // SAFETY: the UMEM lives in the same struct as the socket's queues and outlives them.
-        let (tx, rx, fq_cq) = unsafe { xsk_rs::Socket::new(cfg, &umem, &ifname.parse()?, 0) }
-            .with_context(|| format!("AF_XDP socket on {ifname} queue 0"))?;
-        let (mut fq, cq) = fq_cq.ok_or_else(|| anyhow!("no fill/completion queue"))?;
-        let (fill, tx_frames) = frames.split_at(frames.len() / 2);
-        // SAFETY: these frames belong to this UMEM and are owned by nobody else.
-        let given = unsafe { fq.produce(fill) };
-        if given != fill.len() {
-            bail!("fill ring took {given} of {} frames", fill.len());
-        }
-        Ok(Xsk {
-            umem,
-            tx,
-            rx,
-            fq,
-            cq,
-            tx_frames: tx_frames.to_vec(),
-        })
-    }
-
-    fn fd(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.rx.fd().as_raw_fd()
-    }
-
-    /// Waits up to `timeout` for a frame; returns its metadata (if ours) and bytes, and gives
-    /// the frame back to the fill ring.
-    fn recv(&mut self, timeout: Duration) -> Result<Option<(Option<XdpMeta>, Vec<u8>)>> {
-        let mut desc = [self.tx_frames[0]];
-        // SAFETY: `desc` is overwritten by the kernel's descriptor of a frame of our UMEM.
-        let n = unsafe {
-            self.rx
-                .poll_and_consume(&mut desc, timeout.as_millis() as i32)
-        }
-        .context("poll AF_XDP RX")?;
-        if n == 0 {
-            return Ok(None);
-        }
-        // SAFETY: the descriptor came from our RX ring, so it points into our UMEM and the
-        // kernel is done with the frame until we put it back on the fill ring.
-        let data = unsafe { self.umem.data(&desc[0]) };
-        let bytes = data.contents().to_vec();
-        // The XDP program's metadata sits right before the frame, inside the UMEM's
-        // XDP_PACKET_HEADROOM, which copy mode copies along.
-        // SAFETY: the frame starts at least XDP_PACKET_HEADROOM (256) bytes into its UMEM
-        // chunk, so the XDP_META_LEN bytes before it are inside the mapping.
-        let meta: XdpMeta = unsafe {
-            std::ptr::read_unaligned(data.contents().as_ptr().sub(XDP_META_LEN).cast::<XdpMeta>())
-        };
-        // SAFETY: the frame is ours again and goes back to the kernel for reuse.
-        unsafe { self.fq.produce(&desc) };
-        Ok(Some((
-            (meta.magic == XDP_META_MAGIC).then_some(meta),
-            bytes,
-        )))
-    }
-
-    /// Transmits `frame` and waits for its completion.
-    fn send(&mut self, frame: &[u8]) -> Result<()> {
-        let mut desc = self.tx_frames[0];
-        // SAFETY: the TX frames are ours; nobody else writes them.
-        unsafe { self.umem.data_mut(&mut desc) }
-            .cursor()
-            .write_all(frame)
-            .context("frame too large for a UMEM chunk")?;
-        // SAFETY: the descriptor refers to our UMEM and holds `frame`.
-        let sent = unsafe { self.tx.produce_and_wakeup(&[desc]) }.context("AF_XDP TX")?;
-        if sent != 1 {
-            bail!("TX ring full");
-        }
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut done = [desc];
-        // SAFETY: completions return our own descriptors.
-        while unsafe { self.cq.consume(&mut done) } == 0 {
-            if Instant::now() > deadline {
-                bail!("no TX completion within 1 s");
-            }
-            self.tx.wakeup().context("TX wakeup")?;
-            thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
-    }
 }
 
 /// Sends `frame` out of `ifname` through an AF_PACKET socket, as a remote host would.
@@ -343,31 +164,27 @@ fn show_counters(obj: &XdpObject, since: &Counters) -> Result<String> {
         .join(" "))
 }
 
-/// Waits for a frame on `xsk` that `want` accepts, skipping others (e.g. IPv6 multicast the
-/// kernel sends when an interface comes up).
-fn wait_for(
-    xsk: &mut Xsk,
-    what: &str,
-    want: impl Fn(&Option<XdpMeta>, &[u8]) -> bool,
-) -> Result<(Option<XdpMeta>, Vec<u8>)> {
+/// Waits for a frame on `xsk` that `want` accepts, skipping others.
+fn wait_for(xsk: &mut Xsk, what: &str, want: impl Fn(&Received) -> bool) -> Result<Received> {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        if let Some((meta, bytes)) = xsk.recv(Duration::from_millis(100))?
-            && want(&meta, &bytes)
+        if let Some(r) = xsk.recv(Duration::from_millis(100))?
+            && want(&r)
         {
-            return Ok((meta, bytes));
+            return Ok(r);
         }
     }
     bail!("no {what} within 3 s")
 }
 
-fn print_received(on: &str, meta: &Option<XdpMeta>, bytes: &[u8]) {
-    let m = meta
+fn print_received(on: &str, r: &Received) {
+    let m = r
+        .meta
         .as_ref()
         .map(describe::meta)
         .unwrap_or_else(|| "no metadata".into());
     println!("    AF_XDP socket on {on} received [{m}]");
-    println!("      {}", describe::frame(bytes));
+    println!("      {}", describe::frame(&r.frame));
 }
 
 fn in_private_netns() -> Result<()> {
@@ -479,9 +296,9 @@ fn in_private_netns() -> Result<()> {
     let outer = vxlan_frame(ul0_mac, ul1_mac, VNI, &inner);
     println!("[4] ul1 sends {}", describe::frame(&outer));
     inject("ul1", &outer)?;
-    let (meta, bytes) = wait_for(&mut ul_xsk, "decapsulated frame", |m, _| m.is_some())?;
-    print_received("ul0", &meta, &bytes);
-    if bytes != inner {
+    let got = wait_for(&mut ul_xsk, "decapsulated frame", |r| r.meta.is_some())?;
+    print_received("ul0", &got);
+    if got.frame != inner {
         bail!("the decapsulated frame differs from what was encapsulated");
     }
     println!("    XDP counters moved: {}", show_counters(&obj, &before)?);
@@ -511,12 +328,12 @@ fn in_private_netns() -> Result<()> {
         .spawn()
         .context("run ping")?;
     println!("[6] the kernel pings {OVERLAY_PEER} through ovl0: first it asks ARP (broadcast)");
-    let (meta, bytes) = wait_for(&mut dp_xsk, "ARP request from ovl0", |_, b| {
-        EthernetFrame::new_checked(b)
+    let got = wait_for(&mut dp_xsk, "ARP request from ovl0", |r| {
+        EthernetFrame::new_checked(&r.frame[..])
             .map(|f| f.ethertype() == EtherType::Arp)
             .unwrap_or(false)
     })?;
-    print_received("ovl0-dp", &meta, &bytes);
+    print_received("ovl0-dp", &got);
     let ovl0_mac = mac_of("ovl0")?;
     let reply = arp_frame(
         ArpOperation::Reply,
@@ -530,11 +347,12 @@ fn in_private_netns() -> Result<()> {
         "[7] userspace answers through ovl0-dp's AF_XDP TX ring: {}",
         describe::frame(&reply)
     );
-    let (meta, bytes) = wait_for(&mut dp_xsk, "encapsulated ICMP echo", |m, _| {
-        m.is_some_and(|m| m.kind == ovl_common::MetaKind::Encapped as u8)
+    let got = wait_for(&mut dp_xsk, "encapsulated ICMP echo", |r| {
+        r.meta
+            .is_some_and(|m| m.kind == ovl_common::MetaKind::Encapped as u8)
     })?;
     println!("[8] the kernel sends the ICMP echo as unicast; XDP encapsulates it");
-    print_received("ovl0-dp", &meta, &bytes);
+    print_received("ovl0-dp", &got);
     println!("    XDP counters moved: {}", show_counters(&obj, &before)?);
     let _ = ping.kill();
     let _ = ping.wait();

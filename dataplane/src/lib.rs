@@ -1,6 +1,9 @@
-//! The overlay data plane: the XDP programs' userspace side (loading, maps, counters) and, in
-//! later stages, the AF_XDP workers.
+//! The overlay data plane: the XDP programs' userspace side (loading, maps, counters, test
+//! runs), a simple AF_XDP socket, private network namespaces, and, in later stages, the AF_XDP
+//! workers.
 
 pub mod describe;
+pub mod netns;
 pub mod testrun;
 pub mod xdp;
+pub mod xsk;

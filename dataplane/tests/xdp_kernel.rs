@@ -51,7 +51,7 @@ fn be(ip: [u8; 4]) -> u32 {
 struct Env {
     obj: XdpObject,
     lo: u32,
-    _socks: Vec<Xsk>,
+    _socks: Vec<dataplane::xsk::Xsk>,
 }
 
 impl Env {
@@ -126,8 +126,8 @@ impl Env {
             ip(&["link", "add", &xa, "type", "veth", "peer", "name", &xb]);
             ip(&["link", "set", &xa, "up"]);
             ip(&["link", "set", &xb, "up"]);
-            let a = Xsk::bind(&xa);
-            let b = Xsk::bind(&xb);
+            let a = dataplane::xsk::Xsk::open(&xa).unwrap();
+            let b = dataplane::xsk::Xsk::open(&xb).unwrap();
             obj.set_xsk(0, a.fd()).unwrap();
             obj.set_xsk(PORT_XSK_BASE, b.fd()).unwrap();
             socks.push(a);

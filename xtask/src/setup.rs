@@ -9,6 +9,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::is_root;
+
 /// Debian packages the build and the tests need, with why.
 const PACKAGES: &[(&str, &str)] = &[
     ("rustc-web", "Debian's rustc 1.96, the eBPF compiler"),
@@ -138,11 +140,6 @@ fn package_installed(pkg: &str) -> bool {
         .output()
         .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok installed"))
         .unwrap_or(false)
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn install_packages(pkgs: &[&str]) -> Result<()> {

@@ -1,28 +1,12 @@
-//! Shared pieces of the kernel tests: a private network namespace per test, AF_XDP sockets to
-//! fill XSKMAP slots, and a frame builder written independently of the programs under test.
+//! Shared pieces of the kernel tests: a private network namespace per test, the root check,
+//! and a frame builder written independently of the programs under test.
 #![allow(dead_code, clippy::too_many_arguments)]
 
-use std::{process::Command, thread};
-
-/// Runs `f` on a new thread inside a new, anonymous network namespace. The namespace has no
-/// name, so nothing can leak: the kernel removes it, with every interface in it, when the
-/// thread ends, whether `f` passes or panics.
+/// Runs `f` in its own anonymous network namespace (`dataplane::netns`): nothing can leak, the
+/// kernel removes the namespace with the thread whether `f` passes or panics.
 pub fn in_private_netns<F: FnOnce() + Send + 'static>(f: F) {
     require_root();
-    let handle = thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespace membership.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        f();
-    });
-    if let Err(panic) = handle.join() {
-        std::panic::resume_unwind(panic);
-    }
+    dataplane::netns::run_in_private_netns(f).expect("private network namespace");
 }
 
 /// The kernel tests need root (BPF and network namespaces). They fail, never skip, without it,
@@ -37,65 +21,12 @@ pub fn require_root() {
     );
 }
 
-/// Runs `ip` with `args` in the calling thread's namespace.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dataplane::netns::ip(args).expect("ip");
 }
 
 pub fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).expect("no NUL");
-    // SAFETY: c is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert_ne!(idx, 0, "no interface {name}");
-    idx
-}
-
-/// An AF_XDP socket bound to queue 0 of an interface, kept alive for XSKMAP slots.
-pub struct Xsk {
-    pub rx: xsk_rs::RxQueue,
-    _tx: xsk_rs::TxQueue,
-    _umem: xsk_rs::Umem,
-    _fq_cq: Option<(xsk_rs::FillQueue, xsk_rs::CompQueue)>,
-}
-
-impl Xsk {
-    pub fn bind(ifname: &str) -> Xsk {
-        use xsk_rs::config::{LibxdpFlags, SocketConfig, UmemConfig};
-        let (umem, _frames) = xsk_rs::Umem::new(
-            UmemConfig::default(),
-            64.try_into().expect("non-zero"),
-            false,
-        )
-        .expect("create UMEM");
-        let cfg = SocketConfig::builder()
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .build();
-        // SAFETY: the UMEM outlives the socket (both are kept in the returned struct, and the
-        // socket's queues are dropped before it).
-        let (tx, rx, fq_cq) =
-            unsafe { xsk_rs::Socket::new(cfg, &umem, &ifname.parse().expect("interface name"), 0) }
-                .expect("bind AF_XDP socket");
-        Xsk {
-            rx,
-            _tx: tx,
-            _umem: umem,
-            _fq_cq: fq_cq,
-        }
-    }
-
-    pub fn fd(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.rx.fd().as_raw_fd()
-    }
+    dataplane::netns::ifindex(name).expect("ifindex")
 }
 
 /// Internet checksum (RFC 1071) of `data`.

@@ -1,0 +1,109 @@
+//! Private network namespaces and the few interface look-ups done inside them.
+//!
+//! A namespace belongs to a thread: `run_in_private_netns` runs a closure on a new thread that
+//! first unshares its network namespace. The namespace has no name, so nothing can leak: the
+//! kernel destroys it, with every interface and attached XDP program in it, when the thread
+//! ends, whether the closure returns or panics.
+
+use std::{process::Command, thread};
+
+/// Errors of namespace and interface operations.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("unshare(CLONE_NEWNET): {0}")]
+    Unshare(std::io::Error),
+    #[error("running `ip`: {0}")]
+    Spawn(std::io::Error),
+    #[error("ip {args}: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("no interface named {0}")]
+    NoInterface(String),
+    #[error("MAC address of {name}: {source}")]
+    Mac {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs `f` on a new thread inside a new, anonymous network namespace and returns its result.
+/// A panic in `f` is resumed on the calling thread.
+pub fn run_in_private_netns<R, F>(f: F) -> Result<R, NetnsError>
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
+    let handle = thread::spawn(move || {
+        // SAFETY: unshare only changes this thread's namespace membership.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(NetnsError::Unshare(std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    });
+    match handle.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs `ip` (iproute2) with `args` in the calling thread's namespace.
+pub fn ip(args: &[&str]) -> Result<(), NetnsError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(NetnsError::Spawn)?;
+    if !out.status.success() {
+        return Err(NetnsError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Index of interface `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> Result<u32, NetnsError> {
+    let c = std::ffi::CString::new(name).map_err(|_| NetnsError::NoInterface(name.into()))?;
+    // SAFETY: c is NUL-terminated.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(NetnsError::NoInterface(name.into())),
+        idx => Ok(idx),
+    }
+}
+
+/// MAC address of `name` in the calling thread's namespace. (sysfs shows the namespace of the
+/// process that mounted it, so the kernel is asked through a socket of this one.)
+pub fn mac_of(name: &str) -> Result<[u8; 6], NetnsError> {
+    let err = |source| NetnsError::Mac {
+        name: name.into(),
+        source,
+    };
+    // SAFETY: a zeroed ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(NetnsError::NoInterface(name.into()));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: plain socket creation; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of our ifreq.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let last = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err(last));
+    }
+    // SAFETY: on success the kernel filled the hwaddr member of the union.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
+}
