@@ -79,6 +79,15 @@ impl Counters {
         Counters(d)
     }
 
+    /// Sum of the counters that record dropped frames.
+    pub fn drops(&self) -> u64 {
+        Counter::ALL
+            .iter()
+            .filter(|c| c.is_drop())
+            .map(|&c| self.get(c))
+            .sum()
+    }
+
     /// Counters that are non-zero, with their values.
     pub fn nonzero(&self) -> Vec<(Counter, u64)> {
         Counter::ALL
@@ -86,6 +95,19 @@ impl Counters {
             .map(|&c| (c, self.get(c)))
             .filter(|&(_, v)| v != 0)
             .collect()
+    }
+}
+
+/// The non-zero counters as `name=value`, space-separated.
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (c, v)) in self.nonzero().into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}={v}", c.name())?;
+        }
+        Ok(())
     }
 }
 
@@ -123,6 +145,28 @@ macro_rules! map_ref {
     }};
 }
 
+fn xdp_ref(ebpf: &Ebpf, p: Program) -> Result<&Xdp, XdpError> {
+    let name = p.name();
+    ebpf.program(name)
+        .ok_or(XdpError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| XdpError::Program { name, source })
+}
+
+fn xdp_mut(ebpf: &mut Ebpf, p: Program) -> Result<&mut Xdp, XdpError> {
+    let name = p.name();
+    ebpf.program_mut(name)
+        .ok_or(XdpError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| XdpError::Program { name, source })
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> XdpError {
     move |source| XdpError::Map { name, source }
 }
@@ -136,61 +180,39 @@ impl XdpObject {
         // The programs log only on internal errors; a missing logger map is not fatal.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         for p in [Program::UnderlayIngress, Program::OverlayEgress] {
-            let name = p.name();
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(XdpError::Missing {
-                    kind: "program",
-                    name,
-                })?
-                .try_into()
-                .map_err(|source| XdpError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| XdpError::Program { name, source })?;
+            xdp_mut(&mut ebpf, p)?
+                .load()
+                .map_err(|source| XdpError::Program {
+                    name: p.name(),
+                    source,
+                })?;
         }
         Ok(XdpObject { ebpf, logger })
     }
 
     fn program_mut(&mut self, p: Program) -> Result<&mut Xdp, XdpError> {
-        let name = p.name();
-        self.ebpf
-            .program_mut(name)
-            .ok_or(XdpError::Missing {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(|source| XdpError::Program { name, source })
+        xdp_mut(&mut self.ebpf, p)
     }
 
     /// The program's file descriptor.
     pub fn program_fd(&self, p: Program) -> Result<BorrowedFd<'_>, XdpError> {
-        let name = p.name();
-        let prog: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or(XdpError::Missing {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(|source| XdpError::Program { name, source })?;
-        let fd = prog
+        let fd = xdp_ref(&self.ebpf, p)?
             .fd()
-            .map_err(|source| XdpError::Program { name, source })?;
+            .map_err(|source| XdpError::Program {
+                name: p.name(),
+                source,
+            })?;
         Ok(fd.as_fd())
     }
 
     /// Size of the program as the kernel holds it after verification, in BPF instructions.
     pub fn instructions(&self, p: Program) -> Result<u32, XdpError> {
-        let name = p.name();
-        let prog = self.ebpf.program(name).ok_or(XdpError::Missing {
-            kind: "program",
-            name,
-        })?;
-        let info = prog
+        let info = xdp_ref(&self.ebpf, p)?
             .info()
-            .map_err(|source| XdpError::Program { name, source })?;
+            .map_err(|source| XdpError::Program {
+                name: p.name(),
+                source,
+            })?;
         // size_translated is in bytes; a BPF instruction is 8.
         Ok(info.size_translated().unwrap_or(0) / 8)
     }
