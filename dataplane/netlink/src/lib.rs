@@ -1,0 +1,1 @@
+//! Route netlink (rtnetlink) over a plain socket: links, veth pairs, addresses, routes, neighbours.

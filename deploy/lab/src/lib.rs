@@ -1,0 +1,1 @@
+//! The lab topology in network namespaces: a fabric router, a kernel-VXLAN client and the pair.
