@@ -2,8 +2,13 @@
 //! runs), a simple AF_XDP socket, private network namespaces, and, in later stages, the AF_XDP
 //! workers.
 
+pub mod config;
+pub mod daemon;
 pub mod describe;
+pub mod encap;
 pub mod netns;
+pub mod stats;
 pub mod testrun;
+pub mod worker;
 pub mod xdp;
 pub mod xsk;

@@ -2,7 +2,9 @@
 
 mod demo;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,63 @@ enum Cmd {
     /// to veth pairs in a private network namespace, push real frames through them and print
     /// what each program and AF_XDP socket did. Needs root; leaves nothing behind.
     Demo,
+    /// Run the data plane: create the overlay ports, attach the XDP programs, start one pinned
+    /// AF_XDP worker per queue, and serve stats; SIGINT/SIGTERM undo everything. Needs root.
+    /// A bad config is reported (naming the field) before anything on the host is touched.
+    Run {
+        /// The TOML config (see deploy/examples/dataplane-pri.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file against this host and exit: nothing is changed.
+    CheckConfig {
+        /// The TOML config.
+        config: PathBuf,
+    },
+    /// Ask a running data plane for its counters: per VNI and per queue packets and bytes,
+    /// drops by reason, UMEM frame accounting, XDP program outcomes, next hops.
+    Stats {
+        /// The running data plane's control socket.
+        #[arg(long, conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        /// Take the control socket path from this config file instead.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Print the Prometheus text exposition.
+        #[arg(long)]
+        prometheus: bool,
+    },
+}
+
+fn stats(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+    prometheus: bool,
+) -> anyhow::Result<()> {
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => {
+            let text =
+                std::fs::read_to_string(&c).with_context(|| format!("read {}", c.display()))?;
+            dataplane::config::Config::parse(&text)?
+                .stats
+                .control_socket
+        }
+        (None, None) => anyhow::bail!("give --socket PATH or --config FILE"),
+    };
+    let what = if json {
+        "stats json"
+    } else if prometheus {
+        "metrics"
+    } else {
+        "stats"
+    };
+    print!("{}", dataplane::daemon::request(&socket, what)?);
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -35,6 +94,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Demo => demo::run(),
+        Cmd::Run { config } => dataplane::daemon::run(&config),
+        Cmd::CheckConfig { config } => dataplane::config::Config::load(&config)
+            .map(|_| println!("{}: ok", config.display()))
+            .map_err(Into::into),
+        Cmd::Stats {
+            socket,
+            config,
+            json,
+            prometheus,
+        } => stats(socket, config, json, prometheus),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

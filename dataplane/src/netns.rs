@@ -16,6 +16,12 @@ pub enum NetnsError {
     Spawn(std::io::Error),
     #[error("ip {args}: {stderr}")]
     Ip { args: String, stderr: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no interface named {0}")]
     NoInterface(String),
     #[error("MAC address of {name}: {source}")]
@@ -106,4 +112,49 @@ pub fn mac_of(name: &str) -> Result<[u8; 6], NetnsError> {
         *m = *b as u8;
     }
     Ok(mac)
+}
+
+/// Turns off transmit checksum offload on `ifname` (ethtool -K IF tx off). A veth "offloads"
+/// checksums by never computing them; frames that leave through XDP and AF_XDP instead of the
+/// kernel's stack would then carry wrong TCP/UDP checksums.
+pub fn disable_tx_checksum(ifname: &str) -> Result<(), NetnsError> {
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let err = |e: std::io::Error| NetnsError::Io {
+        what: format!("disable TX checksum offload on {ifname}"),
+        source: e,
+    };
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return Err(err(std::io::Error::from(std::io::ErrorKind::InvalidInput)));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: plain socket creation; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: SIOCETHTOOL reads ifr_name and the ethtool_value ifr_data points to, which
+    // lives until the call returns.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut req) };
+    let last = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err(last));
+    }
+    Ok(())
 }

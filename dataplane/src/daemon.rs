@@ -1,0 +1,757 @@
+//! `dataplane run`: sets up the host (overlay veths, XDP programs, AF_XDP sockets), runs one
+//! pinned worker per queue and the control loop (MAC learning and ageing, next-hop
+//! resolution, stats), and undoes everything on SIGINT/SIGTERM. A run killed with SIGKILL
+//! leaves a state file behind; the next run removes what it lists before starting.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    io::{BufRead, BufReader, Write},
+    net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket},
+    os::{fd::AsRawFd, unix::net::UnixListener},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::programs::{XdpMode, xdp::XdpLinkId};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use ovl_common::{FDB_FLAG_STATIC, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniInfo};
+use ovl_netlink::Netlink;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, XdpModeCfg},
+    stats::{QueueCounters, Snapshot},
+    worker::{FromWorker, PortSpec, ToWorker, Worker, WorkerSpec},
+    xdp::{Program, XdpObject},
+};
+
+/// What a run created, written before it creates anything so a successor can undo it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    pid: u32,
+    interfaces: Vec<String>,
+}
+
+fn state_path(sock: &Path) -> PathBuf {
+    sock.with_extension("state")
+}
+
+fn lock_path(sock: &Path) -> PathBuf {
+    sock.with_extension("lock")
+}
+
+/// An exclusive lock for the whole run: a second instance with the same control socket fails
+/// at once instead of fighting over the interfaces. Released by the kernel, even on SIGKILL.
+struct RunLock {
+    _file: fs::File,
+}
+
+impl RunLock {
+    fn take(sock: &Path) -> Result<RunLock> {
+        let path = lock_path(sock);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open lock file {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!(
+                "another data plane is running with control socket {} (lock {} is held)",
+                sock.display(),
+                path.display()
+            );
+        }
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// Removes what a dead run left behind: interfaces listed in its state file, and overlay
+/// interfaces of this config that are clearly ours (a veth whose peer is `<name>-dp`).
+fn clean_leftovers(nl: &Netlink, cfg: &Config) -> Result<()> {
+    let state_file = state_path(&cfg.stats.control_socket);
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(text) = fs::read_to_string(&state_file) {
+        match serde_json::from_str::<State>(&text) {
+            Ok(st) => {
+                tracing::warn!(
+                    pid = st.pid,
+                    "previous run did not stop cleanly; removing its leftovers"
+                );
+                names.extend(st.interfaces);
+            }
+            Err(e) => tracing::warn!(
+                "ignoring unreadable state file {}: {e}",
+                state_file.display()
+            ),
+        }
+    }
+    for v in &cfg.vnis {
+        if let Some(link) = nl.link_by_name(&v.interface)? {
+            let peer_is_ours = match link.peer_index {
+                Some(i) => nl
+                    .link_by_index(i)?
+                    .is_some_and(|p| p.name == v.dp_interface()),
+                None => false,
+            };
+            if !(peer_is_ours || names.contains(&v.interface)) {
+                bail!(
+                    "config vni {}: interface {} already exists and was not created by the data plane",
+                    v.id,
+                    v.interface
+                );
+            }
+            names.push(v.interface.clone());
+        }
+        if nl.link_by_name(&v.dp_interface())?.is_some() {
+            names.push(v.dp_interface());
+        }
+    }
+    names.sort();
+    names.dedup();
+    for name in names {
+        if let Some(link) = nl.link_by_name(&name)? {
+            tracing::warn!(interface = %name, "removing leftover interface");
+            // Deleting one end of a veth deletes both; the second may already be gone.
+            if let Err(e) = nl.link_delete(link.index)
+                && e.errno() != Some(libc::ENODEV)
+            {
+                return Err(e).with_context(|| format!("delete leftover {name}"));
+            }
+        }
+    }
+    let _ = fs::remove_file(&state_file);
+    Ok(())
+}
+
+/// Everything a run created, undone in reverse on drop.
+struct Host {
+    nl: Netlink,
+    created: Vec<u32>,
+    state_file: PathBuf,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for idx in self.created.drain(..).rev() {
+            if let Err(e) = self.nl.link_delete(idx)
+                && e.errno() != Some(libc::ENODEV)
+            {
+                tracing::warn!("delete interface {idx}: {e}");
+            }
+        }
+        let _ = fs::remove_file(&self.state_file);
+    }
+}
+
+/// The ports each worker serves, and what the control loop needs of them.
+struct VniRuntime {
+    id: u32,
+    interface: String,
+    dp_index: u32,
+}
+
+enum Request {
+    Snapshot(Sender<Snapshot>),
+}
+
+/// Runs the data plane until SIGINT or SIGTERM.
+pub fn run(config_path: &Path) -> Result<()> {
+    let (cfg, report) = Config::load(config_path)?;
+    let sock_path = cfg.stats.control_socket.clone();
+    if let Some(dir) = sock_path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _lock = RunLock::take(&sock_path)?;
+    let nl = Netlink::open().context("netlink")?;
+    clean_leftovers(&nl, &cfg)?;
+
+    let underlay = nl
+        .link_by_name(&cfg.underlay.interface)?
+        .with_context(|| format!("underlay interface {} vanished", cfg.underlay.interface))?;
+    let local_mac = underlay
+        .mac
+        .with_context(|| format!("underlay interface {} has no MAC address", underlay.name))?;
+
+    let state_file = state_path(&sock_path);
+    let mut state = State {
+        pid: std::process::id(),
+        interfaces: Vec::new(),
+    };
+    for v in &cfg.vnis {
+        state.interfaces.push(v.interface.clone());
+        state.interfaces.push(v.dp_interface());
+    }
+    fs::write(&state_file, serde_json::to_vec(&state)?)
+        .with_context(|| format!("write {}", state_file.display()))?;
+    let mut host = Host {
+        nl: Netlink::open()?,
+        created: Vec::new(),
+        state_file,
+    };
+
+    // Overlay ports: the kernel side gets the address, the data plane side the XDP program.
+    let mut vnis = Vec::new();
+    for (i, v) in cfg.vnis.iter().enumerate() {
+        let mtu = report.mtu(i);
+        let dp = v.dp_interface();
+        nl.veth_create(&v.interface, &dp, Some(mtu))
+            .with_context(|| format!("create veth {} / {dp}", v.interface))?;
+        let kernel = nl
+            .link_by_name(&v.interface)?
+            .with_context(|| format!("{} missing after creation", v.interface))?;
+        host.created.push(kernel.index);
+        let dpl = nl
+            .link_by_name(&dp)?
+            .with_context(|| format!("{dp} missing after creation"))?;
+        // Without a configured MAC, one derived from the VTEP address and VNI: stable across
+        // restarts, so the neighbours' ARP caches stay right.
+        let ip = cfg.underlay.local_ip.octets();
+        let mac = v
+            .mac
+            .unwrap_or([0x02, (v.id & 0xff) as u8, ip[0], ip[1], ip[2], ip[3]]);
+        nl.link_set_mac(kernel.index, mac)?;
+        // The kernel must finish checksums itself: nothing after XDP would.
+        crate::netns::disable_tx_checksum(&v.interface)?;
+        // The data plane's end never speaks IPv6 itself.
+        let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{dp}/disable_ipv6"), "1");
+        nl.link_set_up(dpl.index, true)?;
+        nl.link_set_up(kernel.index, true)?;
+        if let Some(a) = v.address {
+            nl.addr_add(kernel.index, a.addr, a.prefix_len, true)
+                .with_context(|| format!("add {a} to {}", v.interface))?;
+        }
+        tracing::info!(vni = v.id, interface = %v.interface, dp = %dp, mtu, "overlay port up");
+        vnis.push(VniRuntime {
+            id: v.id,
+            interface: v.interface.clone(),
+            dp_index: dpl.index,
+        });
+    }
+
+    // XDP programs and maps.
+    let mut xdp = XdpObject::load().context("load XDP programs")?;
+    let queues = cfg.workers.queues;
+    let mut ports_seen = HashSet::new();
+    for v in &cfg.vnis {
+        if ports_seen.insert(v.port) {
+            xdp.set_udp_port(v.port, UdpPortInfo::new(v.encap))?;
+        }
+        let mut info = VniInfo::new(v.encap, v.port);
+        if let Some(opt) = v.geneve_option {
+            info = info.with_geneve_option(opt);
+        }
+        xdp.set_vni(v.id, info)?;
+        for f in &v.fdb {
+            xdp.set_fdb(
+                FdbKey::new(v.id, f.mac),
+                FdbEntry {
+                    remote_ip_be: be(f.remote),
+                    flags: FDB_FLAG_STATIC,
+                },
+            )?;
+        }
+    }
+    for (i, rt) in vnis.iter().enumerate() {
+        xdp.set_port(
+            rt.dp_index,
+            PortInfo {
+                vni: rt.id,
+                xsk_base: queues * (1 + i as u32),
+            },
+        )?;
+    }
+    xdp.set_config(ovl_common::Config {
+        local_ip_be: be(cfg.underlay.local_ip),
+        underlay_mtu: u16::try_from(underlay.mtu).unwrap_or(u16::MAX),
+        enabled: 1,
+        _pad0: 0,
+        local_mac,
+        _pad1: [0; 2],
+    })?;
+
+    // Workers and their sockets.
+    let (learn_tx, learn_rx) = bounded::<FromWorker>(4096);
+    let stop = Arc::new(AtomicBool::new(false));
+    let port_specs: Vec<PortSpec> = cfg
+        .vnis
+        .iter()
+        .map(|v| PortSpec {
+            vni: v.id,
+            dp_interface: v.dp_interface(),
+            encap: v.encap,
+            udp_port: v.port,
+            geneve_option: v.geneve_option,
+            flood: v.flood.clone(),
+        })
+        .collect();
+    let learn_refresh =
+        (cfg.fdb.ageing / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut worker_ctl: Vec<Sender<ToWorker>> = Vec::new();
+    let mut counters: Vec<Arc<QueueCounters>> = Vec::new();
+    let mut workers = Vec::new();
+    for q in 0..queues {
+        let cpu = cfg
+            .workers
+            .cpus
+            .as_ref()
+            .and_then(|c| c.get(q as usize).copied());
+        let qc = Arc::new(QueueCounters::new(q, cpu, port_specs.len()));
+        let (ctl_tx, ctl_rx) = bounded::<ToWorker>(1024);
+        let w = Worker::new(
+            WorkerSpec {
+                queue: q,
+                cpu,
+                batch: cfg.workers.batch_size as usize,
+                frames: cfg.workers.frames_per_queue,
+                underlay: cfg.underlay.interface.clone(),
+                local_mac,
+                local_ip: cfg.underlay.local_ip,
+                ports: port_specs.clone(),
+                learn_refresh,
+            },
+            qc.clone(),
+            learn_tx.clone(),
+            ctl_rx,
+        )?;
+        let fds = w.fds();
+        xdp.set_xsk(q, fds[0])?;
+        for i in 0..vnis.len() {
+            xdp.set_xsk(queues * (1 + i as u32) + q, fds[1 + i])?;
+        }
+        worker_ctl.push(ctl_tx);
+        counters.push(qc);
+        workers.push(w);
+    }
+
+    // Attach last: until now the programs would have had nowhere to send frames.
+    let mut links: Vec<(Program, XdpLinkId)> = Vec::new();
+    let mode = attach_underlay(&mut xdp, &cfg, &mut links)?;
+    for v in &cfg.vnis {
+        let id = xdp
+            .attach(Program::OverlayEgress, &v.dp_interface(), mode)
+            .with_context(|| format!("attach egress program to {}", v.dp_interface()))?;
+        links.push((Program::OverlayEgress, id));
+    }
+
+    let handles: Vec<JoinHandle<()>> = workers
+        .into_iter()
+        .map(|w| {
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name("ovl-worker".into())
+                .spawn(move || w.run(&stop))
+        })
+        .collect::<std::io::Result<_>>()
+        .context("spawn worker")?;
+
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, term.clone()).context("signal handler")?;
+    }
+
+    let (req_tx, req_rx) = bounded::<Request>(16);
+    let _ = fs::remove_file(&sock_path);
+    let listener = UnixListener::bind(&sock_path)
+        .with_context(|| format!("bind control socket {}", sock_path.display()))?;
+    spawn_control_socket(listener, req_tx.clone())?;
+    if let Some(addr) = cfg.stats.prometheus {
+        let l =
+            TcpListener::bind(addr).with_context(|| format!("bind Prometheus endpoint {addr}"))?;
+        spawn_prometheus(l, req_tx.clone())?;
+        tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+    }
+
+    let mut ctl = Control {
+        xdp,
+        nl,
+        underlay_index: underlay.index,
+        underlay_name: cfg.underlay.interface.clone(),
+        static_fdb: cfg
+            .vnis
+            .iter()
+            .flat_map(|v| v.fdb.iter().map(move |f| ((v.id, f.mac), f.remote)))
+            .collect(),
+        learned: HashMap::new(),
+        ageing: cfg.fdb.ageing,
+        max_learned: cfg.fdb.max_learned,
+        nexthops: HashMap::new(),
+        workers: worker_ctl,
+        counters,
+        port_names: vnis.iter().map(|r| (r.id, r.interface.clone())).collect(),
+        started: Instant::now(),
+        last_provoke: HashMap::new(),
+    };
+    for v in &cfg.vnis {
+        for r in v.flood.iter().chain(v.fdb.iter().map(|f| &f.remote)) {
+            ctl.nexthops.entry(*r).or_insert(None);
+        }
+    }
+    ctl.refresh_nexthops();
+    println!(
+        "dataplane ready: underlay {} ({} mode), {} VNI(s), {} queue(s), control socket {}",
+        cfg.underlay.interface,
+        if mode == XdpMode::Skb {
+            "skb"
+        } else {
+            "driver"
+        },
+        cfg.vnis.len(),
+        queues,
+        sock_path.display()
+    );
+    let _ = std::io::stdout().flush();
+
+    ctl.run(&term, &learn_rx, &req_rx);
+
+    tracing::info!("stopping");
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    for (p, id) in links.into_iter().rev() {
+        if let Err(e) = ctl.xdp.detach(p, id) {
+            tracing::warn!("detach: {e}");
+        }
+    }
+    for q in 0..64 {
+        let _ = ctl.xdp.unset_xsk(q);
+    }
+    drop(ctl);
+    drop(host);
+    let _ = fs::remove_file(&sock_path);
+    println!("dataplane stopped");
+    Ok(())
+}
+
+fn be(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+fn attach_underlay(
+    xdp: &mut XdpObject,
+    cfg: &Config,
+    links: &mut Vec<(Program, XdpLinkId)>,
+) -> Result<XdpMode> {
+    let ifname = &cfg.underlay.interface;
+    let try_mode = |xdp: &mut XdpObject, mode| xdp.attach(Program::UnderlayIngress, ifname, mode);
+    let (id, mode) = match cfg.underlay.xdp_mode {
+        XdpModeCfg::Driver => (try_mode(xdp, XdpMode::Driver)?, XdpMode::Driver),
+        XdpModeCfg::Skb => (try_mode(xdp, XdpMode::Skb)?, XdpMode::Skb),
+        XdpModeCfg::Auto => match try_mode(xdp, XdpMode::Driver) {
+            Ok(id) => (id, XdpMode::Driver),
+            Err(e) => {
+                tracing::warn!(
+                    "driver-mode XDP on {ifname} failed ({e}); falling back to SKB mode"
+                );
+                (try_mode(xdp, XdpMode::Skb)?, XdpMode::Skb)
+            }
+        },
+    };
+    links.push((Program::UnderlayIngress, id));
+    Ok(mode)
+}
+
+struct Control {
+    xdp: XdpObject,
+    nl: Netlink,
+    underlay_index: u32,
+    underlay_name: String,
+    static_fdb: HashMap<(u32, [u8; 6]), Ipv4Addr>,
+    learned: HashMap<(u32, [u8; 6]), (Ipv4Addr, Instant)>,
+    ageing: Duration,
+    max_learned: usize,
+    nexthops: HashMap<Ipv4Addr, Option<[u8; 6]>>,
+    workers: Vec<Sender<ToWorker>>,
+    counters: Vec<Arc<QueueCounters>>,
+    port_names: Vec<(u32, String)>,
+    started: Instant,
+    last_provoke: HashMap<Ipv4Addr, Instant>,
+}
+
+impl Control {
+    fn run(&mut self, term: &AtomicBool, events: &Receiver<FromWorker>, reqs: &Receiver<Request>) {
+        let mut next_tick = Instant::now() + Duration::from_secs(1);
+        while !term.load(Ordering::Relaxed) {
+            select! {
+                recv(events) -> m => if let Ok(m) = m { self.on_worker(m) },
+                recv(reqs) -> r => if let Ok(Request::Snapshot(reply)) = r {
+                    let _ = reply.send(self.snapshot());
+                },
+                default(Duration::from_millis(50)) => {}
+            }
+            if Instant::now() >= next_tick {
+                next_tick += Duration::from_secs(1);
+                self.age();
+                self.refresh_nexthops();
+            }
+        }
+    }
+
+    fn on_worker(&mut self, m: FromWorker) {
+        match m {
+            FromWorker::Learn { vni, mac, remote } => {
+                if self.static_fdb.contains_key(&(vni, mac)) {
+                    return;
+                }
+                let now = Instant::now();
+                let changed = match self.learned.get(&(vni, mac)) {
+                    Some((ip, _)) => *ip != remote,
+                    None => {
+                        if self.learned.len() >= self.max_learned {
+                            tracing::warn!(
+                                "FDB full ({} learned); not learning more",
+                                self.max_learned
+                            );
+                            return;
+                        }
+                        true
+                    }
+                };
+                self.learned.insert((vni, mac), (remote, now));
+                if changed {
+                    tracing::debug!(vni, mac = %fmt_mac(mac), %remote, "learned");
+                    if let Err(e) = self.xdp.set_fdb(
+                        FdbKey::new(vni, mac),
+                        FdbEntry {
+                            remote_ip_be: be(remote),
+                            flags: 0,
+                        },
+                    ) {
+                        tracing::warn!("FDB update: {e}");
+                    }
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.nexthops.entry(remote)
+                    {
+                        e.insert(None);
+                        self.refresh_one(remote);
+                    }
+                }
+            }
+            FromWorker::Resolve { remote } => {
+                self.nexthops.entry(remote).or_insert(None);
+                self.refresh_one(remote);
+            }
+        }
+    }
+
+    fn age(&mut self) {
+        let now = Instant::now();
+        let ageing = self.ageing;
+        let expired: Vec<(u32, [u8; 6])> = self
+            .learned
+            .iter()
+            .filter(|(_, (_, seen))| now.duration_since(*seen) >= ageing)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            self.learned.remove(&key);
+            tracing::debug!(vni = key.0, mac = %fmt_mac(key.1), "aged out");
+            let _ = self.xdp.remove_fdb(FdbKey::new(key.0, key.1));
+        }
+    }
+
+    fn refresh_nexthops(&mut self) {
+        let remotes: Vec<Ipv4Addr> = self.nexthops.keys().copied().collect();
+        for r in remotes {
+            self.refresh_one(r);
+        }
+    }
+
+    /// Looks up the outer next-hop MAC for `remote` in the kernel (route, then neighbour) and
+    /// pushes changes to the XDP map and the workers. An unresolved neighbour is provoked with
+    /// a datagram to the discard port, so the kernel ARPs for it.
+    fn refresh_one(&mut self, remote: Ipv4Addr) {
+        let found = match self.nl.route_get(IpAddr::V4(remote)) {
+            Ok(route) => {
+                if route.oif != self.underlay_index {
+                    tracing::warn!(%remote, oif = route.oif, "remote VTEP is not reached through the underlay {}", self.underlay_name);
+                }
+                let via = route.gateway.unwrap_or(IpAddr::V4(remote));
+                match self.nl.neighbour(route.oif, via) {
+                    Ok(Some(n)) if n.is_usable() => n.mac,
+                    _ => {
+                        self.provoke(via);
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%remote, "no route to remote VTEP: {e}");
+                None
+            }
+        };
+        let old = self.nexthops.insert(remote, found).flatten();
+        if old == found {
+            return;
+        }
+        match found {
+            Some(mac) => {
+                tracing::info!(%remote, mac = %fmt_mac(mac), "next hop resolved");
+                let _ = self
+                    .xdp
+                    .set_nexthop(be(remote), NextHop { mac, _pad: [0; 2] });
+            }
+            None => {
+                tracing::warn!(%remote, "next hop lost");
+                let _ = self.xdp.remove_nexthop(be(remote));
+            }
+        }
+        for w in &self.workers {
+            let _ = w.try_send(ToWorker::NextHop { remote, mac: found });
+        }
+    }
+
+    fn provoke(&mut self, via: IpAddr) {
+        let IpAddr::V4(v4) = via else { return };
+        let now = Instant::now();
+        if self
+            .last_provoke
+            .get(&v4)
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_millis(200))
+        {
+            return;
+        }
+        self.last_provoke.insert(v4, now);
+        if let Ok(s) = UdpSocket::bind("0.0.0.0:0") {
+            let _ = s.send_to(&[], (v4, 9));
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let (xdp, xdp_drop_names) = match self.xdp.counters() {
+            Ok(c) => Snapshot::xdp_from(&c),
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+        let mut nexthops: Vec<(String, Option<String>)> = self
+            .nexthops
+            .iter()
+            .map(|(ip, mac)| (ip.to_string(), mac.map(fmt_mac)))
+            .collect();
+        nexthops.sort();
+        Snapshot {
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            underlay: self.underlay_name.clone(),
+            queues: self
+                .counters
+                .iter()
+                .map(|q| Snapshot::queue_from(q, &self.port_names))
+                .collect(),
+            xdp,
+            xdp_drop_names,
+            fdb_learned: self.learned.len(),
+            fdb_static: self.static_fdb.len(),
+            nexthops,
+        }
+    }
+}
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+fn ask_snapshot(reqs: &Sender<Request>) -> Option<Snapshot> {
+    let (tx, rx) = bounded(1);
+    reqs.send_timeout(Request::Snapshot(tx), Duration::from_secs(1))
+        .ok()?;
+    rx.recv_timeout(Duration::from_secs(2)).ok()
+}
+
+/// The control socket: one request line per connection (`ping`, `stats`, `stats json`,
+/// `metrics`), one answer, then close.
+fn spawn_control_socket(listener: UnixListener, reqs: Sender<Request>) -> Result<()> {
+    thread::Builder::new()
+        .name("ovl-control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut line = String::new();
+                let mut r = BufReader::new(&conn);
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let answer = match line.trim() {
+                    "ping" => "pong\n".to_string(),
+                    "stats" => ask_snapshot(&reqs)
+                        .map_or_else(|| "error: control loop busy\n".into(), |s| s.render_text()),
+                    "stats json" => ask_snapshot(&reqs).map_or_else(
+                        || "{\"error\":\"control loop busy\"}\n".into(),
+                        |s| serde_json::to_string(&s).unwrap_or_default() + "\n",
+                    ),
+                    "metrics" => ask_snapshot(&reqs)
+                        .map_or_else(|| "# control loop busy\n".into(), |s| s.render_prometheus()),
+                    other => format!(
+                        "error: unknown request {other:?} (try ping, stats, stats json, metrics)\n"
+                    ),
+                };
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        })
+        .context("spawn control socket thread")?;
+    Ok(())
+}
+
+/// Minimal HTTP/1.0 responder for Prometheus scrapes (loopback only, enforced by config).
+fn spawn_prometheus(listener: TcpListener, reqs: Sender<Request>) -> Result<()> {
+    thread::Builder::new()
+        .name("ovl-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut r = BufReader::new(&conn);
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                // Drain headers up to the blank line.
+                let mut l = String::new();
+                while r.read_line(&mut l).map(|n| n > 2).unwrap_or(false) {
+                    l.clear();
+                }
+                let (status, body) = if first.starts_with("GET /metrics") || first.starts_with("GET / ") {
+                    match ask_snapshot(&reqs) {
+                        Some(s) => ("200 OK", s.render_prometheus()),
+                        None => ("503 Service Unavailable", "control loop busy\n".into()),
+                    }
+                } else {
+                    ("404 Not Found", "try /metrics\n".into())
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })
+        .context("spawn metrics thread")?;
+    Ok(())
+}
+
+/// Client side of the control socket: sends one request and returns the answer.
+pub fn request(socket: &Path, what: &str) -> Result<String> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connect to {} (is `dataplane run` running?)",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{what}\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}

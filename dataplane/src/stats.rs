@@ -1,0 +1,417 @@
+//! Counters the workers keep (atomics, relaxed: each has one writer) and the snapshot the
+//! control socket and the Prometheus endpoint serve.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::xdp::Counters;
+
+/// Why a worker dropped a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerDrop {
+    /// The TX ring of the destination socket was full.
+    TxRingFull,
+    /// No free UMEM frame for a flood copy.
+    NoFrame,
+    /// The remote VTEP's next-hop MAC is not known yet (resolution was requested).
+    NoNextHop,
+    /// A frame without our metadata, or of a kind the socket should never see.
+    BadMeta,
+    /// Decapsulated for a VNI this worker has no port for.
+    UnknownVni,
+    /// Flood with an empty flood list.
+    NoFloodTarget,
+}
+
+impl WorkerDrop {
+    pub const ALL: [WorkerDrop; 6] = [
+        WorkerDrop::TxRingFull,
+        WorkerDrop::NoFrame,
+        WorkerDrop::NoNextHop,
+        WorkerDrop::BadMeta,
+        WorkerDrop::UnknownVni,
+        WorkerDrop::NoFloodTarget,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            WorkerDrop::TxRingFull => "worker_tx_ring_full",
+            WorkerDrop::NoFrame => "worker_no_free_frame",
+            WorkerDrop::NoNextHop => "worker_no_nexthop",
+            WorkerDrop::BadMeta => "worker_bad_metadata",
+            WorkerDrop::UnknownVni => "worker_unknown_vni",
+            WorkerDrop::NoFloodTarget => "worker_no_flood_target",
+        }
+    }
+}
+
+/// Per overlay port (one VNI) counters of one queue.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Decapsulated frames delivered to the overlay port.
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    /// Frames from the overlay port sent encapsulated on the underlay (flood copies included).
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Of those, copies made by head-end replication.
+    pub flood_copies: AtomicU64,
+}
+
+/// The counters of one worker (one queue).
+#[derive(Debug)]
+pub struct QueueCounters {
+    pub queue: u32,
+    pub cpu: Option<usize>,
+    pub ports: Vec<PortCounters>,
+    pub drops: [AtomicU64; WorkerDrop::ALL.len()],
+    pub loops: AtomicU64,
+    pub idle_polls: AtomicU64,
+    pub frames_total: AtomicU64,
+    pub frames_free: AtomicU64,
+    pub frames_fill: AtomicU64,
+    pub frames_tx: AtomicU64,
+    pub learn_events: AtomicU64,
+}
+
+impl QueueCounters {
+    pub fn new(queue: u32, cpu: Option<usize>, ports: usize) -> QueueCounters {
+        QueueCounters {
+            queue,
+            cpu,
+            ports: (0..ports).map(|_| PortCounters::default()).collect(),
+            drops: Default::default(),
+            loops: AtomicU64::new(0),
+            idle_polls: AtomicU64::new(0),
+            frames_total: AtomicU64::new(0),
+            frames_free: AtomicU64::new(0),
+            frames_fill: AtomicU64::new(0),
+            frames_tx: AtomicU64::new(0),
+            learn_events: AtomicU64::new(0),
+        }
+    }
+
+    pub fn count_drop(&self, why: WorkerDrop, n: u64) {
+        self.drops[why as usize].fetch_add(n, Relaxed);
+    }
+}
+
+/// Adds to a counter that has a single writer.
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSnapshot {
+    pub vni: u32,
+    pub interface: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub flood_copies: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSnapshot {
+    pub queue: u32,
+    pub cpu: Option<usize>,
+    pub ports: Vec<PortSnapshot>,
+    pub drops: Vec<(String, u64)>,
+    pub frames_total: u64,
+    pub frames_free: u64,
+    pub frames_fill: u64,
+    pub frames_tx: u64,
+    pub loops: u64,
+    pub idle_polls: u64,
+    pub learn_events: u64,
+}
+
+/// Everything `dataplane stats` prints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub uptime_ms: u64,
+    pub underlay: String,
+    pub queues: Vec<QueueSnapshot>,
+    /// The XDP programs' counters (summed over CPUs), by name.
+    pub xdp: Vec<(String, u64)>,
+    /// Names of the XDP counters that are drops.
+    pub xdp_drop_names: Vec<String>,
+    pub fdb_learned: usize,
+    pub fdb_static: usize,
+    pub nexthops: Vec<(String, Option<String>)>,
+}
+
+impl Snapshot {
+    pub fn queue_from(q: &QueueCounters, names: &[(u32, String)]) -> QueueSnapshot {
+        QueueSnapshot {
+            queue: q.queue,
+            cpu: q.cpu,
+            ports: q
+                .ports
+                .iter()
+                .zip(names)
+                .map(|(p, (vni, name))| PortSnapshot {
+                    vni: *vni,
+                    interface: name.clone(),
+                    rx_packets: p.rx_packets.load(Relaxed),
+                    rx_bytes: p.rx_bytes.load(Relaxed),
+                    tx_packets: p.tx_packets.load(Relaxed),
+                    tx_bytes: p.tx_bytes.load(Relaxed),
+                    flood_copies: p.flood_copies.load(Relaxed),
+                })
+                .collect(),
+            drops: WorkerDrop::ALL
+                .iter()
+                .map(|d| (d.name().to_string(), q.drops[*d as usize].load(Relaxed)))
+                .collect(),
+            frames_total: q.frames_total.load(Relaxed),
+            frames_free: q.frames_free.load(Relaxed),
+            frames_fill: q.frames_fill.load(Relaxed),
+            frames_tx: q.frames_tx.load(Relaxed),
+            loops: q.loops.load(Relaxed),
+            idle_polls: q.idle_polls.load(Relaxed),
+            learn_events: q.learn_events.load(Relaxed),
+        }
+    }
+
+    pub fn xdp_from(c: &Counters) -> (Vec<(String, u64)>, Vec<String>) {
+        let all = ovl_common::Counter::ALL
+            .iter()
+            .map(|k| (k.name().to_string(), c.get(*k)))
+            .collect();
+        let drops = ovl_common::Counter::ALL
+            .iter()
+            .filter(|k| k.is_drop())
+            .map(|k| k.name().to_string())
+            .collect();
+        (all, drops)
+    }
+
+    /// One XDP counter by name (0 if absent).
+    pub fn xdp_counter(&self, name: &str) -> u64 {
+        self.xdp
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    /// All drops, XDP and worker, summed.
+    pub fn total_drops(&self) -> u64 {
+        let xdp: u64 = self
+            .xdp
+            .iter()
+            .filter(|(n, _)| self.xdp_drop_names.contains(n))
+            .map(|(_, v)| v)
+            .sum();
+        let workers: u64 = self
+            .queues
+            .iter()
+            .flat_map(|q| q.drops.iter().map(|(_, v)| v))
+            .sum();
+        xdp + workers
+    }
+
+    /// Per-VNI totals over all queues: (vni, interface, rx pkts, rx bytes, tx pkts, tx bytes,
+    /// flood copies).
+    pub fn per_vni(&self) -> Vec<PortSnapshot> {
+        let mut out: Vec<PortSnapshot> = Vec::new();
+        for q in &self.queues {
+            for p in &q.ports {
+                match out.iter_mut().find(|o| o.vni == p.vni) {
+                    Some(o) => {
+                        o.rx_packets += p.rx_packets;
+                        o.rx_bytes += p.rx_bytes;
+                        o.tx_packets += p.tx_packets;
+                        o.tx_bytes += p.tx_bytes;
+                        o.flood_copies += p.flood_copies;
+                    }
+                    None => out.push(p.clone()),
+                }
+            }
+        }
+        out
+    }
+
+    /// The human-readable form `dataplane stats` prints.
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "underlay {}  up {:.1} s  fdb: {} learned, {} static",
+            self.underlay,
+            self.uptime_ms as f64 / 1000.0,
+            self.fdb_learned,
+            self.fdb_static
+        );
+        let _ = writeln!(s, "\nper VNI:");
+        let _ = writeln!(
+            s,
+            "  {:>8} {:<12} {:>12} {:>14} {:>12} {:>14} {:>10}",
+            "vni", "interface", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "flooded"
+        );
+        for p in self.per_vni() {
+            let _ = writeln!(
+                s,
+                "  {:>8} {:<12} {:>12} {:>14} {:>12} {:>14} {:>10}",
+                p.vni,
+                p.interface,
+                p.rx_packets,
+                p.rx_bytes,
+                p.tx_packets,
+                p.tx_bytes,
+                p.flood_copies
+            );
+        }
+        let _ = writeln!(s, "\nper queue:");
+        for q in &self.queues {
+            let (rx, tx): (u64, u64) = q
+                .ports
+                .iter()
+                .fold((0, 0), |(r, t), p| (r + p.rx_packets, t + p.tx_packets));
+            let _ = writeln!(
+                s,
+                "  queue {} cpu {}: rx {} tx {} | frames {} = free {} + fill {} + tx {} | loops {} idle {}",
+                q.queue,
+                q.cpu.map_or("-".to_string(), |c| c.to_string()),
+                rx,
+                tx,
+                q.frames_total,
+                q.frames_free,
+                q.frames_fill,
+                q.frames_tx,
+                q.loops,
+                q.idle_polls
+            );
+            for (name, v) in q.drops.iter().filter(|(_, v)| *v != 0) {
+                let _ = writeln!(s, "    drop {name}: {v}");
+            }
+        }
+        let _ = writeln!(s, "\nXDP (all CPUs):");
+        for (name, v) in self.xdp.iter().filter(|(_, v)| *v != 0) {
+            let tag = if self.xdp_drop_names.contains(name) {
+                "drop"
+            } else {
+                "    "
+            };
+            let _ = writeln!(s, "  {tag} {name:<28} {v}");
+        }
+        let _ = writeln!(s, "\nnext hops:");
+        for (ip, mac) in &self.nexthops {
+            let _ = writeln!(s, "  {ip} -> {}", mac.as_deref().unwrap_or("unresolved"));
+        }
+        let _ = writeln!(s, "\ntotal drops: {}", self.total_drops());
+        s
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        let mut s = String::new();
+        let metric = |s: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        metric(
+            &mut s,
+            "ovl_vni_packets_total",
+            "counter",
+            "Frames per VNI, queue and direction (rx: decapsulated to the overlay port; tx: encapsulated to the underlay).",
+        );
+        for q in &self.queues {
+            for p in &q.ports {
+                for (dir, v) in [("rx", p.rx_packets), ("tx", p.tx_packets)] {
+                    let _ = writeln!(
+                        s,
+                        "ovl_vni_packets_total{{vni=\"{}\",queue=\"{}\",direction=\"{dir}\"}} {v}",
+                        p.vni, q.queue
+                    );
+                }
+            }
+        }
+        metric(
+            &mut s,
+            "ovl_vni_bytes_total",
+            "counter",
+            "Bytes per VNI, queue and direction.",
+        );
+        for q in &self.queues {
+            for p in &q.ports {
+                for (dir, v) in [("rx", p.rx_bytes), ("tx", p.tx_bytes)] {
+                    let _ = writeln!(
+                        s,
+                        "ovl_vni_bytes_total{{vni=\"{}\",queue=\"{}\",direction=\"{dir}\"}} {v}",
+                        p.vni, q.queue
+                    );
+                }
+            }
+        }
+        metric(
+            &mut s,
+            "ovl_flood_copies_total",
+            "counter",
+            "Copies made by head-end replication.",
+        );
+        for q in &self.queues {
+            for p in &q.ports {
+                let _ = writeln!(
+                    s,
+                    "ovl_flood_copies_total{{vni=\"{}\",queue=\"{}\"}} {}",
+                    p.vni, q.queue, p.flood_copies
+                );
+            }
+        }
+        metric(
+            &mut s,
+            "ovl_worker_drops_total",
+            "counter",
+            "Frames dropped by the AF_XDP workers, by reason.",
+        );
+        for q in &self.queues {
+            for (name, v) in &q.drops {
+                let _ = writeln!(
+                    s,
+                    "ovl_worker_drops_total{{queue=\"{}\",reason=\"{name}\"}} {v}",
+                    q.queue
+                );
+            }
+        }
+        metric(
+            &mut s,
+            "ovl_xdp_packets_total",
+            "counter",
+            "Outcomes of the XDP programs, summed over CPUs.",
+        );
+        for (name, v) in &self.xdp {
+            let _ = writeln!(s, "ovl_xdp_packets_total{{outcome=\"{name}\"}} {v}");
+        }
+        metric(
+            &mut s,
+            "ovl_umem_frames",
+            "gauge",
+            "UMEM frames per queue by where they are.",
+        );
+        for q in &self.queues {
+            for (place, v) in [
+                ("free", q.frames_free),
+                ("fill", q.frames_fill),
+                ("tx", q.frames_tx),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "ovl_umem_frames{{queue=\"{}\",place=\"{place}\"}} {v}",
+                    q.queue
+                );
+            }
+        }
+        metric(&mut s, "ovl_fdb_entries", "gauge", "FDB entries by origin.");
+        let _ = writeln!(
+            s,
+            "ovl_fdb_entries{{origin=\"learned\"}} {}\novl_fdb_entries{{origin=\"static\"}} {}",
+            self.fdb_learned, self.fdb_static
+        );
+        s
+    }
+}

@@ -1,0 +1,594 @@
+//! One AF_XDP worker per queue: a UMEM shared by the underlay socket and one socket per overlay
+//! port, so a frame moves between them by descriptor, never copied in userspace (flood copies
+//! excepted). Every frame of the UMEM is always in exactly one place: the free list, a fill
+//! ring, or a TX ring awaiting completion; `Frames::check` proves it.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ovl_common::{Encap, GENEVE_OPT_LEN, MetaKind, XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
+use xsk_rs::{
+    CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
+    config::{LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+};
+
+use crate::{
+    encap::{Outer, encapsulate},
+    stats::{QueueCounters, WorkerDrop, bump},
+};
+
+/// An overlay port (one VNI) as a worker sees it.
+#[derive(Clone, Debug)]
+pub struct PortSpec {
+    pub vni: u32,
+    /// The data plane's end of the overlay veth (the socket binds here).
+    pub dp_interface: String,
+    pub encap: Encap,
+    pub udp_port: u16,
+    pub geneve_option: Option<[u8; GENEVE_OPT_LEN]>,
+    pub flood: Vec<Ipv4Addr>,
+}
+
+/// What a worker needs to start.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    pub queue: u32,
+    pub cpu: Option<usize>,
+    pub batch: usize,
+    pub frames: u32,
+    pub underlay: String,
+    pub local_mac: [u8; 6],
+    pub local_ip: Ipv4Addr,
+    pub ports: Vec<PortSpec>,
+    /// A learned MAC is re-announced to the control thread at most this often (so ageing
+    /// sees it alive without a message per frame).
+    pub learn_refresh: Duration,
+}
+
+/// Control thread -> worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToWorker {
+    /// The outer next-hop MAC for a remote VTEP (None: unresolved).
+    NextHop {
+        remote: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+    },
+}
+
+/// Worker -> control thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromWorker {
+    /// Inner source MAC `mac` of VNI `vni` was seen behind VTEP `remote`.
+    Learn {
+        vni: u32,
+        mac: [u8; 6],
+        remote: Ipv4Addr,
+    },
+    /// A frame needed this remote's next hop and it is unknown.
+    Resolve { remote: Ipv4Addr },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("queue {queue}: {what}")]
+    Setup { queue: u32, what: String },
+}
+
+/// Where every UMEM frame is. The sum of the parts is the frame count, always.
+#[derive(Debug)]
+struct Frames {
+    /// The descriptor each frame had when the UMEM was made (data at the default offset).
+    pristine: Vec<FrameDesc>,
+    frame_size: usize,
+    free: Vec<u32>,
+    total: usize,
+}
+
+impl Frames {
+    fn index(&self, desc: &FrameDesc) -> u32 {
+        (desc.addr() / self.frame_size) as u32
+    }
+
+    fn release(&mut self, desc: &FrameDesc) {
+        let i = self.index(desc);
+        self.free.push(i);
+    }
+
+    fn take(&mut self) -> Option<FrameDesc> {
+        self.free.pop().map(|i| self.pristine[i as usize])
+    }
+}
+
+/// One AF_XDP socket of the worker (underlay or an overlay port).
+struct Sock {
+    tx: TxQueue,
+    rx: RxQueue,
+    fq: FillQueue,
+    cq: CompQueue,
+    /// Frames on the fill ring.
+    in_fill: usize,
+    /// Frames on the TX ring, not completed yet.
+    in_tx: usize,
+    fill_target: usize,
+    /// Frames to put on the TX ring at the end of this round.
+    pending: Vec<FrameDesc>,
+}
+
+impl Sock {
+    fn fd(&self) -> i32 {
+        self.rx.fd().as_raw_fd()
+    }
+}
+
+/// The sockets of a worker, for registration in the XSKMAP by the control thread.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketFds {
+    pub underlay: i32,
+}
+
+pub struct Worker {
+    spec: WorkerSpec,
+    // Sockets before the UMEM: fields drop in order and the rings live in the UMEM's mapping.
+    socks: Vec<Sock>,
+    umem: Umem,
+    frames: Frames,
+    counters: Arc<QueueCounters>,
+    nexthops: HashMap<Ipv4Addr, [u8; 6]>,
+    learned: HashMap<(u32, [u8; 6]), (Ipv4Addr, Instant)>,
+    scratch: Vec<FrameDesc>,
+    to_control: Sender<FromWorker>,
+    from_control: Receiver<ToWorker>,
+    resolve_asked: HashMap<Ipv4Addr, Instant>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.spec.queue)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Creates the UMEM and binds one socket to queue `spec.queue` of the underlay and of each
+    /// overlay port (all in the calling thread's namespace).
+    pub fn new(
+        spec: WorkerSpec,
+        counters: Arc<QueueCounters>,
+        to_control: Sender<FromWorker>,
+        from_control: Receiver<ToWorker>,
+    ) -> Result<Worker, WorkerError> {
+        let queue = spec.queue;
+        let err = |what: String| WorkerError::Setup { queue, what };
+        let nsocks = 1 + spec.ports.len();
+        let frames = spec.frames as usize;
+        // Ring sizes: powers of two that can hold each socket's share of the frames.
+        let share = (frames / (2 * nsocks)).max(16);
+        let ring = share.next_power_of_two().clamp(64, 8192) as u32;
+        let qsize = |n: u32| QueueSize::new(n).map_err(|e| err(format!("ring size {n}: {e}")));
+        let umem_cfg = UmemConfig::builder()
+            .fill_queue_size(qsize(ring)?)
+            .comp_queue_size(qsize(ring * 2)?)
+            .build()
+            .map_err(|e| err(format!("UMEM config: {e}")))?;
+        let count = spec
+            .frames
+            .try_into()
+            .map_err(|_| err("zero frames".into()))?;
+        let (umem, pristine) =
+            Umem::new(umem_cfg, count, false).map_err(|e| err(format!("create UMEM: {e}")))?;
+        let frame_size = match (pristine.first(), pristine.get(1)) {
+            (Some(a), Some(b)) => b.addr() - a.addr(),
+            _ => return Err(err("need at least two frames".into())),
+        };
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(qsize(ring)?)
+            .tx_queue_size(qsize(ring * 2)?)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .build();
+        let mut socks = Vec::with_capacity(nsocks);
+        let names = std::iter::once(spec.underlay.clone())
+            .chain(spec.ports.iter().map(|p| p.dp_interface.clone()));
+        for ifname in names {
+            let name = ifname
+                .parse()
+                .map_err(|_| err(format!("bad interface name {ifname}")))?;
+            // SAFETY: INHIBIT_PROG_LOAD is set (xsk-rs requires it when a UMEM is shared) and
+            // each (interface, queue) pair is bound once.
+            let (tx, rx, rings) = unsafe { xsk_rs::Socket::new(sock_cfg, &umem, &name, queue) }
+                .map_err(|e| err(format!("AF_XDP socket on {ifname} queue {queue}: {e}")))?;
+            let (fq, cq) =
+                rings.ok_or_else(|| err(format!("no fill/completion ring for {ifname}")))?;
+            socks.push(Sock {
+                tx,
+                rx,
+                fq,
+                cq,
+                in_fill: 0,
+                in_tx: 0,
+                fill_target: share.min(ring as usize),
+                pending: Vec::with_capacity(spec.batch * 4),
+            });
+        }
+        let free = (0..pristine.len() as u32).rev().collect();
+        counters
+            .frames_total
+            .store(pristine.len() as u64, Ordering::Relaxed);
+        let batch = spec.batch;
+        let mut w = Worker {
+            spec,
+            socks,
+            umem,
+            frames: Frames {
+                total: pristine.len(),
+                pristine,
+                frame_size,
+                free,
+            },
+            counters,
+            nexthops: HashMap::new(),
+            learned: HashMap::new(),
+            scratch: vec![FrameDesc::default(); batch],
+            to_control,
+            from_control,
+            resolve_asked: HashMap::new(),
+        };
+        w.refill();
+        Ok(w)
+    }
+
+    /// Descriptors for the XSKMAP: the underlay socket, then one per port.
+    pub fn fds(&self) -> Vec<i32> {
+        self.socks.iter().map(Sock::fd).collect()
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) {
+        if let Some(cpu) = self.spec.cpu
+            && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+        {
+            tracing::warn!(queue = self.spec.queue, cpu, "could not pin worker");
+        }
+        tracing::info!(queue = self.spec.queue, cpu = ?self.spec.cpu, "worker running");
+        while !stop.load(Ordering::Relaxed) {
+            let work = self.round();
+            if work == 0 {
+                self.idle_wait(Duration::from_millis(10));
+            }
+        }
+        self.check_frames();
+        tracing::info!(queue = self.spec.queue, "worker stopped");
+    }
+
+    /// One pass over every ring. Returns how many frames it moved.
+    pub fn round(&mut self) -> usize {
+        bump(&self.counters.loops, 1);
+        let now = Instant::now();
+        while let Ok(msg) = self.from_control.try_recv() {
+            match msg {
+                ToWorker::NextHop {
+                    remote,
+                    mac: Some(mac),
+                } => {
+                    self.nexthops.insert(remote, mac);
+                }
+                ToWorker::NextHop { remote, mac: None } => {
+                    self.nexthops.remove(&remote);
+                }
+            }
+        }
+        let mut work = self.complete();
+        work += self.receive_underlay(now);
+        for p in 0..self.spec.ports.len() {
+            work += self.receive_port(p, now);
+        }
+        self.transmit();
+        self.refill();
+        self.publish_frames();
+        work
+    }
+
+    fn complete(&mut self) -> usize {
+        let mut done = 0;
+        for s in 0..self.socks.len() {
+            loop {
+                let sock = &mut self.socks[s];
+                // SAFETY: completions return descriptors of frames we put on this socket's TX
+                // ring, all from this worker's UMEM.
+                let n = unsafe { sock.cq.consume(&mut self.scratch) };
+                sock.in_tx -= n.min(sock.in_tx);
+                for d in &self.scratch[..n] {
+                    self.frames.release(d);
+                }
+                done += n;
+                if n < self.scratch.len() {
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    fn receive_underlay(&mut self, now: Instant) -> usize {
+        let sock = &mut self.socks[0];
+        // SAFETY: the RX ring hands back frames of this UMEM that we put on the fill ring.
+        let n = unsafe { sock.rx.consume(&mut self.scratch) };
+        sock.in_fill -= n.min(sock.in_fill);
+        for i in 0..n {
+            let desc = self.scratch[i];
+            self.handle_underlay(desc, now);
+        }
+        n
+    }
+
+    fn meta(&self, desc: &FrameDesc) -> (Option<XdpMeta>, usize) {
+        // SAFETY: the frame came off an RX ring, so the kernel is done writing it.
+        let data = unsafe { self.umem.data(desc) };
+        let bytes = data.contents();
+        // SAFETY: frames start XDP_PACKET_HEADROOM (256) bytes into their chunk, so the 16
+        // bytes before are inside the mapping; copy mode copies the metadata there.
+        let meta: XdpMeta =
+            unsafe { std::ptr::read_unaligned(bytes.as_ptr().sub(XDP_META_LEN).cast::<XdpMeta>()) };
+        ((meta.magic == XDP_META_MAGIC).then_some(meta), bytes.len())
+    }
+
+    fn handle_underlay(&mut self, desc: FrameDesc, now: Instant) {
+        let (meta, len) = self.meta(&desc);
+        let Some(meta) = meta.filter(|m| m.kind == MetaKind::Decapped as u8) else {
+            self.counters.count_drop(WorkerDrop::BadMeta, 1);
+            self.frames.release(&desc);
+            return;
+        };
+        let Some(p) = self.spec.ports.iter().position(|p| p.vni == meta.vni) else {
+            self.counters.count_drop(WorkerDrop::UnknownVni, 1);
+            self.frames.release(&desc);
+            return;
+        };
+        if len >= 12 {
+            // SAFETY: as in `meta`; the frame is still ours.
+            let data = unsafe { self.umem.data(&desc) };
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&data.contents()[6..12]);
+            let remote = Ipv4Addr::from(meta.peer_ip_be.to_ne_bytes());
+            self.learn(meta.vni, src, remote, now);
+        }
+        let c = &self.counters.ports[p];
+        bump(&c.rx_packets, 1);
+        bump(&c.rx_bytes, len as u64);
+        self.socks[1 + p].pending.push(desc);
+    }
+
+    fn learn(&mut self, vni: u32, mac: [u8; 6], remote: Ipv4Addr, now: Instant) {
+        // Multicast/broadcast and all-zero sources are never learned.
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return;
+        }
+        let fresh = match self.learned.get(&(vni, mac)) {
+            Some((ip, at)) => *ip != remote || now.duration_since(*at) >= self.spec.learn_refresh,
+            None => true,
+        };
+        if !fresh {
+            return;
+        }
+        // Never block: if the control thread is behind, the next frame tries again.
+        match self
+            .to_control
+            .try_send(FromWorker::Learn { vni, mac, remote })
+        {
+            Ok(()) => {
+                bump(&self.counters.learn_events, 1);
+                if self.learned.len() > 65536 {
+                    self.learned.clear();
+                }
+                self.learned.insert((vni, mac), (remote, now));
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn receive_port(&mut self, p: usize, now: Instant) -> usize {
+        let sock = &mut self.socks[1 + p];
+        // SAFETY: as in `receive_underlay`.
+        let n = unsafe { sock.rx.consume(&mut self.scratch) };
+        sock.in_fill -= n.min(sock.in_fill);
+        for i in 0..n {
+            let desc = self.scratch[i];
+            self.handle_port(p, desc, now);
+        }
+        n
+    }
+
+    fn handle_port(&mut self, p: usize, desc: FrameDesc, now: Instant) {
+        let (meta, len) = self.meta(&desc);
+        let kind = meta.and_then(|m| MetaKind::from_u8(m.kind));
+        match (meta, kind) {
+            (Some(_), Some(MetaKind::Encapped)) => {
+                let c = &self.counters.ports[p];
+                bump(&c.tx_packets, 1);
+                bump(&c.tx_bytes, len as u64);
+                self.socks[0].pending.push(desc);
+            }
+            (Some(_), Some(MetaKind::Flood)) => {
+                let targets = self.spec.ports[p].flood.clone();
+                if targets.is_empty() {
+                    self.counters.count_drop(WorkerDrop::NoFloodTarget, 1);
+                }
+                for remote in targets {
+                    self.encap_copy(p, &desc, remote, true, now);
+                }
+                self.frames.release(&desc);
+            }
+            (Some(m), Some(MetaKind::NoNeighbour)) => {
+                let remote = Ipv4Addr::from(m.peer_ip_be.to_ne_bytes());
+                self.encap_copy(p, &desc, remote, false, now);
+                self.frames.release(&desc);
+            }
+            _ => {
+                self.counters.count_drop(WorkerDrop::BadMeta, 1);
+                self.frames.release(&desc);
+            }
+        }
+    }
+
+    /// Encapsulates a copy of `desc` for `remote` into a fresh frame queued on the underlay.
+    fn encap_copy(
+        &mut self,
+        p: usize,
+        desc: &FrameDesc,
+        remote: Ipv4Addr,
+        flood: bool,
+        now: Instant,
+    ) {
+        let Some(&nh) = self.nexthops.get(&remote) else {
+            self.counters.count_drop(WorkerDrop::NoNextHop, 1);
+            let due = self
+                .resolve_asked
+                .get(&remote)
+                .is_none_or(|at| now.duration_since(*at) >= Duration::from_millis(100));
+            if due
+                && self
+                    .to_control
+                    .try_send(FromWorker::Resolve { remote })
+                    .is_ok()
+            {
+                self.resolve_asked.insert(remote, now);
+            }
+            return;
+        };
+        let Some(mut out) = self.frames.take() else {
+            self.counters.count_drop(WorkerDrop::NoFrame, 1);
+            return;
+        };
+        let port = &self.spec.ports[p];
+        let outer = Outer {
+            src_mac: self.spec.local_mac,
+            dst_mac: nh,
+            src_ip: self.spec.local_ip,
+            dst_ip: remote,
+            udp_port: port.udp_port,
+            vni: port.vni,
+            encap: port.encap,
+            geneve_option: port.geneve_option,
+        };
+        // SAFETY: `desc` is an RX frame we own until released; `out` is a free frame nobody
+        // else touches. They are different frames.
+        let inner = unsafe { self.umem.data(desc) };
+        let mut buf = [0u8; 4096];
+        let written = encapsulate(inner.contents(), &outer, &mut buf);
+        // SAFETY: as above.
+        let mut data = unsafe { self.umem.data_mut(&mut out) };
+        let ok = match written {
+            Some(n) => {
+                let mut c = data.cursor();
+                c.set_pos(0);
+                c.write_all(&buf[..n]).is_ok()
+            }
+            None => false,
+        };
+        if !ok {
+            self.counters.count_drop(WorkerDrop::NoFrame, 1);
+            self.frames.release(&out);
+            return;
+        }
+        let c = &self.counters.ports[p];
+        bump(&c.tx_packets, 1);
+        bump(&c.tx_bytes, out.lengths().data() as u64);
+        if flood {
+            bump(&c.flood_copies, 1);
+        }
+        self.socks[0].pending.push(out);
+    }
+
+    fn transmit(&mut self) {
+        for sock in &mut self.socks {
+            if sock.pending.is_empty() {
+                continue;
+            }
+            // SAFETY: every pending descriptor is a frame of this UMEM that we own (taken off
+            // an RX ring or the free list) and that sits on no other ring.
+            let sent = unsafe { sock.tx.produce(&sock.pending) };
+            sock.in_tx += sent;
+            let dropped = sock.pending.len() - sent;
+            if dropped > 0 {
+                self.counters
+                    .count_drop(WorkerDrop::TxRingFull, dropped as u64);
+                for d in &sock.pending[sent..] {
+                    self.frames.release(d);
+                }
+            }
+            sock.pending.clear();
+            // Copy mode transmits only when kicked.
+            if sent > 0 && sock.tx.wakeup().is_err() {
+                tracing::debug!("TX wakeup failed");
+            }
+        }
+    }
+
+    fn refill(&mut self) {
+        for sock in &mut self.socks {
+            let want = sock.fill_target.saturating_sub(sock.in_fill);
+            // Keep a reserve for flood copies and TX: never hand the last frames to the kernel.
+            let reserve = self.frames.total / 8;
+            let can = want.min(self.frames.free.len().saturating_sub(reserve));
+            if can < 16.min(want) || can == 0 {
+                continue;
+            }
+            let descs: Vec<FrameDesc> = (0..can).filter_map(|_| self.frames.take()).collect();
+            // SAFETY: free frames belong to this UMEM and sit on no ring.
+            let put = unsafe { sock.fq.produce(&descs) };
+            sock.in_fill += put;
+            for d in &descs[put..] {
+                self.frames.release(d);
+            }
+        }
+    }
+
+    fn publish_frames(&self) {
+        let fill: usize = self.socks.iter().map(|s| s.in_fill).sum();
+        let tx: usize = self.socks.iter().map(|s| s.in_tx).sum();
+        let c = &self.counters;
+        c.frames_free
+            .store(self.frames.free.len() as u64, Ordering::Relaxed);
+        c.frames_fill.store(fill as u64, Ordering::Relaxed);
+        c.frames_tx.store(tx as u64, Ordering::Relaxed);
+    }
+
+    /// Frames accounted for: free + on fill rings + on TX rings == total.
+    pub fn frames_conserved(&self) -> bool {
+        let fill: usize = self.socks.iter().map(|s| s.in_fill).sum();
+        let tx: usize = self.socks.iter().map(|s| s.in_tx).sum();
+        self.frames.free.len() + fill + tx == self.frames.total
+    }
+
+    fn check_frames(&self) {
+        if !self.frames_conserved() {
+            tracing::error!(queue = self.spec.queue, "UMEM frame accounting broken");
+        }
+    }
+
+    fn idle_wait(&mut self, timeout: Duration) {
+        bump(&self.counters.idle_polls, 1);
+        let mut fds: Vec<libc::pollfd> = self
+            .socks
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    }
+}
