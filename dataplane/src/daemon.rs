@@ -156,6 +156,7 @@ impl Drop for Host {
 struct VniRuntime {
     id: u32,
     interface: String,
+    kernel_index: u32,
     dp_index: u32,
 }
 
@@ -223,16 +224,13 @@ pub fn run(config_path: &Path) -> Result<()> {
         crate::netns::disable_tx_checksum(&v.interface)?;
         // The data plane's end never speaks IPv6 itself.
         let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{dp}/disable_ipv6"), "1");
+        // The kernel side stays down until the data path can carry what it sends.
         nl.link_set_up(dpl.index, true)?;
-        nl.link_set_up(kernel.index, true)?;
-        if let Some(a) = v.address {
-            nl.addr_add(kernel.index, a.addr, a.prefix_len, true)
-                .with_context(|| format!("add {a} to {}", v.interface))?;
-        }
-        tracing::info!(vni = v.id, interface = %v.interface, dp = %dp, mtu, "overlay port up");
+        tracing::info!(vni = v.id, interface = %v.interface, dp = %dp, mtu, "overlay port created");
         vnis.push(VniRuntime {
             id: v.id,
             interface: v.interface.clone(),
+            kernel_index: kernel.index,
             dp_index: dpl.index,
         });
     }
@@ -395,7 +393,25 @@ pub fn run(config_path: &Path) -> Result<()> {
             ctl.nexthops.entry(*r).or_insert(None);
         }
     }
-    ctl.refresh_nexthops();
+    // Ready means able to flood: give the kernel a moment to resolve the flood list's next
+    // hops (ARP for the gateway), so the first broadcast is not dropped for want of a MAC.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        ctl.refresh_nexthops();
+        if ctl.nexthops.values().all(Option::is_some) || Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (v, rt) in cfg.vnis.iter().zip(&vnis) {
+        ctl.nl.link_set_up(rt.kernel_index, true)?;
+        if let Some(a) = v.address {
+            ctl.nl
+                .addr_add(rt.kernel_index, a.addr, a.prefix_len, true)
+                .with_context(|| format!("add {a} to {}", v.interface))?;
+        }
+        tracing::info!(vni = v.id, interface = %v.interface, "overlay port up");
+    }
     println!(
         "dataplane ready: underlay {} ({} mode), {} VNI(s), {} queue(s), control socket {}",
         cfg.underlay.interface,

@@ -460,8 +460,9 @@ impl Worker {
                     .to_control
                     .try_send(FromWorker::Resolve { remote })
                     .is_ok()
+                && self.resolve_asked.insert(remote, now).is_none()
             {
-                self.resolve_asked.insert(remote, now);
+                tracing::warn!(queue = self.spec.queue, %remote, "no next hop for remote VTEP yet; asked for resolution");
             }
             return;
         };

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's single entry point for setting up the toolchain, building the
 //! XDP programs, running the tests and the demo.
 
+mod lab;
 mod setup;
 
 use std::{
@@ -50,6 +51,11 @@ enum Cmd {
     /// Build and run the demo: load and attach the XDP programs in a private network
     /// namespace and push real frames through them (root needed).
     Demo,
+    /// The lab: the seed's set-up in network namespaces (prefix `lab-`; root needed).
+    Lab {
+        #[command(subcommand)]
+        cmd: lab::LabCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +79,7 @@ fn run() -> Result<()> {
             cargo_test_args,
         } => test(&root, no_lint, &cargo_test_args),
         Cmd::Demo => demo(&root),
+        Cmd::Lab { cmd } => lab::run(&root, cmd),
     }
 }
 

@@ -40,6 +40,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "throughput tests and the benchmark"),
     ("ethtool", "NIC queue and offload settings"),
     ("bpftool", "inspecting loaded programs and maps"),
+    ("tcpdump", "capturing overlay traffic in the interop tests"),
+    (
+        "tshark",
+        "decoding GENEVE captures with an independent dissector",
+    ),
+    ("systemd", "systemd-analyze verify of the deploy/ units"),
 ];
 
 const TOOLCHAIN: &str = ebpf_build::TOOLCHAIN;

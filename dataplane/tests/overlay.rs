@@ -1,0 +1,927 @@
+//! The data path end to end, on the lab topology (each test its own namespaces): a stock
+//! kernel VXLAN peer against our data plane, our data plane against itself over VXLAN and
+//! GENEVE (checked by tshark's dissector), bad input under load, and the daemon's life cycle.
+//! Root required (CI runs as root).
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use dataplane::stats::Snapshot;
+use ovl_lab::{Encap, GeneveOption, HostSpec, Ipv4Cidr, Lab, LabSpec, Overlay, Signal, in_netns};
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
+const T: Duration = Duration::from_secs(20);
+const MB: usize = 1024 * 1024;
+
+fn require_root() {
+    assert!(
+        ovl_lab::is_root(),
+        "these tests need root (network namespaces, XDP); CI runs them as root"
+    );
+}
+
+fn client_and_pri(tag: &str, port: u16) -> LabSpec {
+    let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), BIN);
+    spec.hosts.retain(|h| h.name != "sec");
+    spec.with_overlay(
+        "client",
+        Overlay::Kernel {
+            vni: 10,
+            port,
+            addr: Ipv4Cidr::new(192, 168, 0, 4, 24),
+        },
+    )
+    .with_overlay(
+        "pri",
+        Overlay::Ours {
+            vni: 10,
+            encap: Encap::Vxlan,
+            port,
+            addr: Ipv4Cidr::new(192, 168, 0, 10, 24),
+            geneve_option: None,
+        },
+    )
+}
+
+fn stats(lab: &Lab, host: &str) -> Snapshot {
+    let sock = lab.control_socket(host);
+    let out = lab
+        .exec(
+            host,
+            &[
+                BIN,
+                "stats",
+                "--json",
+                "--socket",
+                sock.to_str().expect("utf-8 path"),
+            ],
+            T,
+        )
+        .expect("run dataplane stats");
+    assert!(
+        out.status.success(),
+        "dataplane stats failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}
+
+fn sh(lab: &Lab, host: &str, args: &[&str]) -> (bool, String) {
+    let out = lab.exec(host, args, T).expect("exec");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Deterministic bytes (xorshift), so sender and receiver need not share a buffer.
+fn fill(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let b = state.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+}
+
+/// Sends `bytes` over TCP from `from` to `dst:port` in `to`, and returns (bytes received,
+/// receiver's SHA-256, sender's SHA-256).
+fn tcp_transfer(
+    lab: &Lab,
+    from: &str,
+    to: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    bytes: usize,
+) -> (usize, Vec<u8>, Vec<u8>) {
+    let to_ns = lab.ns(to);
+    let from_ns = lab.ns(from);
+    let server = thread::spawn(move || {
+        in_netns(&to_ns, move || {
+            let l = TcpListener::bind((dst, port)).expect("bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            let deadline = Instant::now() + T;
+            let (mut s, _) = loop {
+                match l.accept() {
+                    Ok(c) => break c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "no connection within {T:?}");
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            };
+            s.set_nonblocking(false).expect("blocking");
+            s.set_read_timeout(Some(T)).expect("timeout");
+            let mut h = Sha256::new();
+            let mut n = 0;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        h.update(&buf[..k]);
+                        n += k;
+                    }
+                    Err(e) => panic!("read after {n} bytes: {e}"),
+                }
+            }
+            (n, h.finalize().to_vec())
+        })
+        .expect("server namespace")
+    });
+    let sent = in_netns(&from_ns, move || {
+        let addr = SocketAddr::from((dst, port));
+        let deadline = Instant::now() + T;
+        let mut s = loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "connect {addr}: {e}");
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        s.set_write_timeout(Some(T)).expect("timeout");
+        let mut h = Sha256::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ bytes as u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(buf.len());
+            fill(&mut buf[..k], &mut state);
+            s.write_all(&buf[..k]).expect("write");
+            h.update(&buf[..k]);
+            left -= k;
+        }
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        h.finalize().to_vec()
+    })
+    .expect("client namespace");
+    let (n, got) = server.join().expect("server thread");
+    (n, got, sent)
+}
+
+fn assert_transfer(lab: &Lab, from: &str, to: &str, dst: Ipv4Addr, port: u16, bytes: usize) {
+    let t0 = Instant::now();
+    let (n, got, sent) = tcp_transfer(lab, from, to, dst, port, bytes);
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "{from} -> {to}: {} MB in {secs:.2} s ({:.0} Mbit/s)",
+        n / MB,
+        n as f64 * 8.0 / secs / 1e6
+    );
+    assert_eq!(n, bytes, "{from} -> {to}: bytes received");
+    assert_eq!(got, sent, "{from} -> {to}: SHA-256 of what arrived");
+}
+
+fn neighbour_mac(lab: &Lab, host: &str, dev: &str, ip: &str) -> Option<String> {
+    let (_, text) = sh(lab, host, &["ip", "neigh", "show", ip, "dev", dev]);
+    text.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string)
+}
+
+#[test]
+fn kernel_vxlan_client_and_our_pri_interoperate() {
+    require_root();
+    let lab = Lab::up(&client_and_pri("ka", 4789)).expect("lab up");
+    let client_ip = Ipv4Addr::new(192, 168, 0, 4);
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+
+    // ARP across the overlay, both ways, then ping both ways.
+    assert!(lab.ping("client", pri_ip).expect("ping"), "client -> pri");
+    assert!(lab.ping("pri", client_ip).expect("ping"), "pri -> client");
+    let pri_mac = lab.overlay_mac("pri").map(ovl_lab::format_mac);
+    assert_eq!(
+        neighbour_mac(&lab, "client", "vxlan10", "192.168.0.10"),
+        pri_mac,
+        "client resolved pri's overlay MAC by ARP through the overlay"
+    );
+    assert!(
+        neighbour_mac(&lab, "pri", "ovl0", "192.168.0.4").is_some(),
+        "pri resolved the client by ARP"
+    );
+
+    // 50 MB each way, checked end to end.
+    assert_transfer(&lab, "client", "pri", pri_ip, 5001, 50 * MB);
+    assert_transfer(&lab, "pri", "client", client_ip, 5002, 50 * MB);
+
+    let s = stats(&lab, "pri");
+    let vni = &s.per_vni()[0];
+    assert_eq!(vni.vni, 10);
+    assert!(vni.rx_bytes > 50 * MB as u64, "rx bytes counted: {vni:?}");
+    assert!(vni.tx_bytes > 50 * MB as u64, "tx bytes counted: {vni:?}");
+    assert!(s.fdb_learned >= 1, "the client's MAC was learned");
+    assert_eq!(
+        s.total_drops(),
+        0,
+        "no drops on clean traffic:\n{}\n{}",
+        s.render_text(),
+        lab.dataplane_log("pri").unwrap_or_default()
+    );
+
+    // Too big with DF: refused locally with the same MTU as the kernel driver's.
+    let (ok_k, kernel) = sh(
+        &lab,
+        "client",
+        &[
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1423",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "192.168.0.10",
+        ],
+    );
+    let (ok_o, ours) = sh(
+        &lab,
+        "pri",
+        &[
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1423",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "192.168.0.4",
+        ],
+    );
+    assert!(!ok_k && !ok_o, "1423 + 28 > 1450 must fail on both sides");
+    assert!(kernel.contains("mtu=1450"), "kernel driver: {kernel}");
+    assert!(ours.contains("mtu=1450"), "our overlay port: {ours}");
+    let (ok, _) = sh(
+        &lab,
+        "pri",
+        &[
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1422",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "192.168.0.4",
+        ],
+    );
+    assert!(ok, "exactly the overlay MTU passes");
+
+    // A misconfigured larger MTU on the kernel side: the frame reaches the egress program,
+    // which refuses to build an outer packet over the underlay MTU, and counts it.
+    let before = stats(&lab, "pri").xdp_counter("drop_tx_too_big");
+    for dev in ["ovl0", "ovl0-dp"] {
+        let (ok, text) = sh(&lab, "pri", &["ip", "link", "set", dev, "mtu", "1500"]);
+        assert!(ok, "{text}");
+    }
+    let (ok, _) = sh(
+        &lab,
+        "pri",
+        &[
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "192.168.0.4",
+        ],
+    );
+    assert!(
+        !ok,
+        "an inner frame over the overlay MTU must not get through"
+    );
+    let after = stats(&lab, "pri").xdp_counter("drop_tx_too_big");
+    assert_eq!(
+        after - before,
+        2,
+        "both oversized echo requests counted as drop_tx_too_big"
+    );
+
+    // The Prometheus endpoint serves the same counters.
+    let addr: SocketAddr = lab_prometheus(&lab, "pri");
+    let body = lab
+        .in_ns("pri", move || {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                .expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read");
+            out
+        })
+        .expect("in pri");
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    assert!(
+        body.contains("ovl_xdp_packets_total{outcome=\"drop_tx_too_big\"} 2"),
+        "metrics carry the drop"
+    );
+    assert!(body.contains("ovl_vni_packets_total{vni=\"10\",queue=\"0\",direction=\"rx\"}"));
+}
+
+fn lab_prometheus(lab: &Lab, host: &str) -> SocketAddr {
+    let text = std::fs::read_to_string(lab.config_path(host)).expect("config");
+    let cfg = dataplane::config::Config::parse(&text).expect("lab config parses");
+    cfg.stats
+        .prometheus
+        .expect("the lab configures a Prometheus endpoint")
+}
+
+#[test]
+fn port_8472_interoperates_and_other_vnis_see_nothing() {
+    require_root();
+    // The Linux driver's historical port, and a kernel peer on VNI 20 that must stay isolated.
+    let spec = client_and_pri("k8", 8472).with_host(HostSpec::new(
+        "other",
+        Overlay::Kernel {
+            vni: 20,
+            port: 8472,
+            addr: Ipv4Cidr::new(192, 168, 0, 30, 24),
+        },
+    ));
+    let lab = Lab::up(&spec).expect("lab up");
+    assert!(
+        lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
+            .expect("ping")
+    );
+    assert_transfer(
+        &lab,
+        "client",
+        "pri",
+        Ipv4Addr::new(192, 168, 0, 10),
+        5003,
+        8 * MB,
+    );
+
+    // Point the VNI 20 peer at pri by hand: its frames carry a VNI pri does not serve.
+    let pri_vtep = lab.underlay_ip("pri").expect("pri").to_string();
+    let (ok, text) = sh(
+        &lab,
+        "other",
+        &[
+            "bridge",
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            "vxlan20",
+            "dst",
+            &pri_vtep,
+        ],
+    );
+    assert!(ok, "{text}");
+    let before = stats(&lab, "pri");
+    let (ok, _) = sh(
+        &lab,
+        "other",
+        &["ping", "-c", "4", "-i", "0.5", "-W", "1", "192.168.0.10"],
+    );
+    assert!(!ok, "a peer on VNI 20 must not reach VNI 10");
+    // Broadcasts on VNI 10 (the client's ARP) must not reach the VNI 20 peer either.
+    let (_, rx_before) = sh(
+        &lab,
+        "other",
+        &["cat", "/sys/class/net/vxlan20/statistics/rx_packets"],
+    );
+    sh(&lab, "client", &["ip", "neigh", "flush", "dev", "vxlan10"]);
+    assert!(
+        lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
+            .expect("ping")
+    );
+    let after = stats(&lab, "pri");
+    let unknown = after.xdp_counter("drop_unknown_vni") - before.xdp_counter("drop_unknown_vni");
+    // The peer never resolves pri's MAC, so what it sends are its ARP retries (one a second).
+    assert!(
+        unknown >= 2,
+        "VNI 20 frames counted as unknown VNI drops ({unknown})"
+    );
+    let (_, rx_after) = sh(
+        &lab,
+        "other",
+        &["ip", "-s", "-j", "link", "show", "vxlan20"],
+    );
+    let rx: u64 = serde_json::from_str::<serde_json::Value>(&rx_after)
+        .ok()
+        .and_then(|v| v[0]["stats64"]["rx"]["packets"].as_u64())
+        .expect("vxlan20 rx counter");
+    let _ = rx_before;
+    assert_eq!(rx, 0, "the VNI 20 peer received nothing");
+}
+
+#[test]
+fn our_pri_and_sec_talk_vxlan_and_geneve_and_tshark_agrees() {
+    require_root();
+    let opt = GeneveOption {
+        class: 0x0102,
+        typ: 0x05,
+        data: [0x0a, 0x0b, 0x0c, 0x0d],
+    };
+    for (encap, port, option) in [(Encap::Vxlan, 4789, None), (Encap::Geneve, 6081, Some(opt))] {
+        let mut spec = LabSpec::seed(ovl_lab::unique_prefix("ps"), BIN);
+        spec.hosts.retain(|h| h.name != "client");
+        for (name, d) in [("pri", 10), ("sec", 20)] {
+            spec = spec.with_overlay(
+                name,
+                Overlay::Ours {
+                    vni: 10,
+                    encap,
+                    port,
+                    addr: Ipv4Cidr::new(192, 168, 0, d, 24),
+                    geneve_option: option,
+                },
+            );
+        }
+        let mut lab = Lab::up(&spec).expect("lab up");
+        let pcap = lab.state_dir().join("underlay.pcap");
+        let pcap_s = pcap.to_str().expect("path").to_string();
+        let cap = lab
+            // On the fabric: XDP takes frames before any capture tap on the hosts themselves.
+            .spawn(
+                "fabric",
+                &[
+                    "tcpdump",
+                    "-i",
+                    "to-sec",
+                    "-n",
+                    "-U",
+                    "-w",
+                    &pcap_s,
+                    "-c",
+                    "20",
+                    "udp",
+                    "port",
+                    &port.to_string(),
+                ],
+                "tcpdump",
+            )
+            .expect("tcpdump");
+        thread::sleep(Duration::from_millis(500));
+        assert!(
+            lab.ping("pri", Ipv4Addr::new(192, 168, 0, 20))
+                .expect("ping")
+        );
+        assert_transfer(
+            &lab,
+            "pri",
+            "sec",
+            Ipv4Addr::new(192, 168, 0, 20),
+            5004,
+            20 * MB,
+        );
+        assert_transfer(
+            &lab,
+            "sec",
+            "pri",
+            Ipv4Addr::new(192, 168, 0, 10),
+            5005,
+            20 * MB,
+        );
+        let _ = lab.wait(&cap, Duration::from_secs(5));
+        lab.stop(&cap);
+        if encap == Encap::Geneve {
+            let out = std::process::Command::new("tshark")
+                .args([
+                    "-r",
+                    &pcap_s,
+                    "-d",
+                    &format!("udp.port=={port},geneve"),
+                    "-T",
+                    "fields",
+                ])
+                .args([
+                    "-e",
+                    "geneve.vni",
+                    "-e",
+                    "geneve.option.class",
+                    "-e",
+                    "geneve.option.type",
+                ])
+                .args([
+                    "-e",
+                    "geneve.option.length",
+                    "-e",
+                    "geneve.proto_type",
+                    "-e",
+                    "geneve.flags.critical",
+                ])
+                .output()
+                .expect("run tshark");
+            let text = String::from_utf8_lossy(&out.stdout);
+            eprintln!(
+                "tshark ({} bytes of capture):\n{text}\n{}\ntcpdump: {}",
+                std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(lab.state_dir().join("tcpdump.log")).unwrap_or_default()
+            );
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert!(lines.len() >= 10, "tshark decoded GENEVE frames: {text}");
+            for l in lines {
+                let f: Vec<&str> = l.split('\t').collect();
+                // tshark prints hex with a 0x prefix; a field seen twice is comma-joined.
+                let num = |i: usize| -> u64 {
+                    let v = f
+                        .get(i)
+                        .copied()
+                        .unwrap_or("")
+                        .split(',')
+                        .next()
+                        .unwrap_or("");
+                    match v.strip_prefix("0x") {
+                        Some(h) => u64::from_str_radix(h, 16).unwrap_or(u64::MAX),
+                        None => v.parse().unwrap_or(u64::MAX),
+                    }
+                };
+                assert_eq!(num(0), 10, "VNI: {l}");
+                assert_eq!(num(1), 0x0102, "option class: {l}");
+                assert_eq!(num(2), 0x05, "option type: {l}");
+                assert_eq!(num(3), 8, "option length (bytes, header included): {l}");
+                assert_eq!(
+                    num(4),
+                    0x6558,
+                    "protocol: transparent Ethernet bridging: {l}"
+                );
+                assert_eq!(num(5), 0, "critical flag clear: {l}");
+            }
+        }
+        for host in ["pri", "sec"] {
+            let s = stats(&lab, host);
+            assert_eq!(s.total_drops(), 0, "{host}:\n{}", s.render_text());
+            let rx = if encap == Encap::Vxlan {
+                "rx_vxlan"
+            } else {
+                "rx_geneve"
+            };
+            assert!(s.xdp_counter(rx) > 10_000, "{host} decapsulated {rx}");
+        }
+    }
+}
+
+/// Builds an Ethernet/IPv4/UDP frame to pri's VTEP; `mangle` may then break it.
+fn udp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42 + payload.len());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&50000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+struct RawSocket(i32);
+
+impl RawSocket {
+    fn open(ifindex: u32) -> RawSocket {
+        // SAFETY: plain socket creation; the descriptor is owned by the returned value.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a zeroed sockaddr_ll is valid; the fields we need are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: sll is a valid sockaddr_ll of the given size.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&raw const sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        RawSocket(fd)
+    }
+
+    fn send(&self, frame: &[u8]) -> bool {
+        // SAFETY: frame is a valid buffer of frame.len() bytes.
+        let n = unsafe { libc::send(self.0, frame.as_ptr().cast(), frame.len(), 0) };
+        n == frame.len() as isize
+    }
+}
+
+impl Drop for RawSocket {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+impl AsRawFd for RawSocket {
+    fn as_raw_fd(&self) -> i32 {
+        self.0
+    }
+}
+
+#[test]
+fn bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes() {
+    require_root();
+    let mut spec = client_and_pri("bi", 4789);
+    spec.ready_timeout = Duration::from_secs(20);
+    let lab = Lab::up(&spec).expect("lab up");
+    assert!(
+        lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
+            .expect("ping")
+    );
+    let pri_mac = lab
+        .in_ns("pri", || {
+            ovl_netlink::Netlink::open()
+                .and_then(|nl| nl.link_by_name("eth0"))
+                .ok()
+                .flatten()
+                .and_then(|l| l.mac)
+        })
+        .expect("pri ns")
+        .expect("pri eth0 MAC");
+    let (fab_index, fab_mac) = lab
+        .in_ns("fabric", || {
+            let l = ovl_netlink::Netlink::open()
+                .and_then(|nl| nl.link_by_name("to-pri"))
+                .ok()
+                .flatten()
+                .expect("fabric's veth to pri");
+            (l.index, l.mac.expect("mac"))
+        })
+        .expect("fabric ns");
+    let before = stats(&lab, "pri");
+    let pri_vtep = lab.underlay_ip("pri").expect("pri").octets();
+    let client_vtep = lab.underlay_ip("client").expect("client").octets();
+
+    // A 200 MB transfer runs through the overlay while the fabric fires garbage at pri.
+    let fabric_ns = lab.ns("fabric");
+    let attack = thread::spawn(move || {
+        in_netns(&fabric_ns, move || {
+            let raw = RawSocket::open(fab_index);
+            let mut rng = 0x1234_5678_9abc_def0u64;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut sent = [0u64; 6];
+            let inner_ok = {
+                let mut i = vec![0u8; 60];
+                i[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0a]);
+                i[12] = 0x08;
+                i
+            };
+            for n in 0..120_000u64 {
+                let kind = (n % 6) as usize;
+                let mut junk = vec![0u8; 8 + (next() % 100) as usize];
+                for b in junk.iter_mut() {
+                    *b = next() as u8;
+                }
+                let frame = match kind {
+                    // VXLAN with the I flag missing.
+                    0 => {
+                        junk[0] &= !0x08;
+                        udp_frame(pri_mac, fab_mac, client_vtep, pri_vtep, 4789, &junk)
+                    }
+                    // A VNI pri does not serve.
+                    1 => {
+                        let mut p = vec![0x08, 0, 0, 0, 0, 0x77, (n >> 8) as u8, 0];
+                        p.extend_from_slice(&inner_ok);
+                        udp_frame(pri_mac, fab_mac, client_vtep, pri_vtep, 4789, &p)
+                    }
+                    // Broken IPv4 header checksum.
+                    2 => {
+                        let mut f = udp_frame(pri_mac, fab_mac, client_vtep, pri_vtep, 4789, &junk);
+                        f[24] ^= 0x5a;
+                        f
+                    }
+                    // UDP length that disagrees with the IP length.
+                    3 => {
+                        let mut f = udp_frame(pri_mac, fab_mac, client_vtep, pri_vtep, 4789, &junk);
+                        f[38] = 0xff;
+                        f
+                    }
+                    // Valid VXLAN for VNI 10 around a runt inner frame.
+                    4 => {
+                        let mut p = vec![0x08, 0, 0, 0, 0, 0, 10, 0];
+                        p.extend_from_slice(&junk[..(junk.len() % 13)]);
+                        udp_frame(pri_mac, fab_mac, client_vtep, pri_vtep, 4789, &p)
+                    }
+                    // Random bytes with pri's MAC in front: not ours to judge, passed on.
+                    _ => {
+                        let mut f = pri_mac.to_vec();
+                        f.extend_from_slice(&junk);
+                        f.resize(f.len().max(14), 0);
+                        f
+                    }
+                };
+                if raw.send(&frame) {
+                    sent[kind] += 1;
+                }
+                // Pace a little so the veth queue, not our program, is never the bottleneck.
+                if n % 64 == 63 {
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+            sent
+        })
+        .expect("fabric ns")
+    });
+    assert_transfer(
+        &lab,
+        "client",
+        "pri",
+        Ipv4Addr::new(192, 168, 0, 10),
+        5006,
+        200 * MB,
+    );
+    let sent = attack.join().expect("attack thread");
+    let malformed: u64 = sent[..5].iter().sum();
+    eprintln!("sent {sent:?}: {malformed} malformed + {} random", sent[5]);
+    assert!(malformed >= 100_000, "at least 100k malformed frames sent");
+
+    thread::sleep(Duration::from_millis(300));
+    let after = stats(&lab, "pri");
+    let delta = |name: &str| after.xdp_counter(name) - before.xdp_counter(name);
+    eprintln!("{}", after.render_text());
+    assert_eq!(delta("drop_vxlan_flags"), sent[0], "missing I flag");
+    assert_eq!(delta("drop_unknown_vni"), sent[1], "unknown VNI");
+    assert_eq!(delta("drop_ipv4_checksum"), sent[2], "bad checksum");
+    assert_eq!(delta("drop_udp_length"), sent[3], "bad UDP length");
+    assert_eq!(delta("drop_inner_truncated"), sent[4], "runt inner frames");
+    let drops = after.total_drops() - before.total_drops();
+    assert_eq!(
+        drops, malformed,
+        "every malformed frame, and nothing else, was dropped"
+    );
+
+    // Still up, still forwarding, and every UMEM frame accounted for after the long run.
+    assert!(
+        lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
+            .expect("ping")
+    );
+    for q in &after.queues {
+        assert_eq!(
+            q.frames_free + q.frames_fill + q.frames_tx,
+            q.frames_total,
+            "queue {}: UMEM frames conserved: {q:?}",
+            q.queue
+        );
+        assert!(q.frames_fill > 0, "fill rings replenished");
+    }
+}
+
+#[test]
+fn sigterm_removes_everything_and_a_killed_run_is_cleaned_up_on_restart() {
+    require_root();
+    let mut lab = Lab::up(&client_and_pri("lc", 4789)).expect("lab up");
+    assert!(
+        lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
+            .expect("ping")
+    );
+
+    lab.kill_dataplane("pri", Signal::Term).expect("signal");
+    let status = lab
+        .wait_dataplane("pri", Duration::from_secs(10))
+        .expect("wait")
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    let (_, links) = sh(&lab, "pri", &["ip", "-d", "link", "show"]);
+    assert!(!links.contains("ovl0"), "overlay veths removed:\n{links}");
+    assert!(
+        !links.contains("prog/xdp"),
+        "XDP programs detached:\n{links}"
+    );
+    assert!(
+        !lab.control_socket("pri").exists(),
+        "control socket removed"
+    );
+
+    lab.restart_dataplane("pri").expect("restart");
+    assert!(
+        lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
+            .expect("ping")
+    );
+    lab.kill_dataplane("pri", Signal::Kill).expect("signal");
+    lab.wait_dataplane("pri", Duration::from_secs(10))
+        .expect("wait")
+        .expect("dies on SIGKILL");
+    let (_, links) = sh(&lab, "pri", &["ip", "link", "show", "ovl0"]);
+    assert!(
+        links.contains("ovl0"),
+        "SIGKILL leaves the veths behind: {links}"
+    );
+    lab.restart_dataplane("pri").expect("restart after SIGKILL");
+    let log = lab.dataplane_log("pri").expect("log");
+    assert!(
+        log.contains("leftover"),
+        "the new run removed the leftovers:\n{log}"
+    );
+    assert!(
+        lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
+            .expect("ping after restart")
+    );
+}
+
+#[test]
+fn bad_config_is_refused_before_anything_is_touched() {
+    require_root();
+    let mut spec = LabSpec::seed(ovl_lab::unique_prefix("bc"), BIN);
+    spec.hosts.retain(|h| h.name == "pri");
+    let spec = spec.with_overlay("pri", Overlay::None);
+    let lab = Lab::up(&spec).expect("lab up");
+    let dir = lab.state_dir().to_path_buf();
+    let cases = [
+        (
+            "underlay.interface",
+            "interface = \"eht0\"",
+            "local_ip = \"10.0.1.2\"",
+        ),
+        (
+            "vni[0].mtu",
+            "interface = \"eth0\"",
+            "local_ip = \"10.0.1.2\"\n[[vni]]\nid = 10\nencap = \"vxlan\"\ninterface = \"ovl0\"\nmtu = 1480",
+        ),
+        (
+            "underlay.local_ip",
+            "interface = \"eth0\"",
+            "local_ip = \"10.9.9.9\"",
+        ),
+    ];
+    for (field, a, b) in cases {
+        let mut text = format!("[underlay]\n{a}\n");
+        if !b.contains("[[vni]]") {
+            text.push_str(&format!(
+                "{b}\n[[vni]]\nid = 10\nencap = \"vxlan\"\ninterface = \"ovl0\"\n"
+            ));
+        } else {
+            text.push_str(b);
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "[stats]\ncontrol_socket = \"{}\"\n",
+            dir.join("bad.sock").display()
+        ));
+        let path: PathBuf = dir.join("bad.toml");
+        std::fs::write(&path, &text).expect("write config");
+        let (ok, out) = sh(
+            &lab,
+            "pri",
+            &[BIN, "run", "--config", path.to_str().expect("utf-8")],
+        );
+        assert!(!ok, "{field}: must fail");
+        assert!(
+            out.contains(&format!("config {field}")),
+            "{field}: error names the field: {out}"
+        );
+        let (_, links) = sh(&lab, "pri", &["ip", "link", "show"]);
+        assert!(!links.contains("ovl0"), "{field}: nothing created");
+    }
+}

@@ -1,0 +1,151 @@
+//! `cargo xtask lab up|down|status`: the seed's Azure set-up on this machine, in network
+//! namespaces with the prefix `lab-` (see the `ovl-lab` crate for the topology).
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use ovl_lab::{Ensured, Lab, LabSpec, Overlay};
+
+use crate::{cargo, is_root, step};
+
+/// Namespace prefix of the interactive lab (tests use their own, unique ones).
+pub const PREFIX: &str = "lab-";
+
+/// Packages `lab up` builds (release) first. The controller and the bench join this list
+/// once the lab runs their binaries.
+const LAB_PACKAGES: &[&str] = &["dataplane"];
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// Build the binaries and bring the lab up: a fabric router, `client` (kernel VXLAN) and
+    /// `pri`/`sec` (our data plane), VNI 10, overlay 192.168.0.0/24. Idempotent: a healthy
+    /// lab is left alone, a partial or different one is rebuilt.
+    Up {
+        /// Run the kernel VXLAN driver on pri and sec instead of our data plane (the
+        /// benchmark's baseline; needs no data plane binary).
+        #[arg(long)]
+        kernel: bool,
+        /// Do not run `cargo build --release` first.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Stop every process in the lab's namespaces, delete them and the state directory.
+    /// Idempotent.
+    Down,
+    /// Namespaces, processes, overlay addresses and a one-shot ping matrix over the overlay.
+    Status,
+}
+
+pub fn run(root: &Path, cmd: LabCmd) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the lab creates network namespaces and runs processes in them: run it as root, \
+             e.g. `sudo -E cargo xtask lab ...`"
+        );
+    }
+    match cmd {
+        LabCmd::Up { kernel, no_build } => up(root, kernel, no_build),
+        LabCmd::Down => {
+            step(&format!("taking the lab {PREFIX} down"));
+            Lab::down(PREFIX)?;
+            println!("lab {PREFIX}: down (no namespaces, no processes, no state left)");
+            Ok(())
+        }
+        LabCmd::Status => {
+            print!("{}", Lab::status(PREFIX)?);
+            Ok(())
+        }
+    }
+}
+
+fn up(root: &Path, kernel: bool, no_build: bool) -> Result<()> {
+    let spec = if kernel {
+        LabSpec::seed_kernel(PREFIX)
+    } else {
+        LabSpec::seed(
+            PREFIX,
+            root.join("target").join("release").join("dataplane"),
+        )
+    };
+    if !no_build {
+        step(&format!("building {} (release)", LAB_PACKAGES.join(", ")));
+        let mut args = vec!["build", "--release", "--quiet"];
+        for p in LAB_PACKAGES {
+            args.extend(["-p", p]);
+        }
+        cargo(root, &args)?;
+    }
+    step(&format!("bringing the lab {PREFIX} up"));
+    let outcome = Lab::ensure_kept(&spec, &|line| eprintln!("    {line}")).map_err(|e| {
+        let mut e = anyhow::Error::from(e);
+        if !kernel
+            && matches!(
+                e.downcast_ref(),
+                Some(ovl_lab::LabError::DataplaneNotReady { .. })
+            )
+        {
+            e = e.context(
+                "the lab could not start the data plane; `cargo xtask lab up --kernel` runs the \
+                 kernel VXLAN driver on pri and sec instead",
+            );
+        }
+        e
+    })?;
+    match &outcome {
+        Ensured::AlreadyUp => println!("lab {PREFIX}: already up and healthy; nothing to do"),
+        Ensured::Built => println!("lab {PREFIX}: up"),
+        Ensured::Rebuilt(_) => println!("lab {PREFIX}: rebuilt"),
+    }
+    print_usage(&spec);
+    Ok(())
+}
+
+fn print_usage(spec: &LabSpec) {
+    println!(
+        "\n  {:<8} {:<12} {:<10} overlay",
+        "host", "namespace", "underlay"
+    );
+    for (i, h) in spec.hosts.iter().enumerate() {
+        let overlay = match &h.overlay {
+            Overlay::None => "none".to_string(),
+            Overlay::Kernel { vni, addr, .. } => {
+                format!("{addr} on vxlan{vni} (kernel VXLAN, VNI {vni})")
+            }
+            Overlay::Ours {
+                vni, encap, addr, ..
+            } => format!(
+                "{addr} on ovl0 (our data plane, {}, VNI {vni})",
+                encap.as_str()
+            ),
+        };
+        println!(
+            "  {:<8} {:<12} {:<10} {overlay}",
+            h.name,
+            spec.ns(&h.name),
+            LabSpec::underlay_ip_at(i).to_string()
+        );
+    }
+    let dir = format!("ls {}", ovl_lab::state_dir(&spec.prefix).display());
+    let hints = [
+        (
+            format!("ip netns exec {} ping 192.168.0.10", spec.ns("client")),
+            "the client reaches pri over the overlay",
+        ),
+        (
+            format!("ip netns exec {} bash", spec.ns("pri")),
+            "a shell on pri",
+        ),
+        (dir, "configs, logs, control sockets"),
+        (
+            "cargo xtask lab status".to_string(),
+            "processes, addresses, ping matrix",
+        ),
+        ("cargo xtask lab down".to_string(), "remove it all"),
+    ];
+    let width = hints.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    println!("\ntry:");
+    for (cmd, what) in hints {
+        println!("  {cmd:<width$}  # {what}");
+    }
+}
