@@ -42,6 +42,8 @@ pub enum LabError {
         reason: String,
         log_tail: String,
     },
+    #[error("{what} did not happen in time\n{log}")]
+    NotReady { what: String, log: String },
     #[error("unexpected output of `{cmd}`: {detail}")]
     Parse { cmd: String, detail: String },
     #[error("namespace {ns}: {source}")]

@@ -26,6 +26,7 @@ mod config;
 mod error;
 mod lab;
 mod netns;
+mod pair;
 mod spec;
 mod status;
 
@@ -33,6 +34,7 @@ pub use cmd::{CMD_TIMEOUT, run_ok, run_timeout};
 pub use config::{format_mac, render as render_dataplane_config};
 pub use error::LabError;
 pub use lab::{Ensured, Lab, Signal, Spawned, is_root, state_dir, unique_prefix};
+pub use pair::{HTTP_PORT, MEMBERS, Pair, PairBins, PairOptions, VIP};
 pub use netns::{NETNS_DIR, STATE_ROOT, in_netns};
 pub use spec::{
     Encap, FABRIC, GeneveOption, HostSpec, Ipv4Cidr, LabSpec, MAX_HOST_NAME, MAX_PREFIX,

@@ -1,0 +1,1148 @@
+//! The failover state machine: plain data and a pure step function.
+//!
+//! [`Fsm::step`] takes one [`Event`] and the current time and returns the [`Action`]s to carry
+//! out. It does no I/O and never reads a clock, so the tests drive it with a simulated clock
+//! and a simulated network. [`Fsm::next_deadline`] says when the caller must step it again with
+//! [`Event::Timer`] if nothing else happens first.
+//!
+//! Rules, in short (the README has the long form):
+//! - A healthy node starts in Backup and becomes Active when the peer is dead or faulty, when
+//!   both are Backup and it outranks the peer (priority, then the tie-break key, i.e. the higher
+//!   underlay address), when the active peer releases the VIP (planned switchover), or by
+//!   preemption: strictly higher priority, `preempt` on, and in Backup without interruption for
+//!   `hold_down` (so a node that lost Active, or whose links flap, does not take the VIP back
+//!   faster than that). Failover to the only live node is never delayed by hold-down.
+//! - Make before break: a node that takes over from a live active peer (switchover, release,
+//!   preemption) becomes Active with the `takeover` flag; the peer yields when it hears it and
+//!   keeps the VIP for `release_linger` more so no client loses its way while the gratuitous
+//!   ARP travels.
+//! - Split brain (both Active without a takeover in progress): the lower-ranked node yields at
+//!   once and the winner announces the VIP again, since the loser's announcements may have moved
+//!   clients.
+//! - A node that yielded to a takeover does not preempt back until it has been Active again
+//!   (otherwise a planned switchover away from the preferred node would undo itself).
+//! - Unhealthy: Fault, VIP removed at once, heartbeats keep going so the peer takes over without
+//!   waiting for the detection time.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Time in nanoseconds on a monotonic clock with an arbitrary origin.
+pub type Nanos = u64;
+
+/// One millisecond in [`Nanos`].
+pub const MS: Nanos = 1_000_000;
+
+/// The four states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not started yet.
+    Init,
+    /// Healthy, not owning the VIP.
+    Backup,
+    /// Owning the VIP.
+    Active,
+    /// Unhealthy (or shutting down): no VIP, never takes over.
+    Fault,
+}
+
+impl State {
+    /// Lower-case name, as in logs, `STATE` and the status output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Init => "init",
+            State::Backup => "backup",
+            State::Active => "active",
+            State::Fault => "fault",
+        }
+    }
+
+    /// The state's number in a heartbeat.
+    pub const fn to_wire(self) -> u8 {
+        match self {
+            State::Init => 1,
+            State::Backup => 2,
+            State::Active => 3,
+            State::Fault => 4,
+        }
+    }
+
+    /// The state a heartbeat's number stands for.
+    pub const fn from_wire(v: u8) -> Option<State> {
+        match v {
+            1 => Some(State::Init),
+            2 => Some(State::Backup),
+            3 => Some(State::Active),
+            4 => Some(State::Fault),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Flags a heartbeat carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Flags {
+    /// The (active) sender asks the peer to take the VIP over: planned switchover.
+    pub release: bool,
+    /// The sender became Active while the peer was Active and expects the peer to yield.
+    pub takeover: bool,
+    /// The sender still has the VIP on its interface (true in Active, and in Backup while it
+    /// lingers after yielding).
+    pub vip_held: bool,
+}
+
+/// What this node tells its peer in a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advert {
+    /// Our state.
+    pub state: State,
+    /// Our priority.
+    pub priority: u8,
+    /// Our flags.
+    pub flags: Flags,
+}
+
+/// An authenticated heartbeat from the peer, as the state machine sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAdvert {
+    /// The peer's state.
+    pub state: State,
+    /// The peer's priority.
+    pub priority: u8,
+    /// The peer's flags.
+    pub flags: Flags,
+    /// The peer's heartbeat interval.
+    pub interval: Nanos,
+    /// False for a heartbeat that arrived out of order (older than one already seen): it proves
+    /// the peer alive but its state is stale and is not used.
+    pub fresh: bool,
+    /// The peer restarted (new epoch).
+    pub restarted: bool,
+}
+
+/// Why a transition happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// Started healthy.
+    Startup,
+    /// No heartbeat heard within the detection time after start.
+    NoPeer,
+    /// The peer's heartbeats stopped.
+    PeerDead,
+    /// The peer reports Fault (or has not started).
+    PeerFault,
+    /// Both Backup and this node outranks the peer.
+    Election,
+    /// Both Backup for a whole detection time and the higher-ranked peer did not take over.
+    PeerIdle,
+    /// The active peer released the VIP (planned switchover run on the peer).
+    PeerReleased,
+    /// Higher priority, preemption on, hold-down over.
+    Preempt,
+    /// A switchover was requested on this node.
+    Switchover,
+    /// The peer took the VIP over (switchover or preemption).
+    PeerTookOver,
+    /// Both were Active and the peer outranks this node.
+    SplitBrain,
+    /// A health check failed; the text says which.
+    HealthFailed(String),
+    /// Health checks pass again.
+    HealthRecovered,
+    /// The controller is stopping.
+    Shutdown,
+}
+
+impl Cause {
+    /// Short machine-readable name (the hooks' `CAUSE`).
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Cause::Startup => "startup",
+            Cause::NoPeer => "no-peer",
+            Cause::PeerDead => "peer-dead",
+            Cause::PeerFault => "peer-fault",
+            Cause::Election => "election",
+            Cause::PeerIdle => "peer-idle",
+            Cause::PeerReleased => "peer-released",
+            Cause::Preempt => "preempt",
+            Cause::Switchover => "switchover",
+            Cause::PeerTookOver => "peer-took-over",
+            Cause::SplitBrain => "split-brain",
+            Cause::HealthFailed(_) => "health-failed",
+            Cause::HealthRecovered => "health-recovered",
+            Cause::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Startup => f.write_str("started healthy"),
+            Cause::NoPeer => f.write_str("no heartbeat from the peer since start"),
+            Cause::PeerDead => f.write_str("peer's heartbeats stopped"),
+            Cause::PeerFault => f.write_str("peer reports fault"),
+            Cause::Election => f.write_str("both backup, this node outranks the peer"),
+            Cause::PeerIdle => f.write_str("both backup and the peer did not take over"),
+            Cause::PeerReleased => f.write_str("peer released the VIP (switchover)"),
+            Cause::Preempt => f.write_str("preemption: higher priority, hold-down over"),
+            Cause::Switchover => f.write_str("switchover requested here"),
+            Cause::PeerTookOver => f.write_str("peer took the VIP over"),
+            Cause::SplitBrain => f.write_str("both active, the peer outranks this node"),
+            Cause::HealthFailed(why) => write!(f, "health check failed: {why}"),
+            Cause::HealthRecovered => f.write_str("health checks pass again"),
+            Cause::Shutdown => f.write_str("controller stopping"),
+        }
+    }
+}
+
+/// Why a switchover did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SwitchoverError {
+    /// This node cannot take part in its current state.
+    #[error("this node is in state {0}")]
+    NotReady(State),
+    /// The peer is dead or not able to take the VIP.
+    #[error("the peer cannot take part: {0}")]
+    PeerUnavailable(String),
+    /// Another switchover is still running.
+    #[error("a switchover is already in progress")]
+    InProgress,
+    /// The peer did not complete its side in time.
+    #[error("timed out waiting for the peer")]
+    Timeout,
+    /// Something else decided ownership first (fault, split-brain election, peer failure).
+    #[error("aborted: {0}")]
+    Aborted(String),
+}
+
+/// A state change, for logs, hooks and the status history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// State before.
+    pub from: State,
+    /// State after.
+    pub to: State,
+    /// Why.
+    pub cause: Cause,
+    /// When (monotonic).
+    pub at: Nanos,
+}
+
+/// Inputs of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Leave Init; `healthy` is the first health verdict.
+    Start {
+        /// Health at start.
+        healthy: bool,
+        /// What failed, when unhealthy.
+        reason: String,
+    },
+    /// Time passed (see [`Fsm::next_deadline`]).
+    Timer,
+    /// An authenticated, non-replayed heartbeat from the peer.
+    Heartbeat(PeerAdvert),
+    /// The local health verdict changed.
+    Health {
+        /// New verdict.
+        healthy: bool,
+        /// What failed, when unhealthy.
+        reason: String,
+    },
+    /// Move the VIP to the other member; answered by [`Action::SwitchoverDone`] with this id.
+    Switchover {
+        /// Request id.
+        id: u64,
+    },
+    /// Stop: go to Fault for good (VIP removed, the peer told at once).
+    Shutdown,
+}
+
+/// Outputs of the state machine, to be carried out in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a heartbeat with this content now.
+    SendHeartbeat(Advert),
+    /// Put the VIP(s) on the overlay interface.
+    AddVip,
+    /// Take the VIP(s) off the overlay interface.
+    RemoveVip,
+    /// Start a burst of gratuitous ARP / unsolicited NA for the VIP(s).
+    Announce,
+    /// The state changed.
+    Transition(Transition),
+    /// A switchover request finished.
+    SwitchoverDone {
+        /// The request's id.
+        id: u64,
+        /// Outcome.
+        result: Result<(), SwitchoverError>,
+    },
+}
+
+/// Parameters of the state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsmConfig {
+    /// This node's priority (higher wins).
+    pub priority: u8,
+    /// Whether a higher-priority node takes the VIP from an active lower-priority peer.
+    pub preempt: bool,
+    /// Heartbeat interval.
+    pub interval: Nanos,
+    /// The peer is dead after this many intervals without a heartbeat.
+    pub multiplier: u32,
+    /// Minimum uninterrupted time in Backup before preempting.
+    pub hold_down: Nanos,
+    /// How long a switchover (or preemption) may wait for the peer.
+    pub switchover_timeout: Nanos,
+    /// How long a node that yielded keeps the VIP.
+    pub release_linger: Nanos,
+    /// This node's tie-break key for equal priorities (higher wins), e.g. its underlay address.
+    pub tie_break: u128,
+    /// The peer's tie-break key.
+    pub peer_tie_break: u128,
+}
+
+impl FsmConfig {
+    /// Detection time against a peer sending every `peer_interval` (0: unknown).
+    pub fn detect_time(&self, peer_interval: Nanos) -> Nanos {
+        self.interval
+            .max(peer_interval)
+            .saturating_mul(Nanos::from(self.multiplier))
+    }
+}
+
+/// What the state machine knows of the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Peer {
+    state: State,
+    priority: u8,
+    flags: Flags,
+    interval: Nanos,
+    last_heard: Nanos,
+}
+
+/// A switchover step waiting for the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pending {
+    /// The control request to answer, if a person asked for it.
+    id: Option<u64>,
+    deadline: Nanos,
+}
+
+/// The peer as shown in the status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Last state it reported.
+    pub state: State,
+    /// Its priority.
+    pub priority: u8,
+    /// Its last flags.
+    pub flags: Flags,
+    /// Heard within the detection time.
+    pub alive: bool,
+    /// Time since its last heartbeat.
+    pub last_heard_ns_ago: u64,
+}
+
+/// A snapshot of the state machine for the status command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsmStatus {
+    /// Current state.
+    pub state: State,
+    /// Time in it.
+    pub in_state_ns: u64,
+    /// Our priority.
+    pub priority: u8,
+    /// Preemption configured.
+    pub preempt: bool,
+    /// Last health verdict.
+    pub healthy: bool,
+    /// Whether the VIP is on our interface.
+    pub vip_held: bool,
+    /// We yielded to a takeover and will not preempt until Active again.
+    pub yielded: bool,
+    /// A release (we asked the peer to take over) is waiting.
+    pub release_pending: bool,
+    /// A takeover (we wait for the peer to yield) is waiting.
+    pub takeover_pending: bool,
+    /// Time left before preemption is allowed (0 if allowed or not applicable).
+    pub hold_down_left_ns: u64,
+    /// The peer, once heard.
+    pub peer: Option<PeerStatus>,
+}
+
+/// The state machine.
+#[derive(Clone, Debug)]
+pub struct Fsm {
+    cfg: FsmConfig,
+    state: State,
+    state_since: Nanos,
+    healthy: bool,
+    stopped: bool,
+    /// Entered Backup from Init or Fault at this time: decisions wait for news of the peer
+    /// heard since (the old view may be stale by seconds).
+    listen_since: Nanos,
+    peer: Option<Peer>,
+    vip_held: bool,
+    backup_since: Nanos,
+    yielded: bool,
+    release: Option<Pending>,
+    takeover: Option<Pending>,
+    linger_until: Option<Nanos>,
+    /// Switchover answered once the lingering VIP is gone.
+    done_on_remove: Option<u64>,
+    both_backup_since: Option<Nanos>,
+    conflict_announced: bool,
+    /// Announce again at the next evaluation (the peer came back while we were Active: it may
+    /// have been active and announced meanwhile).
+    reannounce: bool,
+    next_tx: Nanos,
+    tx_now: bool,
+    last_step: Nanos,
+}
+
+impl Fsm {
+    /// A state machine in Init.
+    pub fn new(cfg: FsmConfig) -> Fsm {
+        Fsm {
+            cfg,
+            state: State::Init,
+            state_since: 0,
+            healthy: false,
+            stopped: false,
+            listen_since: 0,
+            peer: None,
+            vip_held: false,
+            backup_since: 0,
+            yielded: false,
+            release: None,
+            takeover: None,
+            linger_until: None,
+            done_on_remove: None,
+            both_backup_since: None,
+            conflict_announced: false,
+            reannounce: false,
+            next_tx: 0,
+            tx_now: false,
+            last_step: 0,
+        }
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &FsmConfig {
+        &self.cfg
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the VIP is (still) on our interface.
+    pub fn vip_held(&self) -> bool {
+        self.vip_held
+    }
+
+    /// The content of our next heartbeat.
+    pub fn advert(&self) -> Advert {
+        Advert {
+            state: self.state,
+            priority: self.cfg.priority,
+            flags: Flags {
+                release: self.release.is_some(),
+                takeover: self.takeover.is_some(),
+                vip_held: self.vip_held,
+            },
+        }
+    }
+
+    /// Whether the peer was heard within the detection time.
+    pub fn peer_alive(&self, now: Nanos) -> bool {
+        self.peer.is_some_and(|p| now < self.peer_dead_at(&p))
+    }
+
+    fn peer_dead_at(&self, p: &Peer) -> Nanos {
+        p.last_heard
+            .saturating_add(self.cfg.detect_time(p.interval))
+    }
+
+    /// Feeds one event at time `now` and returns what to do, in order.
+    pub fn step(&mut self, event: Event, now: Nanos) -> Vec<Action> {
+        self.last_step = self.last_step.max(now);
+        let mut out = Vec::new();
+        let mut log = Vec::new();
+        match event {
+            Event::Start { healthy, reason } => {
+                self.on_start(healthy, reason, now, &mut out, &mut log)
+            }
+            Event::Timer => {}
+            Event::Heartbeat(adv) => self.on_heartbeat(adv, now),
+            Event::Health { healthy, reason } => {
+                self.on_health(healthy, reason, now, &mut out, &mut log)
+            }
+            Event::Switchover { id } => self.on_switchover(id, now, &mut out, &mut log),
+            Event::Shutdown => self.on_shutdown(now, &mut out, &mut log),
+        }
+        self.evaluate(now, &mut out, &mut log);
+        self.transmit(now, &mut out);
+        // Transitions go last: logging and hooks must not delay the VIP, GARP and heartbeat.
+        out.extend(log);
+        out
+    }
+
+    /// When the caller must call [`step`](Self::step) with [`Event::Timer`] at the latest.
+    pub fn next_deadline(&self) -> Option<Nanos> {
+        if self.state == State::Init {
+            return None;
+        }
+        let mut d = self.next_tx;
+        // A deadline at or before the last step was handled by it (or cannot apply until
+        // another event), so only later ones count; otherwise a caller would spin.
+        let last = self.last_step;
+        let mut consider = |t: Nanos| {
+            if t > last {
+                d = d.min(t);
+            }
+        };
+        if let Some(t) = self.linger_until {
+            consider(t);
+        }
+        if let Some(p) = self.release {
+            consider(p.deadline);
+        }
+        if let Some(p) = self.takeover {
+            consider(p.deadline);
+        }
+        if let Some(p) = self.peer {
+            // Timers keyed to the peer's death (failover, aborting a release) fire here.
+            consider(self.peer_dead_at(&p));
+        }
+        if self.state == State::Backup {
+            let iv = self.peer.map_or(0, |p| p.interval);
+            consider(self.listen_since.saturating_add(self.cfg.detect_time(iv)));
+            if let Some(s) = self.both_backup_since {
+                consider(s.saturating_add(self.cfg.detect_time(iv)));
+            }
+            if let Some(p) = self.peer
+                && p.state == State::Active
+                && self.preempt_candidate(&p)
+            {
+                consider(self.backup_since.saturating_add(self.cfg.hold_down));
+            }
+        }
+        Some(d)
+    }
+
+    /// A snapshot for the status command.
+    pub fn status(&self, now: Nanos) -> FsmStatus {
+        let hold_down_left_ns = match self.peer {
+            Some(p) if self.state == State::Backup && self.preempt_candidate(&p) => self
+                .backup_since
+                .saturating_add(self.cfg.hold_down)
+                .saturating_sub(now),
+            _ => 0,
+        };
+        FsmStatus {
+            state: self.state,
+            in_state_ns: now.saturating_sub(self.state_since),
+            priority: self.cfg.priority,
+            preempt: self.cfg.preempt,
+            healthy: self.healthy,
+            vip_held: self.vip_held,
+            yielded: self.yielded,
+            release_pending: self.release.is_some(),
+            takeover_pending: self.takeover.is_some(),
+            hold_down_left_ns,
+            peer: self.peer.map(|p| PeerStatus {
+                state: p.state,
+                priority: p.priority,
+                flags: p.flags,
+                alive: self.peer_alive(now),
+                last_heard_ns_ago: now.saturating_sub(p.last_heard),
+            }),
+        }
+    }
+
+    fn on_start(
+        &mut self,
+        healthy: bool,
+        reason: String,
+        now: Nanos,
+        out: &mut Vec<Action>,
+        log: &mut Vec<Action>,
+    ) {
+        if self.state != State::Init {
+            return;
+        }
+        self.listen_since = now;
+        self.healthy = healthy;
+        if healthy {
+            self.enter(State::Backup, Cause::Startup, now, out, log);
+        } else {
+            self.enter(State::Fault, Cause::HealthFailed(reason), now, out, log);
+        }
+    }
+
+    fn on_heartbeat(&mut self, adv: PeerAdvert, now: Nanos) {
+        let was_alive = self.peer_alive(now);
+        let news = Peer {
+            state: adv.state,
+            priority: adv.priority,
+            flags: adv.flags,
+            interval: adv.interval,
+            last_heard: now,
+        };
+        let changed = match &mut self.peer {
+            Some(p) if !adv.fresh => {
+                p.last_heard = p.last_heard.max(now);
+                false
+            }
+            Some(p) => {
+                let changed = (p.state, p.flags) != (news.state, news.flags);
+                *p = news;
+                changed
+            }
+            None => {
+                self.peer = Some(news);
+                true
+            }
+        };
+        // Answer news at once: a peer that just appeared, restarted or changed state learns
+        // ours a round trip later instead of an interval later. (Our answer carries no change,
+        // so this does not ping-pong.)
+        if !was_alive || adv.restarted || changed {
+            self.tx_now = true;
+        }
+        if !was_alive && self.state == State::Active {
+            self.reannounce = true;
+        }
+    }
+
+    fn on_health(
+        &mut self,
+        healthy: bool,
+        reason: String,
+        now: Nanos,
+        out: &mut Vec<Action>,
+        log: &mut Vec<Action>,
+    ) {
+        self.healthy = healthy;
+        match self.state {
+            State::Fault if healthy && !self.stopped => {
+                self.enter(State::Backup, Cause::HealthRecovered, now, out, log)
+            }
+            State::Backup | State::Active if !healthy => {
+                self.enter(State::Fault, Cause::HealthFailed(reason), now, out, log)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_switchover(&mut self, id: u64, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
+        let fail = |out: &mut Vec<Action>, e: SwitchoverError| {
+            out.push(Action::SwitchoverDone { id, result: Err(e) })
+        };
+        if self.release.is_some() || self.takeover.is_some() || self.done_on_remove.is_some() {
+            return fail(out, SwitchoverError::InProgress);
+        }
+        let alive = self.peer_alive(now);
+        let peer = self.peer.filter(|_| alive);
+        let deadline = now.saturating_add(self.cfg.switchover_timeout);
+        match self.state {
+            State::Init | State::Fault => fail(out, SwitchoverError::NotReady(self.state)),
+            State::Active => match peer {
+                None => fail(out, SwitchoverError::PeerUnavailable("peer is dead".into())),
+                Some(p) if p.state != State::Backup => fail(
+                    out,
+                    SwitchoverError::PeerUnavailable(format!("peer is in state {}", p.state)),
+                ),
+                Some(_) => {
+                    self.release = Some(Pending {
+                        id: Some(id),
+                        deadline,
+                    });
+                    self.tx_now = true;
+                }
+            },
+            State::Backup => match peer {
+                None => fail(out, SwitchoverError::PeerUnavailable("peer is dead".into())),
+                Some(_) => {
+                    // Take over; if the peer is not Active the takeover completes at once.
+                    self.takeover = Some(Pending {
+                        id: Some(id),
+                        deadline,
+                    });
+                    self.enter(State::Active, Cause::Switchover, now, out, log);
+                }
+            },
+        }
+    }
+
+    fn on_shutdown(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
+        self.stopped = true;
+        self.healthy = false;
+        if self.state == State::Fault {
+            self.remove_vip(out);
+            self.tx_now = true;
+        } else {
+            self.enter(State::Fault, Cause::Shutdown, now, out, log);
+        }
+    }
+
+    fn outranks(&self, p: &Peer) -> bool {
+        (self.cfg.priority, self.cfg.tie_break) > (p.priority, self.cfg.peer_tie_break)
+    }
+
+    /// Whether preemption against active peer `p` applies at all (hold-down aside).
+    fn preempt_candidate(&self, p: &Peer) -> bool {
+        self.cfg.preempt && self.cfg.priority > p.priority && !self.yielded && !p.flags.takeover
+    }
+
+    fn evaluate(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
+        // A transition can enable another (e.g. Active with a takeover that is already
+        // complete); a few rounds settle it.
+        for _ in 0..4 {
+            let before = (self.state, self.release, self.takeover);
+            self.check_linger(now, out);
+            match self.state {
+                State::Backup => self.evaluate_backup(now, out, log),
+                State::Active => self.evaluate_active(now, out, log),
+                State::Init | State::Fault => {}
+            }
+            if before == (self.state, self.release, self.takeover) {
+                break;
+            }
+        }
+    }
+
+    fn check_linger(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        if let Some(t) = self.linger_until
+            && now >= t
+        {
+            self.linger_until = None;
+            self.remove_vip(out);
+            self.tx_now = true;
+        }
+    }
+
+    fn evaluate_backup(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
+        let alive = self.peer_alive(now);
+        let heard_since = self.peer.is_some_and(|p| p.last_heard >= self.listen_since);
+        let Some(peer) = self.peer.filter(|_| alive && heard_since) else {
+            self.both_backup_since = None;
+            let iv = self.peer.map_or(0, |p| p.interval);
+            if now >= self.listen_since.saturating_add(self.cfg.detect_time(iv)) {
+                let cause = if self.peer.is_some() {
+                    Cause::PeerDead
+                } else {
+                    Cause::NoPeer
+                };
+                self.enter(State::Active, cause, now, out, log);
+            }
+            return;
+        };
+        match peer.state {
+            State::Init | State::Fault => {
+                self.both_backup_since = None;
+                self.enter(State::Active, Cause::PeerFault, now, out, log);
+            }
+            State::Backup => {
+                if self.outranks(&peer) {
+                    self.enter(State::Active, Cause::Election, now, out, log);
+                } else {
+                    let since = *self.both_backup_since.get_or_insert(now);
+                    if now >= since.saturating_add(self.cfg.detect_time(peer.interval)) {
+                        self.enter(State::Active, Cause::PeerIdle, now, out, log);
+                    }
+                }
+            }
+            State::Active => {
+                self.both_backup_since = None;
+                let deadline = now.saturating_add(self.cfg.switchover_timeout);
+                if peer.flags.release {
+                    self.takeover = Some(Pending { id: None, deadline });
+                    self.enter(State::Active, Cause::PeerReleased, now, out, log);
+                } else if self.preempt_candidate(&peer)
+                    && now >= self.backup_since.saturating_add(self.cfg.hold_down)
+                {
+                    self.takeover = Some(Pending { id: None, deadline });
+                    self.enter(State::Active, Cause::Preempt, now, out, log);
+                }
+            }
+        }
+    }
+
+    fn evaluate_active(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
+        let alive = self.peer_alive(now);
+        let peer = self.peer.filter(|_| alive);
+
+        if let Some(r) = self.release {
+            let abort = match peer {
+                None => Some(SwitchoverError::PeerUnavailable("peer died".into())),
+                Some(p) if matches!(p.state, State::Fault | State::Init) => Some(
+                    SwitchoverError::PeerUnavailable(format!("peer went to state {}", p.state)),
+                ),
+                _ if now >= r.deadline => Some(SwitchoverError::Timeout),
+                _ => None,
+            };
+            if let Some(e) = abort {
+                self.release = None;
+                self.tx_now = true;
+                answer(out, r.id, Err(e));
+            }
+        }
+
+        if let Some(t) = self.takeover {
+            let done = match peer {
+                None => Some(Ok(())),
+                Some(p) if p.state != State::Active && !p.flags.vip_held => Some(Ok(())),
+                _ if now >= t.deadline => Some(Err(SwitchoverError::Timeout)),
+                _ => None,
+            };
+            if let Some(result) = done {
+                self.takeover = None;
+                self.tx_now = true;
+                answer(out, t.id, result);
+            }
+        }
+
+        let Some(p) = peer.filter(|p| p.state == State::Active) else {
+            self.conflict_announced = false;
+            self.flush_reannounce(out);
+            return;
+        };
+        match (self.takeover.is_some(), p.flags.takeover) {
+            // Our takeover: the peer will yield when it hears us.
+            (true, false) => {}
+            (false, true) => {
+                self.yielded = true;
+                self.enter(State::Backup, Cause::PeerTookOver, now, out, log);
+            }
+            // Split brain, or both took over at once: rank decides.
+            _ => {
+                if self.outranks(&p) {
+                    if !self.conflict_announced {
+                        self.conflict_announced = true;
+                        self.reannounce = true;
+                    }
+                    self.flush_reannounce(out);
+                } else {
+                    self.enter(State::Backup, Cause::SplitBrain, now, out, log);
+                }
+            }
+        }
+    }
+
+    fn flush_reannounce(&mut self, out: &mut Vec<Action>) {
+        if std::mem::take(&mut self.reannounce) {
+            out.push(Action::Announce);
+        }
+    }
+
+    fn remove_vip(&mut self, out: &mut Vec<Action>) {
+        if self.vip_held {
+            out.push(Action::RemoveVip);
+            self.vip_held = false;
+        }
+        if let Some(id) = self.done_on_remove.take() {
+            out.push(Action::SwitchoverDone { id, result: Ok(()) });
+        }
+    }
+
+    fn enter(
+        &mut self,
+        to: State,
+        cause: Cause,
+        now: Nanos,
+        out: &mut Vec<Action>,
+        log: &mut Vec<Action>,
+    ) {
+        let from = self.state;
+        if from == to {
+            return;
+        }
+        self.state = to;
+        self.state_since = now;
+        self.tx_now = true;
+        self.conflict_announced = false;
+        self.reannounce = false;
+        self.both_backup_since = None;
+        match to {
+            State::Active => {
+                self.linger_until = None;
+                if let Some(id) = self.done_on_remove.take() {
+                    out.push(Action::SwitchoverDone {
+                        id,
+                        result: Err(SwitchoverError::Aborted(format!(
+                            "became active again: {cause}"
+                        ))),
+                    });
+                }
+                self.yielded = false;
+                if !self.vip_held {
+                    self.vip_held = true;
+                    out.push(Action::AddVip);
+                }
+                out.push(Action::Announce);
+            }
+            State::Backup => {
+                self.backup_since = now;
+                if matches!(from, State::Init | State::Fault) {
+                    self.listen_since = now;
+                }
+                if let Some(r) = self.release.take() {
+                    // Our release worked: answer once the VIP is off our interface.
+                    self.done_on_remove = r.id;
+                }
+                if let Some(t) = self.takeover.take() {
+                    answer(out, t.id, Err(SwitchoverError::Aborted(cause.to_string())));
+                }
+                if from == State::Active && self.cfg.release_linger > 0 {
+                    self.linger_until = Some(now.saturating_add(self.cfg.release_linger));
+                } else {
+                    self.remove_vip(out);
+                }
+            }
+            State::Fault => {
+                let why = SwitchoverError::Aborted(cause.to_string());
+                if let Some(p) = self.release.take() {
+                    answer(out, p.id, Err(why.clone()));
+                }
+                if let Some(p) = self.takeover.take() {
+                    answer(out, p.id, Err(why.clone()));
+                }
+                if let Some(id) = self.done_on_remove.take() {
+                    out.push(Action::SwitchoverDone {
+                        id,
+                        result: Err(why),
+                    });
+                }
+                self.linger_until = None;
+                self.remove_vip(out);
+            }
+            State::Init => {}
+        }
+        log.push(Action::Transition(Transition {
+            from,
+            to,
+            cause,
+            at: now,
+        }));
+    }
+
+    fn transmit(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        if self.state == State::Init {
+            return;
+        }
+        if self.tx_now || now >= self.next_tx {
+            self.tx_now = false;
+            self.next_tx = now.saturating_add(self.cfg.interval);
+            out.push(Action::SendHeartbeat(self.advert()));
+        }
+    }
+}
+
+fn answer(out: &mut Vec<Action>, id: Option<u64>, result: Result<(), SwitchoverError>) {
+    if let Some(id) = id {
+        out.push(Action::SwitchoverDone { id, result });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(priority: u8, preempt: bool) -> FsmConfig {
+        FsmConfig {
+            priority,
+            preempt,
+            interval: 10 * MS,
+            multiplier: 3,
+            hold_down: 1000 * MS,
+            switchover_timeout: 500 * MS,
+            release_linger: 5 * MS,
+            tie_break: 1,
+            peer_tie_break: 2,
+        }
+    }
+
+    fn peer(state: State, priority: u8, flags: Flags) -> Event {
+        Event::Heartbeat(PeerAdvert {
+            state,
+            priority,
+            flags,
+            interval: 10 * MS,
+            fresh: true,
+            restarted: false,
+        })
+    }
+
+    fn active_flags() -> Flags {
+        Flags {
+            vip_held: true,
+            ..Flags::default()
+        }
+    }
+
+    fn started(c: FsmConfig) -> Fsm {
+        let mut f = Fsm::new(c);
+        f.step(
+            Event::Start {
+                healthy: true,
+                reason: String::new(),
+            },
+            0,
+        );
+        f
+    }
+
+    #[test]
+    fn alone_becomes_active_after_detection_time() {
+        let mut f = started(cfg(100, false));
+        assert_eq!(f.state(), State::Backup);
+        assert_eq!(f.next_deadline(), Some(10 * MS));
+        f.step(Event::Timer, 29 * MS);
+        assert_eq!(f.state(), State::Backup);
+        let a = f.step(Event::Timer, 30 * MS);
+        assert_eq!(f.state(), State::Active);
+        let pos = |x: &Action| a.iter().position(|y| y == x);
+        assert!(pos(&Action::AddVip) < pos(&Action::Announce));
+        assert!(matches!(a.last(), Some(Action::Transition(t)) if t.cause == Cause::NoPeer));
+    }
+
+    #[test]
+    fn unhealthy_start_is_fault_and_never_active() {
+        let mut f = Fsm::new(cfg(100, false));
+        f.step(
+            Event::Start {
+                healthy: false,
+                reason: "link down".into(),
+            },
+            0,
+        );
+        assert_eq!(f.state(), State::Fault);
+        f.step(Event::Timer, 1000 * MS);
+        assert_eq!(f.state(), State::Fault);
+        f.step(
+            Event::Health {
+                healthy: true,
+                reason: String::new(),
+            },
+            1001 * MS,
+        );
+        // Recovered: listens for the peer for a detection time first.
+        assert_eq!(f.state(), State::Backup);
+        assert_eq!(f.next_deadline(), Some(1011 * MS));
+        f.step(Event::Timer, 1030 * MS);
+        assert_eq!(f.state(), State::Backup);
+        f.step(Event::Timer, 1031 * MS);
+        assert_eq!(f.state(), State::Active);
+    }
+
+    #[test]
+    fn release_then_yield_answers_after_linger() {
+        let mut f = started(cfg(200, true));
+        f.step(Event::Timer, 30 * MS);
+        assert_eq!(f.state(), State::Active);
+        f.step(peer(State::Backup, 100, Flags::default()), 31 * MS);
+        let a = f.step(Event::Switchover { id: 7 }, 32 * MS);
+        assert!(matches!(
+            a[0],
+            Action::SendHeartbeat(Advert {
+                flags: Flags { release: true, .. },
+                ..
+            })
+        ));
+        let took = Flags {
+            takeover: true,
+            vip_held: true,
+            release: false,
+        };
+        let a = f.step(peer(State::Active, 100, took), 33 * MS);
+        assert_eq!(f.state(), State::Backup);
+        assert!(!a.contains(&Action::RemoveVip), "lingers first");
+        assert!(f.vip_held());
+        let a = f.step(Event::Timer, 38 * MS);
+        assert!(a.contains(&Action::RemoveVip));
+        assert!(a.contains(&Action::SwitchoverDone {
+            id: 7,
+            result: Ok(())
+        }));
+        // Yielded: no preemption back even after hold-down.
+        f.step(peer(State::Active, 100, active_flags()), 2000 * MS);
+        f.step(Event::Timer, 2001 * MS);
+        assert_eq!(f.state(), State::Backup);
+    }
+
+    #[test]
+    fn switchover_refused_without_live_peer() {
+        let mut f = started(cfg(200, true));
+        f.step(Event::Timer, 30 * MS);
+        let a = f.step(Event::Switchover { id: 1 }, 31 * MS);
+        assert!(matches!(
+            &a[..],
+            [Action::SwitchoverDone {
+                id: 1,
+                result: Err(SwitchoverError::PeerUnavailable(_))
+            }]
+        ));
+        assert_eq!(f.state(), State::Active);
+    }
+
+    #[test]
+    fn release_times_out_and_keeps_vip() {
+        let mut f = started(cfg(200, true));
+        f.step(Event::Timer, 30 * MS);
+        f.step(peer(State::Backup, 100, Flags::default()), 31 * MS);
+        f.step(Event::Switchover { id: 3 }, 32 * MS);
+        let mut t = 32 * MS;
+        let mut got = None;
+        while t < 600 * MS {
+            t += 5 * MS;
+            // The peer stays alive but never takes over.
+            let mut actions = f.step(peer(State::Backup, 100, Flags::default()), t);
+            actions.extend(f.step(Event::Timer, t));
+            for a in actions {
+                if let Action::SwitchoverDone { id, result } = a {
+                    got = Some((id, result, t));
+                }
+            }
+            if got.is_some() {
+                break;
+            }
+        }
+        let (id, result, at) = got.expect("answered");
+        assert_eq!((id, result), (3, Err(SwitchoverError::Timeout)));
+        assert!((532 * MS..540 * MS).contains(&at), "at {at}");
+        assert_eq!(f.state(), State::Active);
+        assert!(!f.advert().flags.release);
+    }
+
+    #[test]
+    fn preemption_waits_for_hold_down() {
+        let mut f = started(cfg(200, true));
+        f.step(peer(State::Active, 100, active_flags()), MS);
+        assert_eq!(f.state(), State::Backup);
+        assert_eq!(f.status(MS).hold_down_left_ns, 999 * MS);
+        let mut t = MS;
+        while t < 999 * MS {
+            t += 10 * MS;
+            f.step(peer(State::Active, 100, active_flags()), t.min(999 * MS));
+            assert_eq!(f.state(), State::Backup, "at {t}");
+        }
+        f.step(Event::Timer, 1000 * MS);
+        assert_eq!(f.state(), State::Active);
+        assert!(f.advert().flags.takeover);
+    }
+}
