@@ -752,14 +752,26 @@ impl Fsm {
             }
             return;
         };
+        // Just back from Init or Fault, the first heartbeats heard may be stale: a router
+        // that queued them while our link was down delivers them in a burst, ahead of the
+        // peer's current ones. Taking the VIP on their word waits until a detection time of
+        // listening has passed; by then the latest heartbeat tells the truth.
+        let settled = now
+            >= self
+                .listen_since
+                .saturating_add(self.cfg.detect_time(peer.interval));
         match peer.state {
             State::Init | State::Fault => {
                 self.both_backup_since = None;
-                self.enter(State::Active, Cause::PeerFault, now, out, log);
+                if settled {
+                    self.enter(State::Active, Cause::PeerFault, now, out, log);
+                }
             }
             State::Backup => {
                 if self.outranks(&peer) {
-                    self.enter(State::Active, Cause::Election, now, out, log);
+                    if settled {
+                        self.enter(State::Active, Cause::Election, now, out, log);
+                    }
                 } else {
                     let since = *self.both_backup_since.get_or_insert(now);
                     if now >= since.saturating_add(self.cfg.detect_time(peer.interval)) {

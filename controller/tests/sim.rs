@@ -453,7 +453,12 @@ fn startup_of_both_at_once_elects_the_higher_priority_without_overlap() {
         let t = s
             .run_until_pred(SEC, |s| s.state(0) == State::Active)
             .unwrap();
-        assert!(t <= offset + MS, "elected at {t} (offset {offset})");
+        // A node fresh from Init listens for a detection time before electing itself, so
+        // stale heartbeats cannot mislead it (see `fsm::evaluate_backup`).
+        assert!(
+            t <= offset + DETECT + MS,
+            "elected at {t} (offset {offset})"
+        );
         s.run_for(3 * SEC);
         assert_eq!(
             (s.state(0), s.state(1)),
@@ -618,11 +623,16 @@ fn fault_on_both_then_recovery() {
     assert!(s.holders().is_empty());
     s.set_health(1, true);
     let t0 = s.now;
-    // The recovered node asks (its heartbeat), the faulty peer answers at once: a round trip.
+    // The recovered node asks (its heartbeat), the faulty peer answers at once; the node
+    // acts on it once it has listened for a detection time.
     let t = s
         .run_until_pred(SEC, |s| s.state(1) == State::Active)
         .unwrap();
-    assert!(t - t0 <= 2 * DELAY + 100_000, "took {} us", (t - t0) / 1000);
+    assert!(
+        t - t0 <= DETECT + 2 * DELAY + 100_000,
+        "took {} us",
+        (t - t0) / 1000
+    );
     // The other recovers right after, before the news reached it: it decides on fresh news
     // only, so it stays backup.
     s.set_health(0, true);
@@ -630,7 +640,8 @@ fn fault_on_both_then_recovery() {
     assert_eq!((s.state(0), s.state(1)), (State::Backup, State::Active));
     assert_eq!(s.moves, 1);
 
-    // Both recover at the same instant: exactly one active within a few round trips.
+    // Both recover at the same instant: exactly one active within a detection time and a few
+    // round trips.
     let mut s = steady_pair(false, SEC);
     s.set_health(0, false);
     s.set_health(1, false);
@@ -639,7 +650,11 @@ fn fault_on_both_then_recovery() {
     s.set_health(1, true);
     let t0 = s.now;
     let t = s.run_until_pred(SEC, |s| s.active_count() == 1).unwrap();
-    assert!(t - t0 <= 4 * DELAY + 100_000, "took {} us", (t - t0) / 1000);
+    assert!(
+        t - t0 <= DETECT + 4 * DELAY + 100_000,
+        "took {} us",
+        (t - t0) / 1000
+    );
     s.run_for(5 * SEC);
     assert_eq!((s.state(0), s.state(1)), (State::Active, State::Backup));
 }

@@ -12,9 +12,9 @@ use crate::{cargo, is_root, step};
 /// Namespace prefix of the interactive lab (tests use their own, unique ones).
 pub const PREFIX: &str = "lab-";
 
-/// Packages `lab up` builds (release) first. The controller and the bench join this list
-/// once the lab runs their binaries.
-const LAB_PACKAGES: &[&str] = &["dataplane"];
+/// Packages `lab up` builds (release) first: the lab runs the data plane; the controller and
+/// the workload (id-server, http-ping) are there to be started by hand or by the demo.
+const LAB_PACKAGES: &[&str] = &["dataplane", "controller", "bench"];
 
 #[derive(Subcommand)]
 pub enum LabCmd {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's single entry point for setting up the toolchain, building the
 //! XDP programs, running the tests and the demo.
 
+mod failover_demo;
 mod lab;
 mod setup;
 
@@ -48,9 +49,16 @@ enum Cmd {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Build and run the demo: load and attach the XDP programs in a private network
-    /// namespace and push real frames through them (root needed).
-    Demo,
+    /// The seed's demo, automated: bring the lab up (kernel VXLAN client, pri and sec on our
+    /// data plane with the failover controller), poll http://192.168.0.200:3000 from the
+    /// client every 100 ms, and move the VIP PRI -> SEC (planned) and back (sec killed),
+    /// live in the client's output; then take the lab down. Root needed.
+    Demo {
+        /// Instead: the XDP programs alone, attached to veths in a private namespace, with
+        /// real frames pushed through them (`dataplane demo`).
+        #[arg(long)]
+        xdp: bool,
+    },
     /// The lab: the seed's set-up in network namespaces (prefix `lab-`; root needed).
     Lab {
         #[command(subcommand)]
@@ -78,7 +86,8 @@ fn run() -> Result<()> {
             no_lint,
             cargo_test_args,
         } => test(&root, no_lint, &cargo_test_args),
-        Cmd::Demo => demo(&root),
+        Cmd::Demo { xdp: false } => failover_demo::run(&root),
+        Cmd::Demo { xdp: true } => demo(&root),
         Cmd::Lab { cmd } => lab::run(&root, cmd),
     }
 }

@@ -88,11 +88,9 @@ impl Pair {
             what: format!("write {}", key.display()),
             source: e,
         })?;
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).map_err(|e| {
-            LabError::Io {
-                what: format!("chmod {}", key.display()),
-                source: e,
-            }
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).map_err(|e| LabError::Io {
+            what: format!("chmod {}", key.display()),
+            source: e,
         })?;
         let mut pair = Pair {
             bins,
@@ -240,7 +238,10 @@ impl Pair {
     /// `controller switchover` on `host`.
     pub fn switchover(&self, lab: &Lab, host: &str) -> Result<Output, LabError> {
         let bin = self.bins.controller.to_string_lossy().into_owned();
-        let sock = self.control_socket(lab, host).to_string_lossy().into_owned();
+        let sock = self
+            .control_socket(lab, host)
+            .to_string_lossy()
+            .into_owned();
         lab.exec(
             host,
             &[bin.as_str(), "switchover", "--socket", &sock],
@@ -251,7 +252,10 @@ impl Pair {
     /// `controller status` of `host`.
     pub fn status(&self, lab: &Lab, host: &str) -> Result<String, LabError> {
         let bin = self.bins.controller.to_string_lossy().into_owned();
-        let sock = self.control_socket(lab, host).to_string_lossy().into_owned();
+        let sock = self
+            .control_socket(lab, host)
+            .to_string_lossy()
+            .into_owned();
         let out = lab.exec(
             host,
             &[bin.as_str(), "status", "--socket", &sock],

@@ -1,0 +1,283 @@
+//! The seed's failover on the full lab: a kernel VXLAN client polling the VIP with
+//! `http-ping` every millisecond, pri and sec on our data plane with the controller. Planned
+//! switchovers (20 each way), and unplanned failovers (10 each way) by kill -9 of the active
+//! member's controller and data plane, and by its underlay link going down. Every trial must
+//! recover and, once settled, the VIP must be on exactly one member at every sample. The gaps
+//! are printed; the targets are judged by `cargo xtask bench`, not here. Root required.
+
+use std::{
+    path::PathBuf,
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use bench::workload::Summary;
+use ovl_lab::{Lab, LabSpec, MEMBERS, Pair, PairBins, PairOptions, Signal};
+
+/// One lab at a time: millisecond timing on a 2-core machine needs the cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn sibling_bin(name: &str) -> PathBuf {
+    // Integration tests live in target/<profile>/deps; the workspace's binaries one level up.
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo xtask test` does)",
+        p.display()
+    );
+    p
+}
+
+fn bins() -> (PathBuf, PairBins) {
+    (
+        sibling_bin("dataplane"),
+        PairBins {
+            controller: PathBuf::from(env!("CARGO_BIN_EXE_controller")),
+            id_server: sibling_bin("id-server"),
+            http_ping: sibling_bin("http-ping"),
+        },
+    )
+}
+
+fn setup(tag: &str, opts: PairOptions) -> (Lab, Pair) {
+    assert!(
+        ovl_lab::is_root(),
+        "the lab tests need root; CI runs them as root"
+    );
+    let (dataplane, pair_bins) = bins();
+    let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), dataplane);
+    spec.ready_timeout = Duration::from_secs(20);
+    let mut lab = Lab::up(&spec).expect("lab up");
+    let pair = Pair::start(&mut lab, pair_bins, opts).expect("pair up");
+    (lab, pair)
+}
+
+fn other(h: &str) -> &'static str {
+    if h == "pri" { "sec" } else { "pri" }
+}
+
+fn owner(lab: &Lab, pair: &Pair) -> &'static str {
+    let o = pair.owners(lab).expect("owners");
+    assert_eq!(o.len(), 1, "exactly one owner: {o:?}\n{}", pair.logs(lab));
+    o[0]
+}
+
+/// Samples ownership for `d`: it must be exactly `host` at every sample.
+fn hold(lab: &Lab, pair: &Pair, host: &str, d: Duration, trial: &str) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        let o = pair.owners(lab).expect("owners");
+        assert_eq!(
+            o,
+            [host],
+            "{trial}: VIP on exactly {host} after settling\n{}",
+            pair.logs(lab)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn summary_of(log: &str) -> Summary {
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("http-ping printed no JSON summary:\n{log}"));
+    serde_json::from_str(last).expect("http-ping summary JSON")
+}
+
+fn report(what: &str, s: &Summary, expect_switches: usize) -> Vec<f64> {
+    let mut gaps: Vec<f64> = s
+        .switches
+        .iter()
+        .map(|w| w.gap.as_secs_f64() * 1e3)
+        .collect();
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    let max = sorted.last().copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "{what}: {} switches, client-visible gap median {median:.2} ms, max {max:.2} ms; \
+         {} requests, {} failed",
+        s.switches.len(),
+        s.requests,
+        s.failed
+    );
+    for w in &s.switches {
+        eprintln!(
+            "  {} -> {} at {:.1} ms: gap {:.2} ms, {} failed between",
+            w.from,
+            w.to,
+            w.first_to.as_secs_f64() * 1e3,
+            w.gap.as_secs_f64() * 1e3,
+            w.failures_between
+        );
+    }
+    assert_eq!(
+        s.switches.len(),
+        expect_switches,
+        "{what}: one PRI/SEC switch per trial seen by the client: {s}"
+    );
+    for (a, b) in s.switches.iter().zip(s.switches.iter().skip(1)) {
+        assert_ne!(a.to, b.to, "{what}: switches alternate");
+    }
+    gaps.retain(|g| *g > 1000.0);
+    assert!(
+        gaps.is_empty(),
+        "{what}: every trial recovered within a second: {gaps:?}"
+    );
+    sorted
+}
+
+#[test]
+fn planned_switchover_20_times_each_way() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut lab, pair) = setup("fp", PairOptions::default());
+    let ping = pair
+        .start_http_ping(&mut lab, 1, "http-ping")
+        .expect("http-ping");
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..40 {
+        let from = owner(&lab, &pair);
+        let to = other(from);
+        // Either member may be asked: alternate between the owner and the backup.
+        let on = if i % 2 == 0 { from } else { to };
+        let out = pair.switchover(&lab, on).expect("switchover");
+        assert!(
+            out.status.success(),
+            "trial {i}: switchover on {on}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            pair.wait_owner(&lab, to, Duration::from_secs(2))
+                .expect("owners"),
+            "trial {i}: VIP moved {from} -> {to}\n{}",
+            pair.logs(&lab)
+        );
+        // Longer than http-ping's request timeout (200 ms), so one request stuck across a
+        // switch cannot hide a whole ownership period from the client.
+        hold(
+            &lab,
+            &pair,
+            to,
+            Duration::from_millis(300),
+            &format!("planned trial {i}"),
+        );
+    }
+    let s = summary_of(&pair.finish_http_ping(&mut lab, &ping).expect("summary"));
+    report("planned switchover", &s, 40);
+    for host in MEMBERS {
+        let st = pair.status(&lab, host).expect("status");
+        assert!(
+            st.contains("forged") || st.contains("replay"),
+            "{host} status shows counters:\n{st}"
+        );
+    }
+}
+
+#[test]
+fn unplanned_failover_by_kill_9_10_times_each_way() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let (mut lab, mut pair) = setup("fk", opts);
+    let ping = pair
+        .start_http_ping(&mut lab, 1, "http-ping")
+        .expect("http-ping");
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        let dead = owner(&lab, &pair);
+        let survivor = other(dead);
+        pair.signal_controller(&mut lab, dead, Signal::Kill);
+        lab.kill_dataplane(dead, Signal::Kill)
+            .expect("kill data plane");
+        // The dead member's stale overlay port (and VIP) stays until its data plane restarts,
+        // but with its XDP programs gone it carries nothing: wait for the survivor to own it.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !pair.owners(&lab).expect("owners").contains(&survivor) {
+            assert!(
+                Instant::now() < deadline,
+                "trial {i}: {survivor} took over from the killed {dead}\n{}",
+                pair.logs(&lab)
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        assert!(pair.wait_controller(&mut lab, dead, Duration::from_secs(5)));
+        lab.wait_dataplane(dead, Duration::from_secs(5))
+            .expect("wait");
+        lab.restart_dataplane(dead).expect("restart data plane");
+        pair.start_controller(&mut lab, dead)
+            .expect("restart controller");
+        thread::sleep(Duration::from_millis(300));
+        hold(
+            &lab,
+            &pair,
+            survivor,
+            Duration::from_millis(200),
+            &format!("kill trial {i}"),
+        );
+    }
+    let s = summary_of(&pair.finish_http_ping(&mut lab, &ping).expect("summary"));
+    report("unplanned failover (kill -9)", &s, 20);
+}
+
+#[test]
+fn unplanned_failover_by_link_down_10_times_each_way() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let (mut lab, pair) = setup("fl", opts);
+    let ping = pair
+        .start_http_ping(&mut lab, 1, "http-ping")
+        .expect("http-ping");
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        let down = owner(&lab, &pair);
+        let survivor = other(down);
+        let t = Duration::from_secs(5);
+        let out = lab
+            .exec(down, &["ip", "link", "set", "eth0", "down"], t)
+            .expect("link down");
+        assert!(out.status.success());
+        assert!(
+            pair.wait_owner(&lab, survivor, Duration::from_secs(2))
+                .expect("owners"),
+            "trial {i}: {survivor} took over from {down} whose link went down\n{}",
+            pair.logs(&lab)
+        );
+        let gw = lab.gateway_ip(down).expect("gateway").to_string();
+        for cmd in [
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "route", "replace", "default", "via", gw.as_str()],
+        ] {
+            let out = lab.exec(down, &cmd, t).expect("restore link");
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Back as backup: the VIP stays with the survivor.
+        thread::sleep(Duration::from_millis(500));
+        hold(
+            &lab,
+            &pair,
+            survivor,
+            Duration::from_millis(200),
+            &format!("link trial {i}"),
+        );
+    }
+    let s = summary_of(&pair.finish_http_ping(&mut lab, &ping).expect("summary"));
+    report("unplanned failover (link down)", &s, 20);
+}
