@@ -617,3 +617,46 @@ fn id_server_binary_serves_and_stops_on_sigterm() {
     assert!(err.contains("stopped"), "{err}");
     assert_eq!(ping.probe_once().0, Outcome::Refused);
 }
+
+#[test]
+fn parallel_ticks_stay_on_time_while_a_request_hangs() {
+    // A server that accepts but never answers the first connection: with one request at a
+    // time the client would lose 200 ms of ticks; in parallel mode the others go on.
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut c) = conn else { break };
+            if i == 0 {
+                held.push(c);
+                continue;
+            }
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = std::io::Write::write_all(
+                &mut c,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nPRI\n",
+            );
+            if i > 60 {
+                break;
+            }
+        }
+    });
+    let mut ping = bench::workload::HttpPing::new(addr);
+    ping.interval = std::time::Duration::from_millis(2);
+    ping.limit = bench::workload::Limit::Count(50);
+    ping.parallel = 8;
+    let mut samples = Vec::new();
+    let stats = ping.run(|s| samples.push(s.clone())).unwrap();
+    let s = bench::workload::Summary::from_samples(&samples);
+    assert_eq!(stats.requests, 50);
+    assert_eq!(s.ok, 49, "{s}");
+    assert_eq!(s.failed, 1, "the hung request timed out: {s}");
+    assert!(
+        s.longest_gap.unwrap() < std::time::Duration::from_millis(50),
+        "answers kept coming while one request hung: {s}"
+    );
+    drop(server);
+}

@@ -15,6 +15,11 @@ use std::{
 use bench::workload::Summary;
 use ovl_lab::{Lab, LabSpec, MEMBERS, Pair, PairBins, PairOptions, Signal};
 
+/// Requests in flight at once: every millisecond tick goes out on time even while earlier
+/// requests hang on a member that just died, so the gaps measure the failover, not the
+/// client's 50 ms connect timeout.
+const PARALLEL: u32 = 64;
+
 /// One lab at a time: millisecond timing on a 2-core machine needs the cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -92,45 +97,49 @@ fn summary_of(log: &str) -> Summary {
     serde_json::from_str(last).expect("http-ping summary JSON")
 }
 
-fn report(what: &str, s: &Summary, expect_switches: usize) -> Vec<f64> {
-    let mut gaps: Vec<f64> = s
-        .switches
-        .iter()
-        .map(|w| w.gap.as_secs_f64() * 1e3)
-        .collect();
-    let mut sorted = gaps.clone();
+/// Groups the client's switches into trials: with requests in parallel, an answer from the
+/// old owner that was already on its way can arrive just after the first one from the new
+/// owner (both hold the VIP for the linger time), which shows as a flicker of extra switches.
+/// Switches less than 100 ms apart belong to one trial; its gap is the first switch's (last
+/// answer of the old owner before it, first answer of the new one).
+fn trials(s: &Summary) -> Vec<(&str, f64)> {
+    let mut out: Vec<(&str, f64, Duration)> = Vec::new();
+    for w in &s.switches {
+        match out.last_mut() {
+            Some(last) if w.first_to.saturating_sub(last.2) < Duration::from_millis(100) => {
+                last.0 = &w.to;
+            }
+            _ => out.push((&w.to, w.gap.as_secs_f64() * 1e3, w.first_to)),
+        }
+    }
+    out.into_iter().map(|(to, gap, _)| (to, gap)).collect()
+}
+
+fn report(what: &str, s: &Summary, expect: usize) -> Vec<f64> {
+    let t = trials(s);
+    let mut sorted: Vec<f64> = t.iter().map(|x| x.1).collect();
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
     let max = sorted.last().copied().unwrap_or(f64::NAN);
     eprintln!(
-        "{what}: {} switches, client-visible gap median {median:.2} ms, max {max:.2} ms; \
-         {} requests, {} failed",
+        "{what}: {} trials seen by the client ({} raw switches), client-visible gap median \
+         {median:.2} ms, max {max:.2} ms; {} requests, {} failed",
+        t.len(),
         s.switches.len(),
         s.requests,
         s.failed
     );
-    for w in &s.switches {
-        eprintln!(
-            "  {} -> {} at {:.1} ms: gap {:.2} ms, {} failed between",
-            w.from,
-            w.to,
-            w.first_to.as_secs_f64() * 1e3,
-            w.gap.as_secs_f64() * 1e3,
-            w.failures_between
-        );
-    }
     assert_eq!(
-        s.switches.len(),
-        expect_switches,
-        "{what}: one PRI/SEC switch per trial seen by the client: {s}"
+        t.len(),
+        expect,
+        "{what}: every trial seen by the client: {s}"
     );
-    for (a, b) in s.switches.iter().zip(s.switches.iter().skip(1)) {
-        assert_ne!(a.to, b.to, "{what}: switches alternate");
+    for (a, b) in t.iter().zip(t.iter().skip(1)) {
+        assert_ne!(a.0, b.0, "{what}: ownership alternates: {s}");
     }
-    gaps.retain(|g| *g > 1000.0);
     assert!(
-        gaps.is_empty(),
-        "{what}: every trial recovered within a second: {gaps:?}"
+        max < 1000.0,
+        "{what}: every trial recovered within a second: {sorted:?}"
     );
     sorted
 }
@@ -140,7 +149,7 @@ fn planned_switchover_20_times_each_way() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut lab, pair) = setup("fp", PairOptions::default());
     let ping = pair
-        .start_http_ping(&mut lab, 1, "http-ping")
+        .start_http_ping(&mut lab, 1, PARALLEL, "http-ping")
         .expect("http-ping");
     thread::sleep(Duration::from_millis(300));
     for i in 0..40 {
@@ -191,7 +200,7 @@ fn unplanned_failover_by_kill_9_10_times_each_way() {
     };
     let (mut lab, mut pair) = setup("fk", opts);
     let ping = pair
-        .start_http_ping(&mut lab, 1, "http-ping")
+        .start_http_ping(&mut lab, 1, PARALLEL, "http-ping")
         .expect("http-ping");
     thread::sleep(Duration::from_millis(300));
     for i in 0..20 {
@@ -239,7 +248,7 @@ fn unplanned_failover_by_link_down_10_times_each_way() {
     };
     let (mut lab, pair) = setup("fl", opts);
     let ping = pair
-        .start_http_ping(&mut lab, 1, "http-ping")
+        .start_http_ping(&mut lab, 1, PARALLEL, "http-ping")
         .expect("http-ping");
     thread::sleep(Duration::from_millis(300));
     for i in 0..20 {

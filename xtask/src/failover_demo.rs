@@ -66,7 +66,7 @@ pub fn run(root: &Path) -> Result<()> {
     .context("start the pair")?;
 
     step("client: http-ping http://192.168.0.200:3000/ every 100 ms (the seed's script)");
-    let ping = pair.start_http_ping(&mut lab, 100, "http-ping")?;
+    let ping = pair.start_http_ping(&mut lab, 100, 1, "http-ping")?;
     let stop = Arc::new(AtomicBool::new(false));
     let follower = {
         let stop = stop.clone();

@@ -138,6 +138,10 @@ pub struct HttpPing {
     pub limit: Limit,
     /// Source address to bind before connecting (the kernel picks the port).
     pub bind: Option<IpAddr>,
+    /// Requests that may be in flight at once. 1 is the seed's client: one request after the
+    /// other, so a request stuck on a dead server hides everything until its timeout. More
+    /// starts every tick on time, and the gaps measure the service, not the client's timeouts.
+    pub parallel: usize,
 }
 
 impl HttpPing {
@@ -158,6 +162,7 @@ impl HttpPing {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             limit: Limit::Unbounded,
             bind: None,
+            parallel: 1,
         }
     }
 
@@ -205,6 +210,9 @@ impl HttpPing {
         mut sink: impl FnMut(&Sample),
     ) -> Result<RunStats, PingError> {
         self.validate()?;
+        if self.parallel > 1 {
+            return self.run_parallel(stop, sink);
+        }
         let request = self.request();
         let start = Instant::now();
         let mut stats = RunStats::default();
@@ -257,6 +265,94 @@ impl HttpPing {
             stats.skipped_ticks += missed;
             tick = next;
         }
+        stats.elapsed = start.elapsed();
+        Ok(stats)
+    }
+
+    /// Every tick on time, with up to `parallel` requests in flight; a tick that finds them all
+    /// busy is skipped and counted. Samples reach `sink` as requests finish.
+    fn run_parallel(
+        &self,
+        stop: &AtomicBool,
+        mut sink: impl FnMut(&Sample),
+    ) -> Result<RunStats, PingError> {
+        use std::sync::mpsc;
+        let request = self.request();
+        let start = Instant::now();
+        let mut stats = RunStats::default();
+        let (tick_tx, tick_rx) = mpsc::sync_channel::<(u64, SystemTime, Duration)>(0);
+        let tick_rx = std::sync::Mutex::new(tick_rx);
+        let (sample_tx, sample_rx) = mpsc::channel::<Sample>();
+        std::thread::scope(|scope| {
+            for _ in 0..self.parallel {
+                let sample_tx = sample_tx.clone();
+                let (tick_rx, request) = (&tick_rx, &request);
+                scope.spawn(move || {
+                    loop {
+                        let next = match tick_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((seq, at, t)) = next else { return };
+                        let (outcome, latency) = self.probe(request);
+                        let sample = Sample {
+                            seq,
+                            at,
+                            t,
+                            latency,
+                            outcome,
+                        };
+                        if sample_tx.send(sample).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(sample_tx);
+            let mut tick: u64 = 0;
+            let mut issued: u64 = 0;
+            loop {
+                while let Ok(sample) = sample_rx.try_recv() {
+                    stats.requests += 1;
+                    sink(&sample);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Limit::Count(n) = self.limit
+                    && issued >= n
+                {
+                    break;
+                }
+                let Some(due) = tick_time(tick, self.interval) else {
+                    break;
+                };
+                if let Limit::Duration(d) = self.limit
+                    && due >= d
+                {
+                    break;
+                }
+                let Some(deadline) = start.checked_add(due) else {
+                    break;
+                };
+                if !sleep_until(deadline, stop) {
+                    break;
+                }
+                // A worker is free only if it takes the tick right now (rendezvous channel).
+                match tick_tx.try_send((tick, SystemTime::now(), start.elapsed())) {
+                    Ok(()) => issued += 1,
+                    Err(mpsc::TrySendError::Full(_)) => stats.skipped_ticks += 1,
+                    Err(mpsc::TrySendError::Disconnected(_)) => break,
+                }
+                tick += 1;
+            }
+            drop(tick_tx);
+            // Workers end when the channel closes; collect what they still finish.
+            for sample in sample_rx.iter() {
+                stats.requests += 1;
+                sink(&sample);
+            }
+        });
         stats.elapsed = start.elapsed();
         Ok(stats)
     }

@@ -268,16 +268,19 @@ impl Pair {
         ))
     }
 
-    /// Starts `http-ping` against the VIP on the client, one request every `interval_ms`.
+    /// Starts `http-ping` against the VIP on the client, one request every `interval_ms`, with
+    /// up to `parallel` in flight.
     pub fn start_http_ping(
         &self,
         lab: &mut Lab,
         interval_ms: u64,
+        parallel: u32,
         log_name: &str,
     ) -> Result<Spawned, LabError> {
         let bin = self.bins.http_ping.to_string_lossy().into_owned();
         let url = format!("http://{VIP}:{HTTP_PORT}/");
         let iv = interval_ms.to_string();
+        let par = parallel.to_string();
         lab.spawn(
             "client",
             &[
@@ -288,6 +291,8 @@ impl Pair {
                 &iv,
                 "--connect-timeout-ms",
                 "50",
+                "--parallel",
+                &par,
                 "--json",
             ],
             log_name,
