@@ -382,6 +382,9 @@ pub struct FsmStatus {
     pub peer: Option<PeerStatus>,
 }
 
+/// Silence a node back from Fault must hear before it acts as if the peer were dead.
+pub const RECOVERY_SILENCE: Nanos = 1_000_000_000;
+
 /// The state machine.
 #[derive(Clone, Debug)]
 pub struct Fsm {
@@ -393,6 +396,9 @@ pub struct Fsm {
     /// Entered Backup from Init or Fault at this time: decisions wait for news of the peer
     /// heard since (the old view may be stale by seconds).
     listen_since: Nanos,
+    /// The listening began on recovery from Fault: the local network may still be coming
+    /// back (routes, ARP), so silence from the peer means less; see `silence_needed`.
+    listen_after_fault: bool,
     peer: Option<Peer>,
     vip_held: bool,
     backup_since: Nanos,
@@ -422,6 +428,7 @@ impl Fsm {
             healthy: false,
             stopped: false,
             listen_since: 0,
+            listen_after_fault: false,
             peer: None,
             vip_held: false,
             backup_since: 0,
@@ -530,7 +537,7 @@ impl Fsm {
         }
         if self.state == State::Backup {
             let iv = self.peer.map_or(0, |p| p.interval);
-            consider(self.listen_since.saturating_add(self.cfg.detect_time(iv)));
+            consider(self.listen_since.saturating_add(self.silence_needed(iv)));
             if let Some(s) = self.both_backup_since {
                 consider(s.saturating_add(self.cfg.detect_time(iv)));
             }
@@ -736,13 +743,27 @@ impl Fsm {
         }
     }
 
+    /// How long a node that (re)started listening must hear nothing before it takes the VIP
+    /// as if the peer were dead. Right after a local fault (say its link came back) the node's
+    /// own network may not carry heartbeats yet, and silence would make it steal the VIP from a
+    /// live peer; so it waits `RECOVERY_SILENCE` then. A peer that dies while we listen is
+    /// still noticed as before once we have heard it.
+    fn silence_needed(&self, peer_interval: Nanos) -> Nanos {
+        let detect = self.cfg.detect_time(peer_interval);
+        if self.listen_after_fault {
+            detect.max(RECOVERY_SILENCE)
+        } else {
+            detect
+        }
+    }
+
     fn evaluate_backup(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
         let alive = self.peer_alive(now);
         let heard_since = self.peer.is_some_and(|p| p.last_heard >= self.listen_since);
         let Some(peer) = self.peer.filter(|_| alive && heard_since) else {
             self.both_backup_since = None;
             let iv = self.peer.map_or(0, |p| p.interval);
-            if now >= self.listen_since.saturating_add(self.cfg.detect_time(iv)) {
+            if now >= self.listen_since.saturating_add(self.silence_needed(iv)) {
                 let cause = if self.peer.is_some() {
                     Cause::PeerDead
                 } else {
@@ -912,6 +933,7 @@ impl Fsm {
                 self.backup_since = now;
                 if matches!(from, State::Init | State::Fault) {
                     self.listen_since = now;
+                    self.listen_after_fault = from == State::Fault;
                 }
                 if let Some(r) = self.release.take() {
                     // Our release worked: answer once the VIP is off our interface.
@@ -1053,13 +1075,61 @@ mod tests {
             },
             1001 * MS,
         );
-        // Recovered: listens for the peer for a detection time first.
+        // Recovered from a fault: silence counts as a dead peer only after RECOVERY_SILENCE
+        // (the local network may still be coming back).
         assert_eq!(f.state(), State::Backup);
         assert_eq!(f.next_deadline(), Some(1011 * MS));
-        f.step(Event::Timer, 1030 * MS);
-        assert_eq!(f.state(), State::Backup);
         f.step(Event::Timer, 1031 * MS);
+        assert_eq!(f.state(), State::Backup);
+        f.step(Event::Timer, 2000 * MS);
+        assert_eq!(f.state(), State::Backup);
+        f.step(Event::Timer, 2001 * MS);
         assert_eq!(f.state(), State::Active);
+    }
+
+    /// Seen in the lab: the active member's link went down and came back; the router then
+    /// delivered heartbeats it had queued (the peer still Backup), and only then the peer's
+    /// current ones (Active). Neither the stale burst nor the silence while the node's own
+    /// routes come back may make it take the VIP from the live, active peer.
+    #[test]
+    fn recovery_from_a_link_fault_trusts_neither_stale_heartbeats_nor_early_silence() {
+        let health = |healthy| Event::Health {
+            healthy,
+            reason: "underlay interface eth0 is down".into(),
+        };
+        // Stale burst first.
+        let mut f = started(cfg(200, false));
+        f.step(Event::Timer, 30 * MS);
+        assert_eq!(f.state(), State::Active);
+        f.step(health(false), 100 * MS);
+        assert_eq!(f.state(), State::Fault);
+        f.step(health(true), 140 * MS);
+        assert_eq!(f.state(), State::Backup);
+        f.step(peer(State::Backup, 100, Flags::default()), 141 * MS);
+        f.step(peer(State::Backup, 100, Flags::default()), 142 * MS);
+        assert_eq!(f.state(), State::Backup, "stale Backup heartbeats");
+        f.step(peer(State::Active, 100, active_flags()), 150 * MS);
+        for t in (151..2000).step_by(10) {
+            if t % 10 == 1 {
+                f.step(peer(State::Active, 100, active_flags()), t * MS);
+            }
+            assert_eq!(f.state(), State::Backup, "at {t} ms");
+        }
+        // Silence right after recovery.
+        let mut f = started(cfg(200, false));
+        f.step(Event::Timer, 30 * MS);
+        f.step(health(false), 100 * MS);
+        f.step(health(true), 140 * MS);
+        f.step(Event::Timer, 140 * MS + 3 * 10 * MS + 1);
+        assert_eq!(f.state(), State::Backup, "30 ms of silence after a fault");
+        for t in (200..1500).step_by(10) {
+            f.step(peer(State::Active, 100, active_flags()), t * MS);
+            assert_eq!(
+                f.state(),
+                State::Backup,
+                "the peer is heard and active, at {t} ms"
+            );
+        }
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     for (i, v) in cfg.vnis.iter().enumerate() {
         let mtu = report.mtu(i);
         let dp = v.dp_interface();
-        nl.veth_create(&v.interface, &dp, Some(mtu))
+        nl.veth_create_queues(&v.interface, &dp, Some(mtu), cfg.workers.queues)
             .with_context(|| format!("create veth {} / {dp}", v.interface))?;
         let kernel = nl
             .link_by_name(&v.interface)?

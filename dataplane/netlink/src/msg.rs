@@ -291,6 +291,19 @@ pub fn dump_links() -> Request {
 
 /// RTM_NEWLINK creating a veth pair, both ends down.
 pub fn new_veth(name: &str, peer: &str, mtu: Option<u32>) -> Result<Request> {
+    new_veth_queues(name, peer, mtu, None)
+}
+
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
+
+/// The same with `queues` TX and RX queues on both ends (one AF_XDP socket per queue).
+pub fn new_veth_queues(
+    name: &str,
+    peer: &str,
+    mtu: Option<u32>,
+    queues: Option<u32>,
+) -> Result<Request> {
     check_ifname(name)?;
     check_ifname(peer)?;
     let mut r = Request::new(
@@ -302,6 +315,10 @@ pub fn new_veth(name: &str, peer: &str, mtu: Option<u32>) -> Result<Request> {
     if let Some(mtu) = mtu {
         r.attr_u32(IFLA_MTU, mtu);
     }
+    if let Some(q) = queues {
+        r.attr_u32(IFLA_NUM_TX_QUEUES, q);
+        r.attr_u32(IFLA_NUM_RX_QUEUES, q);
+    }
     let info = r.nest_begin(IFLA_LINKINFO);
     r.attr(IFLA_INFO_KIND, b"veth");
     let data = r.nest_begin(IFLA_INFO_DATA);
@@ -311,6 +328,10 @@ pub fn new_veth(name: &str, peer: &str, mtu: Option<u32>) -> Result<Request> {
     r.attr_str(IFLA_IFNAME, peer);
     if let Some(mtu) = mtu {
         r.attr_u32(IFLA_MTU, mtu);
+    }
+    if let Some(q) = queues {
+        r.attr_u32(IFLA_NUM_TX_QUEUES, q);
+        r.attr_u32(IFLA_NUM_RX_QUEUES, q);
     }
     r.nest_end(peer_start);
     r.nest_end(data);

@@ -384,6 +384,20 @@ impl Netlink {
         })
     }
 
+    /// `veth_create` with `queues` TX and RX queues on both ends.
+    pub fn veth_create_queues(
+        &self,
+        name: &str,
+        peer: &str,
+        mtu: Option<u32>,
+        queues: u32,
+    ) -> Result<()> {
+        self.command(
+            msg::new_veth_queues(name, peer, mtu, Some(queues))?,
+            &|| format!("create veth {name} with peer {peer} and {queues} queues"),
+        )
+    }
+
     /// Deletes an interface (for a veth, both ends go).
     pub fn link_delete(&self, index: u32) -> Result<()> {
         self.command(msg::del_link(index), &|| format!("delete link {index}"))
