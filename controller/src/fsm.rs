@@ -763,7 +763,9 @@ impl Fsm {
         let Some(peer) = self.peer.filter(|_| alive && heard_since) else {
             self.both_backup_since = None;
             let iv = self.peer.map_or(0, |p| p.interval);
-            if now >= self.listen_since.saturating_add(self.silence_needed(iv)) {
+            // Heard since we began listening and now silent: it died, act at once. Never
+            // heard: wait out the listening time.
+            if heard_since || now >= self.listen_since.saturating_add(self.silence_needed(iv)) {
                 let cause = if self.peer.is_some() {
                     Cause::PeerDead
                 } else {
@@ -775,16 +777,23 @@ impl Fsm {
         };
         // Just back from Init or Fault, the first heartbeats heard may be stale: a router
         // that queued them while our link was down delivers them in a burst, ahead of the
-        // peer's current ones. Taking the VIP on their word waits until a detection time of
-        // listening has passed; by then the latest heartbeat tells the truth.
+        // peer's current ones. Taking the VIP on their word waits until we have listened for
+        // a detection time (after Init) or RECOVERY_SILENCE (after a fault, when the peer
+        // should have taken over and its word "backup" is most likely old news).
         let settled = now
+            >= self
+                .listen_since
+                .saturating_add(self.silence_needed(peer.interval));
+        // A peer reporting Fault has lost the VIP (or is about to): only the Init listening
+        // time applies, so a link failure on the peer moves the VIP without delay.
+        let fault_settled = now
             >= self
                 .listen_since
                 .saturating_add(self.cfg.detect_time(peer.interval));
         match peer.state {
             State::Init | State::Fault => {
                 self.both_backup_since = None;
-                if settled {
+                if fault_settled {
                     self.enter(State::Active, Cause::PeerFault, now, out, log);
                 }
             }

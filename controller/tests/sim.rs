@@ -13,7 +13,10 @@ use std::{cmp::Reverse, collections::BinaryHeap};
 
 use controller::{
     auth::Key,
-    fsm::{Action, Cause, Event, Flags, FsmConfig, MS, Nanos, State, SwitchoverError, Transition},
+    fsm::{
+        Action, Cause, Event, Flags, FsmConfig, MS, Nanos, RECOVERY_SILENCE, State,
+        SwitchoverError, Transition,
+    },
     node::{Node, NodeConfig},
     packet::Heartbeat,
 };
@@ -623,13 +626,14 @@ fn fault_on_both_then_recovery() {
     assert!(s.holders().is_empty());
     s.set_health(1, true);
     let t0 = s.now;
-    // The recovered node asks (its heartbeat), the faulty peer answers at once; the node
-    // acts on it once it has listened for a detection time.
+    // The recovered node asks (its heartbeat), the faulty peer answers at once; back from a
+    // fault, the node acts on that news only after RECOVERY_SILENCE of listening (news heard
+    // right after a fault may be stale).
     let t = s
-        .run_until_pred(SEC, |s| s.state(1) == State::Active)
+        .run_until_pred(2 * SEC, |s| s.state(1) == State::Active)
         .unwrap();
     assert!(
-        t - t0 <= DETECT + 2 * DELAY + 100_000,
+        t - t0 <= RECOVERY_SILENCE + 2 * DELAY + 100_000,
         "took {} us",
         (t - t0) / 1000
     );
@@ -640,7 +644,7 @@ fn fault_on_both_then_recovery() {
     assert_eq!((s.state(0), s.state(1)), (State::Backup, State::Active));
     assert_eq!(s.moves, 1);
 
-    // Both recover at the same instant: exactly one active within a detection time and a few
+    // Both recover at the same instant: exactly one active within RECOVERY_SILENCE and a few
     // round trips.
     let mut s = steady_pair(false, SEC);
     s.set_health(0, false);
@@ -649,14 +653,21 @@ fn fault_on_both_then_recovery() {
     s.set_health(0, true);
     s.set_health(1, true);
     let t0 = s.now;
-    let t = s.run_until_pred(SEC, |s| s.active_count() == 1).unwrap();
+    let t = s
+        .run_until_pred(2 * SEC, |s| s.active_count() == 1)
+        .unwrap();
     assert!(
-        t - t0 <= DETECT + 4 * DELAY + 100_000,
+        t - t0 <= RECOVERY_SILENCE + 4 * DELAY + 100_000,
         "took {} us",
         (t - t0) / 1000
     );
+    // Which one is not fixed: the higher rank, fresh from a fault, does not trust the "both
+    // backup" news for RECOVERY_SILENCE, and the other takes the idle VIP after a detection
+    // time. Either way exactly one stays active and the VIP does not move again.
+    let holder = s.holders();
     s.run_for(5 * SEC);
-    assert_eq!((s.state(0), s.state(1)), (State::Active, State::Backup));
+    assert_eq!(s.active_count(), 1);
+    assert_eq!(s.holders(), holder, "no further move");
 }
 
 /// Flaps node `flapper`'s underlay link for `duration` (down and up phases of 1 to 3 s) and
