@@ -269,17 +269,23 @@ impl Snapshot {
         }
         let _ = writeln!(s, "\nper queue:");
         for q in &self.queues {
-            let (rx, tx): (u64, u64) = q
-                .ports
-                .iter()
-                .fold((0, 0), |(r, t), p| (r + p.rx_packets, t + p.tx_packets));
+            let (rx, rxb, tx, txb) = q.ports.iter().fold((0, 0, 0, 0), |a, p| {
+                (
+                    a.0 + p.rx_packets,
+                    a.1 + p.rx_bytes,
+                    a.2 + p.tx_packets,
+                    a.3 + p.tx_bytes,
+                )
+            });
             let _ = writeln!(
                 s,
-                "  queue {} cpu {}: rx {} tx {} | frames {} = free {} + fill {} + tx {} | loops {} idle {}",
+                "  queue {} cpu {}: rx {} pkts {} bytes, tx {} pkts {} bytes | frames {} = free {} + fill {} + tx {} | loops {} idle {}",
                 q.queue,
                 q.cpu.map_or("-".to_string(), |c| c.to_string()),
                 rx,
+                rxb,
                 tx,
+                txb,
                 q.frames_total,
                 q.frames_free,
                 q.frames_fill,
@@ -413,5 +419,68 @@ impl Snapshot {
             self.fdb_learned, self.fdb_static
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let port = |rx, tx| PortSnapshot {
+            vni: 10,
+            interface: "ovl0".into(),
+            rx_packets: rx,
+            rx_bytes: rx * 100,
+            tx_packets: tx,
+            tx_bytes: tx * 100,
+            flood_copies: 1,
+        };
+        let queue = |q, rx, tx, drops| QueueSnapshot {
+            queue: q,
+            ports: vec![port(rx, tx)],
+            drops: vec![("worker_no_nexthop".into(), drops)],
+            frames_total: 64,
+            frames_free: 32,
+            frames_fill: 32,
+            ..QueueSnapshot::default()
+        };
+        Snapshot {
+            underlay: "eth0".into(),
+            queues: vec![queue(0, 5, 7, 1), queue(1, 3, 2, 0)],
+            xdp: vec![("rx_vxlan".into(), 8), ("drop_unknown_vni".into(), 4)],
+            xdp_drop_names: vec!["drop_unknown_vni".into()],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn per_vni_sums_the_queues_and_drops_sum_both_sides() {
+        let s = snapshot();
+        let v = s.per_vni();
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].rx_packets, v[0].tx_packets), (8, 9));
+        assert_eq!((v[0].rx_bytes, v[0].flood_copies), (800, 2));
+        assert_eq!(s.total_drops(), 5);
+        assert_eq!(s.xdp_counter("drop_unknown_vni"), 4);
+        assert_eq!(s.xdp_counter("absent"), 0);
+        let text = s.render_text();
+        assert!(text.contains("queue 1 cpu -: rx 3 pkts 300 bytes, tx 2 pkts 200 bytes"));
+        assert!(text.contains("drop worker_no_nexthop: 1"));
+        assert!(text.contains("total drops: 5"));
+    }
+
+    #[test]
+    fn prometheus_text_has_one_sample_per_label_set() {
+        let p = snapshot().render_prometheus();
+        assert!(p.contains("ovl_vni_packets_total{vni=\"10\",queue=\"1\",direction=\"tx\"} 2\n"));
+        assert!(p.contains("ovl_worker_drops_total{queue=\"0\",reason=\"worker_no_nexthop\"} 1\n"));
+        assert!(p.contains("ovl_xdp_packets_total{outcome=\"drop_unknown_vni\"} 4\n"));
+        assert!(p.contains("ovl_umem_frames{queue=\"0\",place=\"free\"} 32\n"));
+        // Every sample line belongs to a family announced by # TYPE.
+        for line in p.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            assert!(p.contains(&format!("# TYPE {name} ")), "{line}");
+        }
     }
 }
