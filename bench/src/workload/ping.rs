@@ -218,26 +218,7 @@ impl HttpPing {
         let mut stats = RunStats::default();
         let mut tick: u64 = 0;
         loop {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            if let Limit::Count(n) = self.limit
-                && stats.requests >= n
-            {
-                break;
-            }
-            let Some(due) = tick_time(tick, self.interval) else {
-                break;
-            };
-            if let Limit::Duration(d) = self.limit
-                && due >= d
-            {
-                break;
-            }
-            let Some(deadline) = start.checked_add(due) else {
-                break;
-            };
-            if !sleep_until(deadline, stop) {
+            if !self.await_tick(tick, stats.requests, start, stop) {
                 break;
             }
             let at = SystemTime::now();
@@ -267,6 +248,31 @@ impl HttpPing {
         }
         stats.elapsed = start.elapsed();
         Ok(stats)
+    }
+
+    /// Sleeps until tick `tick` is due (start + tick x interval). False when the run is over
+    /// instead: stopped, `done` requests reach the count, or the tick falls past the duration.
+    fn await_tick(&self, tick: u64, done: u64, start: Instant, stop: &AtomicBool) -> bool {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        if let Limit::Count(n) = self.limit
+            && done >= n
+        {
+            return false;
+        }
+        let Some(due) = tick_time(tick, self.interval) else {
+            return false;
+        };
+        if let Limit::Duration(d) = self.limit
+            && due >= d
+        {
+            return false;
+        }
+        let Some(deadline) = start.checked_add(due) else {
+            return false;
+        };
+        sleep_until(deadline, stop)
     }
 
     /// Every tick on time, with up to `parallel` requests in flight; a tick that finds them all
@@ -316,26 +322,7 @@ impl HttpPing {
                     stats.requests += 1;
                     sink(&sample);
                 }
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Limit::Count(n) = self.limit
-                    && issued >= n
-                {
-                    break;
-                }
-                let Some(due) = tick_time(tick, self.interval) else {
-                    break;
-                };
-                if let Limit::Duration(d) = self.limit
-                    && due >= d
-                {
-                    break;
-                }
-                let Some(deadline) = start.checked_add(due) else {
-                    break;
-                };
-                if !sleep_until(deadline, stop) {
+                if !self.await_tick(tick, issued, start, stop) {
                     break;
                 }
                 // A worker is free only if it takes the tick right now (rendezvous channel).
