@@ -13,7 +13,7 @@ use std::{
 };
 
 use bench::workload::Summary;
-use ovl_lab::{Lab, LabSpec, MEMBERS, Pair, PairBins, PairOptions, Signal};
+use ovl_lab::{Lab, LabSpec, MEMBERS, Pair, PairBins, PairOptions, Signal, other_member as other};
 
 /// Requests in flight at once: every millisecond tick goes out on time even while earlier
 /// requests hang on a member that just died, so the gaps measure the failover, not the
@@ -61,10 +61,6 @@ fn setup(tag: &str, opts: PairOptions) -> (Lab, Pair) {
     let mut lab = Lab::up(&spec).expect("lab up");
     let pair = Pair::start(&mut lab, pair_bins, opts).expect("pair up");
     (lab, pair)
-}
-
-fn other(h: &str) -> &'static str {
-    if h == "pri" { "sec" } else { "pri" }
 }
 
 fn owner(lab: &Lab, pair: &Pair) -> &'static str {

@@ -438,8 +438,8 @@ pub fn run(config_path: &Path) -> Result<()> {
             tracing::warn!("detach: {e}");
         }
     }
-    for q in 0..64 {
-        let _ = ctl.xdp.unset_xsk(q);
+    for slot in 0..ovl_common::XSK_SLOTS {
+        let _ = ctl.xdp.unset_xsk(slot);
     }
     drop(ctl);
     drop(host);

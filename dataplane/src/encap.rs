@@ -34,12 +34,24 @@ impl Outer {
     }
 }
 
+/// The largest outer header (GENEVE with its option).
+pub const MAX_OUTER: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + GENEVE_HLEN + GENEVE_OPT_LEN;
+
 /// Writes the outer headers followed by `inner` into `out` and returns the frame length, or
 /// `None` if `out` is too small.
 pub fn encapsulate(inner: &[u8], outer: &Outer, out: &mut [u8]) -> Option<usize> {
+    let hdr = outer_header(inner, outer, out)?;
+    let total = hdr + inner.len();
+    out.get_mut(hdr..total)?.copy_from_slice(inner);
+    Some(total)
+}
+
+/// Writes only the outer headers for `inner` (lengths and flow hash depend on it) into `out`
+/// and returns their length, so a caller can place the inner frame itself without a copy.
+pub fn outer_header(inner: &[u8], outer: &Outer, out: &mut [u8]) -> Option<usize> {
     let hdr = outer.overhead();
     let total = hdr + inner.len();
-    if out.len() < total || inner.len() < ETH_HLEN {
+    if out.len() < hdr || inner.len() < ETH_HLEN {
         return None;
     }
     let ip_len = u16::try_from(total - ETH_HLEN).ok()?;
@@ -92,8 +104,8 @@ pub fn encapsulate(inner: &[u8], outer: &Outer, out: &mut [u8]) -> Option<usize>
             }
         }
     };
-    rest[tun_len..tun_len + inner.len()].copy_from_slice(inner);
-    Some(total)
+    debug_assert_eq!(ETH_HLEN + IPV4_HLEN + UDP_HLEN + tun_len, hdr);
+    Some(hdr)
 }
 
 fn ipv4_checksum(hdr: &[u8]) -> u16 {

@@ -23,7 +23,7 @@ use xsk_rs::{
 };
 
 use crate::{
-    encap::{Outer, encapsulate},
+    encap::{MAX_OUTER, Outer, outer_header},
     stats::{QueueCounters, WorkerDrop, bump},
 };
 
@@ -128,12 +128,6 @@ impl Sock {
     fn fd(&self) -> i32 {
         self.rx.fd().as_raw_fd()
     }
-}
-
-/// The sockets of a worker, for registration in the XSKMAP by the control thread.
-#[derive(Debug, Clone, Copy)]
-pub struct SocketFds {
-    pub underlay: i32,
 }
 
 pub struct Worker {
@@ -484,15 +478,15 @@ impl Worker {
         // SAFETY: `desc` is an RX frame we own until released; `out` is a free frame nobody
         // else touches. They are different frames.
         let inner = unsafe { self.umem.data(desc) };
-        let mut buf = [0u8; 4096];
-        let written = encapsulate(inner.contents(), &outer, &mut buf);
+        let mut hdr = [0u8; MAX_OUTER];
+        let written = outer_header(inner.contents(), &outer, &mut hdr);
         // SAFETY: as above.
         let mut data = unsafe { self.umem.data_mut(&mut out) };
         let ok = match written {
             Some(n) => {
                 let mut c = data.cursor();
                 c.set_pos(0);
-                c.write_all(&buf[..n]).is_ok()
+                c.write_all(&hdr[..n]).is_ok() && c.write_all(inner.contents()).is_ok()
             }
             None => false,
         };

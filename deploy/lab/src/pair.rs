@@ -68,7 +68,8 @@ fn priority(host: &str) -> u32 {
     if host == "pri" { 200 } else { 100 }
 }
 
-fn other(host: &str) -> &'static str {
+/// The other member of the pair.
+pub fn other(host: &str) -> &'static str {
     if host == "pri" { "sec" } else { "pri" }
 }
 
