@@ -925,3 +925,80 @@ fn bad_config_is_refused_before_anything_is_touched() {
         assert!(!links.contains("ovl0"), "{field}: nothing created");
     }
 }
+
+#[test]
+fn learned_macs_age_out_and_next_hop_changes_are_followed() {
+    require_root();
+    let mut spec = client_and_pri("ag", 4789);
+    spec.fdb_ageing_secs = Some(2);
+    let lab = Lab::up(&spec).expect("lab up");
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+    assert!(lab.ping("client", pri_ip).expect("ping"));
+    assert!(
+        stats(&lab, "pri").fdb_learned >= 1,
+        "the client's MAC was learned"
+    );
+
+    // No traffic from the client: its entry expires (ageing is checked every second).
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while stats(&lab, "pri").fdb_learned != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "learned entry aged out within 2 s + 1 s + slack"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Unknown again: pri's next frame to the client is flooded, and still arrives.
+    let before = stats(&lab, "pri").xdp_counter("tx_unknown_unicast");
+    let (ok, text) = sh(&lab, "pri", &["ping", "-c", "1", "-W", "2", "192.168.0.4"]);
+    assert!(ok, "{text}");
+    assert!(
+        stats(&lab, "pri").xdp_counter("tx_unknown_unicast") > before,
+        "the aged-out MAC was flooded"
+    );
+
+    // The outer next hop changes MAC: the data plane follows the kernel's neighbour table.
+    let new_mac = "02:aa:bb:cc:dd:01";
+    let gw = lab.gateway_ip("pri").expect("gateway").to_string();
+    let (ok, text) = sh(
+        &lab,
+        "fabric",
+        &["ip", "link", "set", "to-pri", "address", new_mac],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = sh(
+        &lab,
+        "pri",
+        &[
+            "ip", "neigh", "replace", &gw, "lladdr", new_mac, "dev", "eth0",
+        ],
+    );
+    assert!(ok, "{text}");
+    let client_vtep = lab.underlay_ip("client").expect("client").to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = stats(&lab, "pri");
+        if s.nexthops
+            .contains(&(client_vtep.clone(), Some(new_mac.to_string())))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "next hop updated: {:?}",
+            s.nexthops
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Frames with the old MAC would be dropped by the router: traffic proves the update.
+    assert!(
+        lab.ping("client", pri_ip).expect("ping"),
+        "client -> pri after the change"
+    );
+    let (ok, text) = sh(
+        &lab,
+        "pri",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.0.4"],
+    );
+    assert!(ok, "pri -> client after the change: {text}");
+}

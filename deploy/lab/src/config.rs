@@ -15,6 +15,8 @@ struct File {
     underlay: Underlay,
     workers: Workers,
     stats: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fdb: Option<Fdb>,
     vni: Vec<Vni>,
 }
 
@@ -28,6 +30,11 @@ struct Underlay {
 #[derive(Serialize)]
 struct Workers {
     queues: u32,
+}
+
+#[derive(Serialize)]
+struct Fdb {
+    ageing_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -96,6 +103,7 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             prometheus: PROMETHEUS,
             control_socket: control_socket.to_string_lossy().into_owned(),
         },
+        fdb: spec.fdb_ageing_secs.map(|ageing_secs| Fdb { ageing_secs }),
         vni: vec![Vni {
             id: vni,
             encap: encap.as_str(),

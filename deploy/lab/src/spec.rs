@@ -199,6 +199,8 @@ pub struct LabSpec {
     /// IPv6 in the namespaces. Off by default, so no router solicitations, MLD reports or
     /// DAD probes cross the overlay and counters stay exact; turn it on for IPv6 VIPs.
     pub ipv6: bool,
+    /// `[fdb] ageing_secs` for our data planes (their default when `None`).
+    pub fdb_ageing_secs: Option<u64>,
 }
 
 /// VNI, port and overlay subnet of the seed set-up.
@@ -234,6 +236,7 @@ impl LabSpec {
             dataplane_bin: dataplane_bin.into(),
             ready_timeout: Duration::from_secs(10),
             ipv6: false,
+            fdb_ageing_secs: None,
         }
     }
 
