@@ -30,6 +30,8 @@ struct Underlay {
 #[derive(Serialize)]
 struct Workers {
     queues: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<Vec<u32>>,
 }
 
 #[derive(Serialize)]
@@ -97,7 +99,10 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             // Driver mode works on veth; auto still falls back (with a warning) if not.
             xdp_mode: "auto",
         },
-        workers: Workers { queues: 1 },
+        workers: Workers {
+            queues: spec.queues,
+            cpus: (spec.queues > 1).then(|| (0..spec.queues).collect()),
+        },
         stats: Stats {
             // Each data plane has its own namespace, so the same loopback port never clashes.
             prometheus: PROMETHEUS,

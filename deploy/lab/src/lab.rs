@@ -232,14 +232,35 @@ impl Lab {
             netns::add(&ns)?;
             self.set_ipv6(&ns)?;
             let port = format!("to-{}", h.name);
+            let queues = self.spec.queues.max(1).to_string();
             // Created inside the router's namespace with the peer moved straight into the
             // host's, so nothing ever appears in the root namespace and names cannot clash
             // between labs.
             cmd::ip_ns(
                 &fabric,
                 &[
-                    "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", "eth0",
-                    "mtu", &mtu, "netns", &ns,
+                    "link",
+                    "add",
+                    &port,
+                    "mtu",
+                    &mtu,
+                    "numtxqueues",
+                    &queues,
+                    "numrxqueues",
+                    &queues,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "numtxqueues",
+                    &queues,
+                    "numrxqueues",
+                    &queues,
+                    "mtu",
+                    &mtu,
+                    "netns",
+                    &ns,
                 ],
             )?;
             cmd::ip_ns(&fabric, &["addr", "add", &format!("{gw}/24"), "dev", &port])?;

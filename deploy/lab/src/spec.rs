@@ -201,6 +201,9 @@ pub struct LabSpec {
     pub ipv6: bool,
     /// `[fdb] ageing_secs` for our data planes (their default when `None`).
     pub fdb_ageing_secs: Option<u64>,
+    /// Queues of every underlay veth, and AF_XDP workers of our data planes (one per queue,
+    /// queue i's worker pinned to CPU i when there is more than one).
+    pub queues: u32,
 }
 
 /// VNI, port and overlay subnet of the seed set-up.
@@ -237,6 +240,7 @@ impl LabSpec {
             ready_timeout: Duration::from_secs(10),
             ipv6: false,
             fdb_ageing_secs: None,
+            queues: 1,
         }
     }
 
