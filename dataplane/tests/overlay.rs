@@ -665,6 +665,16 @@ impl AsRawFd for RawSocket {
     }
 }
 
+/// TX drops of the fabric's veth towards pri.
+fn veth_tx_dropped(lab: &Lab) -> u64 {
+    let (ok, text) = sh(lab, "fabric", &["ip", "-s", "-j", "link", "show", "to-pri"]);
+    assert!(ok, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v[0]["stats64"]["tx"]["dropped"].as_u64())
+        .expect("to-pri tx dropped counter")
+}
+
 #[test]
 fn bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes() {
     require_root();
@@ -696,6 +706,7 @@ fn bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes() {
         })
         .expect("fabric ns");
     let before = stats(&lab, "pri");
+    let lost_before = veth_tx_dropped(&lab);
     let pri_vtep = lab.underlay_ip("pri").expect("pri").octets();
     let client_vtep = lab.underlay_ip("client").expect("client").octets();
 
@@ -791,15 +802,31 @@ fn bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes() {
     let after = stats(&lab, "pri");
     let delta = |name: &str| after.xdp_counter(name) - before.xdp_counter(name);
     eprintln!("{}", after.render_text());
-    assert_eq!(delta("drop_vxlan_flags"), sent[0], "missing I flag");
-    assert_eq!(delta("drop_unknown_vni"), sent[1], "unknown VNI");
-    assert_eq!(delta("drop_ipv4_checksum"), sent[2], "bad checksum");
-    assert_eq!(delta("drop_udp_length"), sent[3], "bad UDP length");
-    assert_eq!(delta("drop_inner_truncated"), sent[4], "runt inner frames");
+    // A frame the veth itself dropped (its XDP ring full under load) never reached the
+    // program; the veth counts those as TX drops on the fabric's side.
+    let lost = veth_tx_dropped(&lab) - lost_before;
+    eprintln!("veth drops before our program: {lost}");
+    for (k, (name, what)) in [
+        ("drop_vxlan_flags", "missing I flag"),
+        ("drop_unknown_vni", "unknown VNI"),
+        ("drop_ipv4_checksum", "bad checksum"),
+        ("drop_udp_length", "bad UDP length"),
+        ("drop_inner_truncated", "runt inner frames"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = delta(name);
+        assert!(
+            d <= sent[k] && d + lost >= sent[k],
+            "{what}: {d} counted as {name} of {sent:?}[{k}] sent ({lost} lost in the veth)"
+        );
+    }
     let drops = after.total_drops() - before.total_drops();
-    assert_eq!(
-        drops, malformed,
-        "every malformed frame, and nothing else, was dropped"
+    assert!(
+        drops <= malformed && drops + lost >= malformed,
+        "every malformed frame that reached the program, and nothing else, was dropped: \
+         {drops} drops, {malformed} malformed, {lost} lost in the veth"
     );
 
     // Still up, still forwarding, and every UMEM frame accounted for after the long run.
