@@ -185,6 +185,15 @@ fn assert_transfer(lab: &Lab, from: &str, to: &str, dst: Ipv4Addr, port: u16, by
     assert_eq!(got, sent, "{from} -> {to}: SHA-256 of what arrived");
 }
 
+/// `ping -M do` (DF set) of `size` payload bytes, `count` echoes 200 ms apart.
+fn ping_df(lab: &Lab, host: &str, size: u16, count: u8, dst: &str) -> (bool, String) {
+    let (size, count) = (size.to_string(), count.to_string());
+    let args = [
+        "ping", "-M", "do", "-s", &size, "-c", &count, "-i", "0.2", "-W", "2", dst,
+    ];
+    sh(lab, host, &args)
+}
+
 fn neighbour_mac(lab: &Lab, host: &str, dev: &str, ip: &str) -> Option<String> {
     let (_, text) = sh(lab, host, &["ip", "neigh", "show", ip, "dev", dev]);
     text.split_whitespace()
@@ -233,57 +242,12 @@ fn kernel_vxlan_client_and_our_pri_interoperate() {
     );
 
     // Too big with DF: refused locally with the same MTU as the kernel driver's.
-    let (ok_k, kernel) = sh(
-        &lab,
-        "client",
-        &[
-            "ping",
-            "-M",
-            "do",
-            "-s",
-            "1423",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            "192.168.0.10",
-        ],
-    );
-    let (ok_o, ours) = sh(
-        &lab,
-        "pri",
-        &[
-            "ping",
-            "-M",
-            "do",
-            "-s",
-            "1423",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            "192.168.0.4",
-        ],
-    );
+    let (ok_k, kernel) = ping_df(&lab, "client", 1423, 1, "192.168.0.10");
+    let (ok_o, ours) = ping_df(&lab, "pri", 1423, 1, "192.168.0.4");
     assert!(!ok_k && !ok_o, "1423 + 28 > 1450 must fail on both sides");
     assert!(kernel.contains("mtu=1450"), "kernel driver: {kernel}");
     assert!(ours.contains("mtu=1450"), "our overlay port: {ours}");
-    let (ok, _) = sh(
-        &lab,
-        "pri",
-        &[
-            "ping",
-            "-M",
-            "do",
-            "-s",
-            "1422",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "192.168.0.4",
-        ],
-    );
+    let (ok, _) = ping_df(&lab, "pri", 1422, 1, "192.168.0.4");
     assert!(ok, "exactly the overlay MTU passes");
 
     // A misconfigured larger MTU on the kernel side: the frame reaches the egress program,
@@ -293,24 +257,7 @@ fn kernel_vxlan_client_and_our_pri_interoperate() {
         let (ok, text) = sh(&lab, "pri", &["ip", "link", "set", dev, "mtu", "1500"]);
         assert!(ok, "{text}");
     }
-    let (ok, _) = sh(
-        &lab,
-        "pri",
-        &[
-            "ping",
-            "-M",
-            "do",
-            "-s",
-            "1472",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "192.168.0.4",
-        ],
-    );
+    let (ok, _) = ping_df(&lab, "pri", 1472, 2, "192.168.0.4");
     assert!(
         !ok,
         "an inner frame over the overlay MTU must not get through"
