@@ -76,6 +76,12 @@ pub struct QueueCounters {
     pub frames_fill: AtomicU64,
     pub frames_tx: AtomicU64,
     pub learn_events: AtomicU64,
+    /// The kernel's own AF_XDP counters, summed over this worker's sockets: frames it could
+    /// not hand us (RX ring full, no fill descriptor, other), and bad TX descriptors.
+    pub xsk_rx_ring_full: AtomicU64,
+    pub xsk_rx_dropped: AtomicU64,
+    pub xsk_fill_ring_empty: AtomicU64,
+    pub xsk_tx_invalid: AtomicU64,
 }
 
 impl QueueCounters {
@@ -92,6 +98,10 @@ impl QueueCounters {
             frames_fill: AtomicU64::new(0),
             frames_tx: AtomicU64::new(0),
             learn_events: AtomicU64::new(0),
+            xsk_rx_ring_full: AtomicU64::new(0),
+            xsk_rx_dropped: AtomicU64::new(0),
+            xsk_fill_ring_empty: AtomicU64::new(0),
+            xsk_tx_invalid: AtomicU64::new(0),
         }
     }
 
@@ -129,6 +139,8 @@ pub struct QueueSnapshot {
     pub loops: u64,
     pub idle_polls: u64,
     pub learn_events: u64,
+    /// Fill ring found empty by the kernel (descriptors; not drops by themselves).
+    pub xsk_fill_ring_empty: u64,
 }
 
 /// Everything `dataplane stats` prints.
@@ -168,6 +180,14 @@ impl Snapshot {
             drops: WorkerDrop::ALL
                 .iter()
                 .map(|d| (d.name().to_string(), q.drops[*d as usize].load(Relaxed)))
+                .chain([
+                    (
+                        "xsk_rx_ring_full".to_string(),
+                        q.xsk_rx_ring_full.load(Relaxed),
+                    ),
+                    ("xsk_rx_dropped".to_string(), q.xsk_rx_dropped.load(Relaxed)),
+                    ("xsk_tx_invalid".to_string(), q.xsk_tx_invalid.load(Relaxed)),
+                ])
                 .collect(),
             frames_total: q.frames_total.load(Relaxed),
             frames_free: q.frames_free.load(Relaxed),
@@ -176,6 +196,7 @@ impl Snapshot {
             loops: q.loops.load(Relaxed),
             idle_polls: q.idle_polls.load(Relaxed),
             learn_events: q.learn_events.load(Relaxed),
+            xsk_fill_ring_empty: q.xsk_fill_ring_empty.load(Relaxed),
         }
     }
 
@@ -279,7 +300,7 @@ impl Snapshot {
             });
             let _ = writeln!(
                 s,
-                "  queue {} cpu {}: rx {} pkts {} bytes, tx {} pkts {} bytes | frames {} = free {} + fill {} + tx {} | loops {} idle {}",
+                "  queue {} cpu {}: rx {} pkts {} bytes, tx {} pkts {} bytes | frames {} = free {} + fill {} + tx {} | loops {} idle {} | fill ring found empty {}",
                 q.queue,
                 q.cpu.map_or("-".to_string(), |c| c.to_string()),
                 rx,
@@ -291,7 +312,8 @@ impl Snapshot {
                 q.frames_fill,
                 q.frames_tx,
                 q.loops,
-                q.idle_polls
+                q.idle_polls,
+                q.xsk_fill_ring_empty
             );
             for (name, v) in q.drops.iter().filter(|(_, v)| *v != 0) {
                 let _ = writeln!(s, "    drop {name}: {v}");
@@ -373,7 +395,7 @@ impl Snapshot {
             &mut s,
             "ovl_worker_drops_total",
             "counter",
-            "Frames dropped by the AF_XDP workers, by reason.",
+            "Frames dropped by the AF_XDP workers or, for xsk_*, by the kernel on their sockets, by reason.",
         );
         for q in &self.queues {
             for (name, v) in &q.drops {

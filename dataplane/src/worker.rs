@@ -143,6 +143,7 @@ pub struct Worker {
     to_control: Sender<FromWorker>,
     from_control: Receiver<ToWorker>,
     resolve_asked: HashMap<Ipv4Addr, Instant>,
+    next_xsk_stats: Instant,
 }
 
 impl std::fmt::Debug for Worker {
@@ -236,6 +237,7 @@ impl Worker {
             to_control,
             from_control,
             resolve_asked: HashMap::new(),
+            next_xsk_stats: Instant::now(),
         };
         w.refill();
         Ok(w)
@@ -261,6 +263,7 @@ impl Worker {
             }
         }
         self.check_frames();
+        self.publish_xsk_stats();
         tracing::info!(queue = self.spec.queue, "worker stopped");
     }
 
@@ -289,7 +292,30 @@ impl Worker {
         self.transmit();
         self.refill();
         self.publish_frames();
+        if now >= self.next_xsk_stats {
+            self.next_xsk_stats = now + Duration::from_millis(100);
+            self.publish_xsk_stats();
+        }
         work
+    }
+
+    /// Sums the kernel's counters of our sockets into the queue's counters (they are
+    /// cumulative per socket, so the sum replaces the last one).
+    fn publish_xsk_stats(&self) {
+        let (mut full, mut dropped, mut empty, mut invalid) = (0, 0, 0, 0);
+        for sock in &self.socks {
+            if let Ok(st) = sock.rx.fd().xdp_statistics() {
+                full += st.rx_ring_full();
+                dropped += st.rx_dropped();
+                empty += st.rx_fill_ring_empty_descs();
+                invalid += st.tx_invalid_descs();
+            }
+        }
+        let c = &self.counters;
+        c.xsk_rx_ring_full.store(full, Ordering::Relaxed);
+        c.xsk_rx_dropped.store(dropped, Ordering::Relaxed);
+        c.xsk_fill_ring_empty.store(empty, Ordering::Relaxed);
+        c.xsk_tx_invalid.store(invalid, Ordering::Relaxed);
     }
 
     fn complete(&mut self) -> usize {
