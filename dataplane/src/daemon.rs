@@ -282,7 +282,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     let port_specs: Vec<PortSpec> = cfg
         .vnis
         .iter()
-        .map(|v| PortSpec {
+        .enumerate()
+        .map(|(i, v)| PortSpec {
+            mtu: report.mtu(i),
             vni: v.id,
             dp_interface: v.dp_interface(),
             encap: v.encap,

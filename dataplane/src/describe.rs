@@ -97,6 +97,7 @@ pub fn meta(m: &XdpMeta) -> String {
         Some(MetaKind::NoNeighbour) => {
             format!("VNI {} to {peer}, next hop unresolved", m.vni)
         }
+        Some(MetaKind::TooBig) => format!("VNI {}, too big for the overlay, DF set", m.vni),
         None => format!("unknown kind {}", m.kind),
     }
 }

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod describe;
 pub mod encap;
 pub mod netns;
+pub mod pmtu;
 pub mod stats;
 pub mod testrun;
 pub mod worker;

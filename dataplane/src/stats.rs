@@ -76,6 +76,8 @@ pub struct QueueCounters {
     pub frames_fill: AtomicU64,
     pub frames_tx: AtomicU64,
     pub learn_events: AtomicU64,
+    /// ICMP "fragmentation needed" answers sent back into the overlay ports.
+    pub icmp_frag_needed: AtomicU64,
     /// The kernel's own AF_XDP counters, summed over this worker's sockets: frames it could
     /// not hand us (RX ring full, no fill descriptor, other), and bad TX descriptors.
     pub xsk_rx_ring_full: AtomicU64,
@@ -98,6 +100,7 @@ impl QueueCounters {
             frames_fill: AtomicU64::new(0),
             frames_tx: AtomicU64::new(0),
             learn_events: AtomicU64::new(0),
+            icmp_frag_needed: AtomicU64::new(0),
             xsk_rx_ring_full: AtomicU64::new(0),
             xsk_rx_dropped: AtomicU64::new(0),
             xsk_fill_ring_empty: AtomicU64::new(0),
@@ -139,6 +142,7 @@ pub struct QueueSnapshot {
     pub loops: u64,
     pub idle_polls: u64,
     pub learn_events: u64,
+    pub icmp_frag_needed: u64,
     /// Fill ring found empty by the kernel (descriptors; not drops by themselves).
     pub xsk_fill_ring_empty: u64,
 }
@@ -196,6 +200,7 @@ impl Snapshot {
             loops: q.loops.load(Relaxed),
             idle_polls: q.idle_polls.load(Relaxed),
             learn_events: q.learn_events.load(Relaxed),
+            icmp_frag_needed: q.icmp_frag_needed.load(Relaxed),
             xsk_fill_ring_empty: q.xsk_fill_ring_empty.load(Relaxed),
         }
     }
@@ -300,7 +305,7 @@ impl Snapshot {
             });
             let _ = writeln!(
                 s,
-                "  queue {} cpu {}: rx {} pkts {} bytes, tx {} pkts {} bytes | frames {} = free {} + fill {} + tx {} | loops {} idle {} | fill ring found empty {}",
+                "  queue {} cpu {}: rx {} pkts {} bytes, tx {} pkts {} bytes | frames {} = free {} + fill {} + tx {} | loops {} idle {} | fill ring found empty {} | ICMP frag needed sent {}",
                 q.queue,
                 q.cpu.map_or("-".to_string(), |c| c.to_string()),
                 rx,
@@ -313,7 +318,8 @@ impl Snapshot {
                 q.frames_tx,
                 q.loops,
                 q.idle_polls,
-                q.xsk_fill_ring_empty
+                q.xsk_fill_ring_empty,
+                q.icmp_frag_needed
             );
             for (name, v) in q.drops.iter().filter(|(_, v)| *v != 0) {
                 let _ = writeln!(s, "    drop {name}: {v}");

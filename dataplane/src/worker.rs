@@ -24,6 +24,7 @@ use xsk_rs::{
 
 use crate::{
     encap::{MAX_OUTER, Outer, outer_header},
+    pmtu::frag_needed,
     stats::{QueueCounters, WorkerDrop, bump},
 };
 
@@ -37,6 +38,8 @@ pub struct PortSpec {
     pub udp_port: u16,
     pub geneve_option: Option<[u8; GENEVE_OPT_LEN]>,
     pub flood: Vec<Ipv4Addr>,
+    /// The overlay MTU, told to senders of too-big DF packets.
+    pub mtu: u32,
 }
 
 /// What a worker needs to start.
@@ -448,6 +451,10 @@ impl Worker {
                 }
                 self.frames.release(&desc);
             }
+            (Some(_), Some(MetaKind::TooBig)) => {
+                self.answer_too_big(p, &desc);
+                self.frames.release(&desc);
+            }
             (Some(m), Some(MetaKind::NoNeighbour)) => {
                 let remote = Ipv4Addr::from(m.peer_ip_be.to_ne_bytes());
                 self.encap_copy(p, &desc, remote, false, now);
@@ -528,6 +535,32 @@ impl Worker {
             bump(&c.flood_copies, 1);
         }
         self.socks[0].pending.push(out);
+    }
+
+    /// Sends ICMP "fragmentation needed" back into the overlay port for a too-big DF packet
+    /// (already counted as `drop_tx_too_big` by the program).
+    fn answer_too_big(&mut self, p: usize, desc: &FrameDesc) {
+        let mtu = u16::try_from(self.spec.ports[p].mtu).unwrap_or(u16::MAX);
+        // SAFETY: `desc` came off an RX ring and is ours until released.
+        let frame = unsafe { self.umem.data(desc) };
+        let mut buf = [0u8; 128];
+        let Some(n) = frag_needed(frame.contents(), mtu, &mut buf) else {
+            return;
+        };
+        let Some(mut out) = self.frames.take() else {
+            self.counters.count_drop(WorkerDrop::NoFrame, 1);
+            return;
+        };
+        // SAFETY: a free frame nobody else touches.
+        let mut data = unsafe { self.umem.data_mut(&mut out) };
+        let mut c = data.cursor();
+        c.set_pos(0);
+        if c.write_all(&buf[..n]).is_err() {
+            self.frames.release(&out);
+            return;
+        }
+        bump(&self.counters.icmp_frag_needed, 1);
+        self.socks[1 + p].pending.push(out);
     }
 
     fn transmit(&mut self) {

@@ -772,11 +772,23 @@ fn egress_bad_input_is_counted() {
         let fits = inner_frame(INNER_B, 1450 - 28);
         let out = env.egress(&fits, Counter::TxVxlan);
         assert_eq!(out.frame.len(), 14 + MTU as usize);
-        // ...one byte more would not fit.
+        // ...one byte more would not fit. With DF set the frame goes up, marked, for the
+        // worker's ICMP "fragmentation needed"; still counted as the drop it is.
         let over = inner_frame(INNER_B, 1451 - 28);
         let out = env.egress(&over, Counter::DropTxTooBig);
-        assert_eq!(action_name(out.action), action_name(XDP_DROP));
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
         assert_eq!(out.frame, over);
+        assert_eq!(
+            out.xdp_meta().expect("metadata").kind,
+            MetaKind::TooBig as u8
+        );
+        // Without DF nobody is told: a plain drop.
+        let mut no_df = over.clone();
+        no_df[14 + 6] = 0;
+        fix_ipv4_checksum(&mut no_df, 14);
+        let out = env.egress(&no_df, Counter::DropTxTooBig);
+        assert_eq!(action_name(out.action), action_name(XDP_DROP));
+        assert_eq!(out.frame, no_df);
 
         // With the GENEVE option, the overlay MTU is 8 bytes smaller.
         env.obj

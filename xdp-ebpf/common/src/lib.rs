@@ -248,6 +248,10 @@ pub enum MetaKind {
     /// Known unicast whose remote VTEP has no next-hop MAC yet, not encapsulated: userspace
     /// resolves the neighbour and encapsulates.
     NoNeighbour = 4,
+    /// An IPv4 packet with DF from an overlay port, too big for the overlay MTU, not
+    /// encapsulated (and counted as `drop_tx_too_big`): userspace answers the sender with
+    /// ICMP "fragmentation needed", as the kernel's tunnel drivers do.
+    TooBig = 5,
 }
 
 impl MetaKind {
@@ -257,6 +261,7 @@ impl MetaKind {
             2 => Some(MetaKind::Encapped),
             3 => Some(MetaKind::Flood),
             4 => Some(MetaKind::NoNeighbour),
+            5 => Some(MetaKind::TooBig),
             _ => None,
         }
     }

@@ -356,11 +356,6 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         return drop(Counter::DropTxUnknownVni);
     };
     let frame_len = end - data;
-    if frame_len - ETH_HLEN > overlay_mtu(cfg, vinfo) {
-        return drop(Counter::DropTxTooBig);
-    }
-    // SAFETY: data + 14 <= end checked above.
-    let dst: [u8; 6] = unsafe { core::ptr::read_unaligned(data as *const [u8; 6]) };
     let mut meta = XdpMeta {
         magic: XDP_META_MAGIC,
         kind: MetaKind::Flood as u8,
@@ -370,6 +365,21 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         peer_port_be: 0,
         _pad: 0,
     };
+    if frame_len - ETH_HLEN > overlay_mtu(cfg, vinfo) {
+        // IPv4 with DF: userspace tells the sender the MTU (ICMP "fragmentation needed"), as
+        // the kernel's tunnel drivers do. Either way the frame itself is dropped, and counted.
+        let df = match u8_at(data + ETH_HLEN + 6, end) {
+            Some(flags) => be16(data + 12) == ETH_P_IPV4 && flags & 0x40 != 0,
+            None => false,
+        };
+        if df {
+            meta.kind = MetaKind::TooBig as u8;
+            return to_socket(ctx, meta, slot, Counter::DropTxTooBig);
+        }
+        return drop(Counter::DropTxTooBig);
+    }
+    // SAFETY: data + 14 <= end checked above.
+    let dst: [u8; 6] = unsafe { core::ptr::read_unaligned(data as *const [u8; 6]) };
     if dst[0] & 1 != 0 {
         return to_socket(ctx, meta, slot, Counter::TxFlood);
     }
