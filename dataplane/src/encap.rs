@@ -71,7 +71,7 @@ pub fn outer_header(inner: &[u8], outer: &Outer, out: &mut [u8]) -> Option<usize
     ip[10..12].copy_from_slice(&[0, 0]);
     ip[12..16].copy_from_slice(&outer.src_ip.octets());
     ip[16..20].copy_from_slice(&outer.dst_ip.octets());
-    let csum = ipv4_checksum(ip);
+    let csum = ovl_wire::checksum::checksum(ip);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
 
     let (udp, rest) = rest.split_at_mut(UDP_HLEN);
@@ -106,17 +106,6 @@ pub fn outer_header(inner: &[u8], outer: &Outer, out: &mut [u8]) -> Option<usize
     };
     debug_assert_eq!(ETH_HLEN + IPV4_HLEN + UDP_HLEN + tun_len, hdr);
     Some(hdr)
-}
-
-fn ipv4_checksum(hdr: &[u8]) -> u16 {
-    let mut sum: u32 = hdr
-        .chunks_exact(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 fn raw32(b: &[u8], at: usize) -> Option<u32> {

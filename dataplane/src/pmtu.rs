@@ -4,6 +4,7 @@
 //! overlay MTU instead of losing packets silently.
 
 use ovl_common::{ETH_HLEN, ETH_P_IPV4, IPV4_HLEN};
+use ovl_wire::checksum::checksum;
 
 const ICMP_HLEN: usize = 8;
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -11,17 +12,6 @@ const ICMP_FRAG_NEEDED: u8 = 4;
 const IPPROTO_ICMP: u8 = 1;
 /// Bytes of the offending packet's payload quoted after its IP header (RFC 792's minimum).
 const QUOTED_PAYLOAD: usize = 8;
-
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// Writes, into `out`, the Ethernet frame carrying ICMP "fragmentation needed" (next-hop MTU
 /// `mtu`) in answer to `frame`. `None` if `frame` is not an IPv4 packet with DF and a sane
