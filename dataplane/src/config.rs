@@ -295,10 +295,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], ParseError> {
 }
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
-}
+pub use ovl_netlink::format_mac;
 
 /// Name of an encapsulation as written in the file.
 pub fn encap_name(encap: Encap) -> &'static str {

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use aya::programs::{XdpMode, xdp::XdpLinkId};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use ovl_common::{FDB_FLAG_STATIC, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniInfo};
-use ovl_netlink::Netlink;
+use ovl_netlink::{Netlink, format_mac};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -536,7 +536,7 @@ impl Control {
                 };
                 self.learned.insert((vni, mac), (remote, now));
                 if changed {
-                    tracing::debug!(vni, mac = %fmt_mac(mac), %remote, "learned");
+                    tracing::debug!(vni, mac = %format_mac(&mac), %remote, "learned");
                     if let Err(e) = self.xdp.set_fdb(
                         FdbKey::new(vni, mac),
                         FdbEntry {
@@ -572,7 +572,7 @@ impl Control {
             .collect();
         for key in expired {
             self.learned.remove(&key);
-            tracing::debug!(vni = key.0, mac = %fmt_mac(key.1), "aged out");
+            tracing::debug!(vni = key.0, mac = %format_mac(&key.1), "aged out");
             let _ = self.xdp.remove_fdb(FdbKey::new(key.0, key.1));
         }
     }
@@ -613,7 +613,7 @@ impl Control {
         }
         match found {
             Some(mac) => {
-                tracing::info!(%remote, mac = %fmt_mac(mac), "next hop resolved");
+                tracing::info!(%remote, mac = %format_mac(&mac), "next hop resolved");
                 let _ = self
                     .xdp
                     .set_nexthop(be(remote), NextHop { mac, _pad: [0; 2] });
@@ -652,7 +652,7 @@ impl Control {
         let mut nexthops: Vec<(String, Option<String>)> = self
             .nexthops
             .iter()
-            .map(|(ip, mac)| (ip.to_string(), mac.map(fmt_mac)))
+            .map(|(ip, mac)| (ip.to_string(), mac.map(|m| format_mac(&m))))
             .collect();
         nexthops.sort();
         Snapshot {
@@ -670,13 +670,6 @@ impl Control {
             nexthops,
         }
     }
-}
-
-pub fn fmt_mac(m: [u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
 }
 
 fn ask_snapshot(reqs: &Sender<Request>) -> Option<Snapshot> {
