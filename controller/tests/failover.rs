@@ -23,13 +23,21 @@ const PARALLEL: u32 = 64;
 /// One lab at a time: millisecond timing on a 2-core machine needs the cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn sibling_bin(name: &str) -> PathBuf {
-    // Integration tests live in target/<profile>/deps; the workspace's binaries one level up.
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
+/// The lab's binaries: from `OVL_LAB_BIN_DIR` when set (`cargo xtask test` builds release
+/// ones there, so the trials' timing is not eaten by debug builds on two cores), else the
+/// workspace's own build next to this test.
+fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("OVL_LAB_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            // Integration tests live in target/<profile>/deps; the binaries one level up.
+            let exe = std::env::current_exe().expect("test executable");
+            exe.parent()
+                .and_then(|d| d.parent())
+                .expect("target/<profile>")
+                .to_path_buf()
+        }
+    };
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -41,11 +49,11 @@ fn sibling_bin(name: &str) -> PathBuf {
 
 fn bins() -> (PathBuf, PairBins) {
     (
-        sibling_bin("dataplane"),
+        bin("dataplane"),
         PairBins {
-            controller: PathBuf::from(env!("CARGO_BIN_EXE_controller")),
-            id_server: sibling_bin("id-server"),
-            http_ping: sibling_bin("http-ping"),
+            controller: bin("controller"),
+            id_server: bin("id-server"),
+            http_ping: bin("http-ping"),
         },
     )
 }
