@@ -12,6 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::{eth, ipv4, require_root, udp};
 use dataplane::stats::Snapshot;
 use ovl_lab::{Encap, GeneveOption, HostSpec, Ipv4Cidr, Lab, LabSpec, Overlay, Signal, in_netns};
 use sha2::{Digest, Sha256};
@@ -19,13 +22,6 @@ use sha2::{Digest, Sha256};
 const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
 const T: Duration = Duration::from_secs(20);
 const MB: usize = 1024 * 1024;
-
-fn require_root() {
-    assert!(
-        ovl_lab::is_root(),
-        "these tests need root (network namespaces, XDP); CI runs them as root"
-    );
-}
 
 fn client_and_pri(tag: &str, port: u16) -> LabSpec {
     let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), BIN);
@@ -542,7 +538,8 @@ fn our_pri_and_sec_talk_vxlan_and_geneve_and_tshark_agrees() {
     }
 }
 
-/// Builds an Ethernet/IPv4/UDP frame to pri's VTEP; `mangle` may then break it.
+/// An Ethernet/IPv4 (DF)/UDP frame to pri's VTEP, from the shared builders; the callers then
+/// break it.
 fn udp_frame(
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
@@ -551,32 +548,9 @@ fn udp_frame(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42 + payload.len());
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&dst);
-    let mut sum: u32 = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&50000u16.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
+    let mut f = eth(dst_mac, src_mac, 0x0800);
+    f.extend(ipv4(src, dst, 17, 8 + payload.len(), 0x4000));
+    f.extend(udp(50000, dport, payload.len()));
     f.extend_from_slice(payload);
     f
 }
