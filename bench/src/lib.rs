@@ -1,7 +1,8 @@
-//! Workload (HTTP server answering its ID, http-ping), traffic generator, benchmark runner and
-//! report.
-//!
-//! One module per part; the traffic generator and the benchmark runner come with the benchmark
-//! issue.
+//! Workload (HTTP server answering its ID, http-ping), traffic generator, measurement probes,
+//! the benchmark runner and its report.
 
+pub mod probe;
+pub mod report;
+pub mod suite;
+pub mod traffic;
 pub mod workload;

@@ -93,30 +93,15 @@ fn hold(lab: &Lab, pair: &Pair, host: &str, d: Duration, trial: &str) {
 }
 
 fn summary_of(log: &str) -> Summary {
-    let last = log
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| panic!("http-ping printed no JSON summary:\n{log}"));
-    serde_json::from_str(last).expect("http-ping summary JSON")
+    Summary::from_log(log).unwrap_or_else(|| panic!("http-ping printed no JSON summary:\n{log}"))
 }
 
-/// Groups the client's switches into trials: with requests in parallel, an answer from the
-/// old owner that was already on its way can arrive just after the first one from the new
-/// owner (both hold the VIP for the linger time), which shows as a flicker of extra switches.
-/// Switches less than 100 ms apart belong to one trial; its gap is the first switch's (last
-/// answer of the old owner before it, first answer of the new one).
-fn trials(s: &Summary) -> Vec<(&str, f64)> {
-    let mut out: Vec<(&str, f64, Duration)> = Vec::new();
-    for w in &s.switches {
-        match out.last_mut() {
-            Some(last) if w.first_to.saturating_sub(last.2) < Duration::from_millis(100) => {
-                last.0 = &w.to;
-            }
-            _ => out.push((&w.to, w.gap.as_secs_f64() * 1e3, w.first_to)),
-        }
-    }
-    out.into_iter().map(|(to, gap, _)| (to, gap)).collect()
+/// The client's trials: switches less than 100 ms apart are one trial (see `Summary::trials`).
+fn trials(s: &Summary) -> Vec<(String, f64)> {
+    s.trials(Duration::from_millis(100))
+        .into_iter()
+        .map(|t| (t.to, t.gap.as_secs_f64() * 1e3))
+        .collect()
 }
 
 fn report(what: &str, s: &Summary, expect: usize) -> Vec<f64> {

@@ -37,6 +37,9 @@ pub const DEFAULT_BATCH_SIZE: u32 = 64;
 /// UMEM frames per AF_XDP socket (also a power of two).
 pub const FRAMES_PER_QUEUE: RangeInclusive<u32> = 64..=65536;
 pub const DEFAULT_FRAMES_PER_QUEUE: u32 = 4096;
+/// How long an idle worker keeps polling its rings before it sleeps in poll(), in µs.
+pub const SPIN_US: RangeInclusive<u32> = 0..=100_000;
+pub const DEFAULT_SPIN_US: u32 = 0;
 /// Lifetime of learned FDB entries, in seconds.
 pub const AGEING_SECS: RangeInclusive<u64> = 1..=86400;
 pub const DEFAULT_AGEING_SECS: u64 = 300;
@@ -67,7 +70,13 @@ const GENEVE_OPT_WORDS: u8 = 1;
 
 const TOP_KEYS: &[&str] = &["underlay", "workers", "stats", "fdb", "vni"];
 const UNDERLAY_KEYS: &[&str] = &["interface", "local_ip", "xdp_mode"];
-const WORKERS_KEYS: &[&str] = &["queues", "cpus", "batch_size", "frames_per_queue"];
+const WORKERS_KEYS: &[&str] = &[
+    "queues",
+    "cpus",
+    "batch_size",
+    "frames_per_queue",
+    "spin_us",
+];
 const STATS_KEYS: &[&str] = &["prometheus", "control_socket"];
 const FDB_KEYS: &[&str] = &["ageing_secs", "max_learned"];
 const VNI_KEYS: &[&str] = &[
@@ -121,6 +130,9 @@ pub struct Workers {
     pub cpus: Option<Vec<usize>>,
     pub batch_size: u32,
     pub frames_per_queue: u32,
+    /// After its last work, a worker keeps polling for this long before it sleeps: a frame
+    /// that comes within it is taken without a wake-up, at the cost of a busy CPU.
+    pub spin_us: u32,
 }
 
 /// `[stats]`.
@@ -332,6 +344,7 @@ impl Default for Workers {
             cpus: None,
             batch_size: DEFAULT_BATCH_SIZE,
             frames_per_queue: DEFAULT_FRAMES_PER_QUEUE,
+            spin_us: DEFAULT_SPIN_US,
         }
     }
 }
@@ -1351,6 +1364,9 @@ fn decode_workers(v: &Value, f: &str) -> Result<Workers, ConfigError> {
         frames_per_queue: s
             .opt("frames_per_queue", |v, f| int_in(v, f, FRAMES_PER_QUEUE))?
             .unwrap_or(d.frames_per_queue),
+        spin_us: s
+            .opt("spin_us", |v, f| int_in(v, f, SPIN_US))?
+            .unwrap_or(d.spin_us),
     })
 }
 

@@ -312,6 +312,7 @@ pub fn run(config_path: &Path) -> Result<()> {
                 cpu,
                 batch: cfg.workers.batch_size as usize,
                 frames: cfg.workers.frames_per_queue,
+                spin: Duration::from_micros(u64::from(cfg.workers.spin_us)),
                 underlay: cfg.underlay.interface.clone(),
                 local_mac,
                 local_ip: cfg.underlay.local_ip,

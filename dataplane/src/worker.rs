@@ -49,6 +49,8 @@ pub struct WorkerSpec {
     pub cpu: Option<usize>,
     pub batch: usize,
     pub frames: u32,
+    /// Keep polling this long after the last work before sleeping in poll().
+    pub spin: Duration,
     pub underlay: String,
     pub local_mac: [u8; 6],
     pub local_ip: Ipv4Addr,
@@ -57,6 +59,12 @@ pub struct WorkerSpec {
     /// sees it alive without a message per frame).
     pub learn_refresh: Duration,
 }
+
+/// How long an idle worker sleeps in poll() at most (it wakes on RX at once).
+const IDLE_POLL: Duration = Duration::from_millis(10);
+/// How long frames left on a TX ring are pushed out by spinning before the worker sleeps
+/// (then in 1 ms polls, which also drive copy-mode TX).
+const TX_DRAIN: Duration = Duration::from_millis(1);
 
 /// Control thread -> worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,11 +267,21 @@ impl Worker {
             tracing::warn!(queue = self.spec.queue, cpu, "could not pin worker");
         }
         tracing::info!(queue = self.spec.queue, cpu = ?self.spec.cpu, "worker running");
+        let mut last_work = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let work = self.round();
-            if work == 0 {
-                self.idle_wait(Duration::from_millis(10));
+            if self.round() > 0 {
+                last_work = Instant::now();
+                continue;
             }
+            let idle = last_work.elapsed();
+            // Copy-mode TX sends at most the kernel's budget (32) per kick: keep kicking
+            // until every frame is out, or frames wait for the next unrelated wake-up.
+            let tx_pending = self.socks.iter().any(|s| s.in_tx > 0);
+            if (tx_pending && idle < TX_DRAIN) || idle < self.spec.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.idle_wait(if tx_pending { TX_DRAIN } else { IDLE_POLL });
         }
         self.check_frames();
         self.publish_xsk_stats();
@@ -581,8 +599,11 @@ impl Worker {
                 }
             }
             sock.pending.clear();
-            // Copy mode transmits only when kicked.
-            if sent > 0 && sock.tx.wakeup().is_err() {
+        }
+        for sock in &mut self.socks {
+            // Copy mode transmits only when kicked, and at most a budget per kick: kick while
+            // anything is on the ring (completions lower `in_tx` as frames leave).
+            if sock.in_tx > 0 && sock.tx.wakeup().is_err() {
                 tracing::debug!("TX wakeup failed");
             }
         }

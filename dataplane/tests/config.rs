@@ -125,6 +125,7 @@ fn spec_example_parses_to_the_expected_struct() {
             cpus: Some(vec![1]),
             batch_size: 64,
             frames_per_queue: 4096,
+            spin_us: 0,
         },
         stats: Stats {
             prometheus: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -222,7 +223,8 @@ fn minimal_config_gets_defaults() {
             queues: 1,
             cpus: None,
             batch_size: 64,
-            frames_per_queue: 4096
+            frames_per_queue: 4096,
+            spin_us: 0
         }
     );
     assert_eq!(c.stats.prometheus, None);

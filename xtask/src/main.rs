@@ -59,6 +59,17 @@ enum Cmd {
         #[arg(long)]
         xdp: bool,
     },
+    /// The side-by-side benchmark: the underlay, the kernel VXLAN driver and our data plane
+    /// (VXLAN, GENEVE) in one lab, one run: iperf3 TCP (1 and 2 streams), CPU per Gbit,
+    /// 64-byte frame rate (AF_XDP generator), RTT percentiles, failover gaps. Builds release
+    /// binaries, prints the Markdown table, writes JSON, report.md and SVG charts to
+    /// target/bench/. About 10 minutes, `--quick` about 2. Root needed.
+    Bench {
+        /// Arguments for `ovl-bench` (see `cargo xtask bench -- --help`), e.g. `--quick`,
+        /// `--paths ours-vxlan,kernel-vxlan`, `--no-failover`, `--batch-size 32`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The lab: the seed's set-up in network namespaces (prefix `lab-`; root needed).
     Lab {
         #[command(subcommand)]
@@ -89,6 +100,7 @@ fn run() -> Result<()> {
         Cmd::Demo { xdp: false } => failover_demo::run(&root),
         Cmd::Demo { xdp: true } => demo(&root),
         Cmd::Lab { cmd } => lab::run(&root, cmd),
+        Cmd::Bench { args } => bench(&root, &args),
     }
 }
 
@@ -271,6 +283,60 @@ fn cargo_test(root: &Path, args: &[&str]) -> Result<Totals> {
     }
     totals.ok = child.wait().context("wait for cargo test")?.success() && totals.failed == 0;
     Ok(totals)
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let help = args.iter().any(|a| a == "--help" || a == "-h");
+    if !is_root() && !help {
+        bail!("the benchmark creates network namespaces and loads XDP programs: run it as root");
+    }
+    build_ebpf(root)?;
+    step("building the release binaries (data plane, controller, workload, generator, probes)");
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "dataplane",
+            "-p",
+            "controller",
+            "-p",
+            "bench",
+        ],
+    )?;
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .current_dir(root)
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    let rev = if dirty { format!("{rev}-dirty") } else { rev };
+    step("ovl-bench");
+    let release = root.join("target").join("release");
+    let status = Command::new(release.join("ovl-bench"))
+        .arg("--bin-dir")
+        .arg(&release)
+        .arg("--out")
+        .arg(root.join("target").join("bench"))
+        .args(["--git-rev", &rev])
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("run ovl-bench")?;
+    if !status.success() {
+        bail!("ovl-bench failed ({status})");
+    }
+    Ok(())
 }
 
 fn demo(root: &Path) -> Result<()> {

@@ -17,6 +17,6 @@ mod url;
 
 pub use ping::{HttpPing, Limit, Outcome, PingError, RunStats, Sample};
 pub use server::{IdServer, IdServerHandle, ServerError, ServerStats};
-pub use summary::{LatencyStats, Summarizer, Summary, Switch};
+pub use summary::{LatencyStats, Summarizer, Summary, Switch, Trial};
 pub use timefmt::rfc3339_micros;
 pub use url::{HttpUrl, UrlError};

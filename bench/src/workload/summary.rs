@@ -88,11 +88,55 @@ impl Summary {
         s.finish()
     }
 
+    /// The summary `http-ping --json` printed last in `log` (its other lines are progress).
+    pub fn from_log(log: &str) -> Option<Summary> {
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))?;
+        serde_json::from_str(last).ok()
+    }
+
+    /// Groups switches into failover trials. With requests in parallel an answer from the
+    /// old owner that was already on its way can arrive just after the first one from the
+    /// new owner (both hold the VIP for the linger time), which shows as a flicker of extra
+    /// switches. Switches less than `window` apart belong to one trial; its gap is the first
+    /// switch's (last answer of the old owner before it, first answer of the new one) and it
+    /// ends on the last switch's new owner.
+    pub fn trials(&self, window: Duration) -> Vec<Trial> {
+        let mut out: Vec<Trial> = Vec::new();
+        for w in &self.switches {
+            match out.last_mut() {
+                Some(last) if w.first_to.saturating_sub(last.last_switch) < window => {
+                    last.to.clone_from(&w.to);
+                    last.last_switch = w.first_to;
+                }
+                _ => out.push(Trial {
+                    to: w.to.clone(),
+                    gap: w.gap,
+                    last_switch: w.first_to,
+                }),
+            }
+        }
+        out
+    }
+
     /// The JSON form on one line.
     pub fn to_json(&self) -> String {
         // A struct of numbers, strings and string-keyed maps always serialises.
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+}
+
+/// One failover as the client saw it: a run of switches close together.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    /// Who answers after it.
+    pub to: String,
+    /// Last answer of the old owner to first answer of the new one.
+    pub gap: Duration,
+    /// When its last switch happened (since the start of the run).
+    pub last_switch: Duration,
 }
 
 /// Builds a [`Summary`] one sample at a time, in constant memory apart from the per-ID and
@@ -361,6 +405,27 @@ mod tests {
         assert_eq!(s.longest_gap, None);
         assert_eq!(s.latency, None);
         assert_eq!(s.duration, Duration::ZERO);
+    }
+
+    #[test]
+    fn flicker_within_the_window_is_one_trial() {
+        // PRI until 20 ms, SEC at 30, a late PRI answer at 40, SEC from 50; later back to PRI.
+        let mut script = vec![ok("PRI"), ok("PRI"), ok("PRI"), ok("SEC"), ok("PRI")];
+        script.extend(std::iter::repeat_n(ok("SEC"), 30));
+        script.extend([ok("PRI"), ok("PRI")]);
+        let s = Summary::from_samples(&run(&script));
+        assert_eq!(s.switches.len(), 4);
+        let t = s.trials(Duration::from_millis(100));
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!((t[0].to.as_str(), t[0].gap), ("SEC", 10 * MS));
+        assert_eq!((t[1].to.as_str(), t[1].gap), ("PRI", 10 * MS));
+        // A window shorter than the flicker sees every switch as its own trial.
+        assert_eq!(s.trials(Duration::from_millis(5)).len(), 4);
+        assert_eq!(
+            Summary::from_log(&format!("progress\n{}\n", s.to_json())),
+            Some(s)
+        );
+        assert_eq!(Summary::from_log("no json here"), None);
     }
 
     #[test]

@@ -32,6 +32,10 @@ struct Workers {
     queues: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     cpus: Option<Vec<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames_per_queue: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -101,7 +105,13 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
         },
         workers: Workers {
             queues: spec.queues,
-            cpus: (spec.queues > 1).then(|| (0..spec.queues).collect()),
+            cpus: spec
+                .workers
+                .cpus
+                .clone()
+                .or_else(|| (spec.queues > 1).then(|| (0..spec.queues).collect())),
+            batch_size: spec.workers.batch_size,
+            frames_per_queue: spec.workers.frames_per_queue,
         },
         stats: Stats {
             // Each data plane has its own namespace, so the same loopback port never clashes.

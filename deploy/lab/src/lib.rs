@@ -30,7 +30,7 @@ mod pair;
 mod spec;
 mod status;
 
-pub use cmd::{CMD_TIMEOUT, run_ok, run_timeout};
+pub use cmd::{CMD_TIMEOUT, run_ok, run_timeout, tail as tail_text};
 pub use config::{format_mac, render as render_dataplane_config};
 pub use error::LabError;
 pub use lab::{Ensured, Lab, Signal, Spawned, is_root, state_dir, unique_prefix};
@@ -38,6 +38,6 @@ pub use netns::{NETNS_DIR, STATE_ROOT, in_netns};
 pub use pair::{HTTP_PORT, MEMBERS, Pair, PairBins, PairOptions, VIP, other as other_member};
 pub use spec::{
     Encap, FABRIC, GeneveOption, HostSpec, Ipv4Cidr, LabSpec, MAX_HOST_NAME, MAX_PREFIX,
-    OURS_INTERFACE, Overlay, SEED_PORT, SEED_VNI, Segment, check_prefix,
+    OURS_INTERFACE, Overlay, SEED_PORT, SEED_VNI, Segment, WorkerTuning, check_prefix,
 };
 pub use status::{PingResult, ping_matrix};

@@ -137,8 +137,8 @@ impl Pair {
              [node]\nname = \"{host}\"\npriority = {prio}\npreempt = {preempt}\nhold_down_ms = {hold}\n\n\
              [peer]\naddress = \"{peer}\"\n\n\
              [heartbeat]\naddress = \"{me}\"\ninterval_ms = {interval}\nmultiplier = {mult}\nkey_file = \"{key}\"\n\n\
-             [vip]\ninterface = \"ovl0\"\naddresses = [\"{VIP}/24\"]\ngarp_count = {garps}\ngarp_interval_ms = {garp_iv}\n\n\
-             [health]\nunderlay_interface = \"eth0\"\ndataplane_socket = \"{dp}\"\n\n\
+             [vip]\ninterface = \"{dev}\"\naddresses = [\"{VIP}/24\"]\ngarp_count = {garps}\ngarp_interval_ms = {garp_iv}\n\n\
+             [health]\nunderlay_interface = \"eth0\"\n{dp}\n\
              [control]\nsocket = \"{ctl}\"\n",
             prio = priority(host),
             preempt = o.preempt,
@@ -148,7 +148,15 @@ impl Pair {
             key = dir.join("controller.key").display(),
             garps = o.garp_count,
             garp_iv = o.garp_interval_ms,
-            dp = lab.control_socket(host).display(),
+            dev = lab.overlay_dev(host).unwrap_or_default(),
+            // The kernel driver has no process to watch; our data plane does.
+            dp = match lab.spec().host(host).map(|(_, h)| &h.overlay) {
+                Some(crate::spec::Overlay::Ours { .. }) => format!(
+                    "dataplane_socket = \"{}\"\n",
+                    lab.control_socket(host).display()
+                ),
+                _ => String::new(),
+            },
             ctl = self.control_socket(lab, host).display(),
         )
     }
@@ -209,9 +217,10 @@ impl Pair {
     pub fn owners(&self, lab: &Lab) -> Result<Vec<&'static str>, LabError> {
         let mut out = Vec::new();
         for host in MEMBERS {
+            let dev = lab.overlay_dev(host).unwrap_or_default();
             let has = lab.in_ns(host, || {
                 let nl = ovl_netlink::Netlink::open().ok()?;
-                let link = nl.link_by_name("ovl0").ok()??;
+                let link = nl.link_by_name(&dev).ok()??;
                 let addrs = nl.addrs(Some(link.index)).ok()?;
                 Some(addrs.iter().any(|a| a.addr == IpAddr::V4(VIP)))
             })?;

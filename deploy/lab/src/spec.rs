@@ -204,6 +204,19 @@ pub struct LabSpec {
     /// Queues of every underlay veth, and AF_XDP workers of our data planes (one per queue,
     /// queue i's worker pinned to CPU i when there is more than one).
     pub queues: u32,
+    /// Worker settings of our data planes beyond the defaults (the benchmark varies them).
+    #[serde(default)]
+    pub workers: WorkerTuning,
+}
+
+/// `[workers]` settings of our data planes; `None` keeps the data plane's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerTuning {
+    /// CPUs to pin the workers to (queue i on `cpus[i]`); by default pinned to 0..queues
+    /// when there is more than one queue.
+    pub cpus: Option<Vec<u32>>,
+    pub batch_size: Option<u32>,
+    pub frames_per_queue: Option<u32>,
 }
 
 /// VNI, port and overlay subnet of the seed set-up.
@@ -241,6 +254,7 @@ impl LabSpec {
             ipv6: false,
             fdb_ageing_secs: None,
             queues: 1,
+            workers: WorkerTuning::default(),
         }
     }
 

@@ -1,0 +1,181 @@
+//! Failover trials on the seed's set-up (client, pri, sec; VIP 192.168.0.200 moved by our
+//! controller), once with the kernel VXLAN driver on pri and sec and once with our data
+//! plane: planned switchovers, then unplanned failovers by the active member's underlay link
+//! going down (the one unplanned fault that is the same for both: the kernel driver has no
+//! process to kill). The client polls every millisecond with up to 64 requests in flight.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, other_member};
+
+use super::{Settings, SuiteError, step_err};
+use crate::{
+    report::{PathKind, Record, median},
+    workload::Summary,
+};
+
+const PARALLEL: u32 = 64;
+
+/// Switches less than this apart are one trial (see [`Summary::trials`]).
+const TRIAL_WINDOW: Duration = Duration::from_millis(100);
+
+pub fn run(
+    s: &Settings,
+    kind: PathKind,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Record>, SuiteError> {
+    let bins = PairBins {
+        controller: PathBuf::from(s.bin("controller")?),
+        id_server: PathBuf::from(s.bin("id-server")?),
+        http_ping: PathBuf::from(s.bin("http-ping")?),
+    };
+    let prefix = ovl_lab::unique_prefix("bf");
+    let mut spec = LabSpec::seed(&prefix, PathBuf::from(s.bin("dataplane")?));
+    if kind == PathKind::KernelVxlan {
+        spec = spec.kernel_everywhere();
+    }
+    spec.ready_timeout = Duration::from_secs(20);
+    let mut lab = Lab::up(&spec)?;
+    // Preemption off, so a planned move is not undone by pri taking the VIP back.
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let pair = Pair::start(&mut lab, bins, opts)?;
+    let mut records = Vec::new();
+
+    let ping = pair.start_http_ping(&mut lab, 1, PARALLEL, "planned-http-ping")?;
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..s.failover_planned {
+        let owner = single_owner(&lab, &pair)?;
+        // Asked alternately on the owner and on the backup: both must work.
+        let ask = if i % 2 == 0 {
+            owner
+        } else {
+            other_member(owner)
+        };
+        let out = pair.switchover(&lab, ask)?;
+        if !out.status.success() {
+            return Err(step_err(
+                format!("switchover on {ask} ({kind})"),
+                String::from_utf8_lossy(&out.stderr),
+            ));
+        }
+        settle(
+            &lab,
+            &pair,
+            other_member(owner),
+            &format!("planned trial {i}"),
+        )?;
+    }
+    let log = pair.finish_http_ping(&mut lab, &ping)?;
+    let planned = record(kind, "failover_planned", &log, s.failover_planned)?;
+    progress(&describe(kind, "planned", &planned));
+    records.push(planned);
+
+    let ping = pair.start_http_ping(&mut lab, 1, PARALLEL, "unplanned-http-ping")?;
+    thread::sleep(Duration::from_millis(300));
+    let t = Duration::from_secs(5);
+    for i in 0..s.failover_unplanned {
+        let down = single_owner(&lab, &pair)?;
+        let survivor = other_member(down);
+        lab.exec(down, &["ip", "link", "set", "eth0", "down"], t)?;
+        if !pair.wait_owner(&lab, survivor, Duration::from_secs(2))? {
+            return Err(step_err(
+                format!("unplanned trial {i} ({kind})"),
+                format!("{survivor} did not take over\n{}", pair.logs(&lab)),
+            ));
+        }
+        let gw = lab
+            .gateway_ip(down)
+            .ok_or_else(|| step_err("gateway", down))?
+            .to_string();
+        lab.exec(down, &["ip", "link", "set", "eth0", "up"], t)?;
+        lab.exec(down, &["ip", "route", "replace", "default", "via", &gw], t)?;
+        // Back as backup after its recovery silence; the VIP stays with the survivor.
+        thread::sleep(Duration::from_millis(1200));
+        settle(&lab, &pair, survivor, &format!("unplanned trial {i}"))?;
+    }
+    let log = pair.finish_http_ping(&mut lab, &ping)?;
+    let unplanned = record(kind, "failover_unplanned", &log, s.failover_unplanned)?;
+    progress(&describe(kind, "unplanned (link down)", &unplanned));
+    records.push(unplanned);
+    Ok(records)
+}
+
+fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
+    match pair.owners(lab)?.as_slice() {
+        [one] => Ok(one),
+        other => Err(step_err(
+            "VIP owner",
+            format!("expected exactly one, found {other:?}\n{}", pair.logs(lab)),
+        )),
+    }
+}
+
+/// Waits for `host` to own the VIP alone, then holds 300 ms so the next trial starts clean.
+fn settle(lab: &Lab, pair: &Pair, host: &str, trial: &str) -> Result<(), SuiteError> {
+    if !pair.wait_owner(lab, host, Duration::from_secs(3))? {
+        return Err(step_err(
+            trial,
+            format!("VIP not on {host} alone\n{}", pair.logs(lab)),
+        ));
+    }
+    let end = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < end {
+        if pair.owners(lab)? != [host] {
+            return Err(step_err(
+                trial,
+                format!("VIP left {host} after settling\n{}", pair.logs(lab)),
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn record(kind: PathKind, m: &str, log: &str, expect: usize) -> Result<Record, SuiteError> {
+    let summary = Summary::from_log(log)
+        .ok_or_else(|| step_err(format!("http-ping summary ({kind} {m})"), log))?;
+    let gaps: Vec<f64> = summary
+        .trials(TRIAL_WINDOW)
+        .iter()
+        .map(|t| t.gap.as_secs_f64() * 1e3)
+        .collect();
+    let mut extra = BTreeMap::new();
+    extra.insert("max".into(), gaps.iter().copied().fold(0.0, f64::max));
+    extra.insert("trials".into(), gaps.len() as f64);
+    extra.insert("failed_requests".into(), summary.failed as f64);
+    extra.insert("requests".into(), summary.requests as f64);
+    let note = (gaps.len() != expect).then(|| {
+        format!(
+            "{kind} {m}: the client saw {} of {expect} trials as switches",
+            gaps.len()
+        )
+    });
+    Ok(Record {
+        path: kind,
+        measurement: m.to_string(),
+        unit: "ms".into(),
+        median: median(&gaps).unwrap_or(f64::NAN),
+        samples: gaps,
+        extra,
+        curve: Vec::new(),
+        note,
+    })
+}
+
+fn describe(kind: PathKind, what: &str, r: &Record) -> String {
+    format!(
+        "{kind}: failover {what}: {} trials, median {:.2} ms, max {:.2} ms, {} failed requests",
+        r.samples.len(),
+        r.median,
+        r.extra.get("max").copied().unwrap_or(f64::NAN),
+        r.extra.get("failed_requests").copied().unwrap_or(0.0)
+    )
+}

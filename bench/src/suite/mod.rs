@@ -1,0 +1,701 @@
+//! The benchmark runner behind `cargo xtask bench`: brings up the lab, measures every path in
+//! the same run (repetitions interleaved across paths, so a slow minute of the shared VM hits
+//! all of them), and returns a [`Run`] of records for the report.
+
+mod failover;
+pub mod lab;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use ovl_lab::{FABRIC, Lab, LabError, WorkerTuning};
+use thiserror::Error;
+
+use crate::{
+    probe::{
+        cpu::{CpuDelta, SystemCpu},
+        iperf::{IperfResult, parse_iperf3},
+        rtt::RttReport,
+    },
+    report::{Machine, PathKind, Record, Run, median},
+    traffic::GenReport,
+    workload::rfc3339_micros,
+};
+use lab::Route;
+
+/// TCP port of the iperf3 servers and UDP port of the echo servers.
+const IPERF_PORT: u16 = 5201;
+const ECHO_PORT: u16 = 7007;
+
+#[derive(Debug, Error)]
+pub enum SuiteError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("{what}: {detail}")]
+    Step { what: String, detail: String },
+    #[error("stopped (SIGINT/SIGTERM)")]
+    Stopped,
+}
+
+fn step_err(what: impl Into<String>, detail: impl ToString) -> SuiteError {
+    SuiteError::Step {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// What to measure and how long.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where `dataplane`, `controller`, `id-server`, `http-ping`, `xdp-gen` and `rtt-probe` are.
+    pub bin_dir: PathBuf,
+    pub quick: bool,
+    /// Repetitions of every throughput, latency and frame-rate measurement per path.
+    pub reps: usize,
+    pub tcp_secs: u32,
+    pub rtt_count: u64,
+    pub rtt_interval_us: u64,
+    pub frames_ms: u64,
+    /// Failover trials per overlay (kernel VXLAN and ours); 0 skips them.
+    pub failover_planned: usize,
+    pub failover_unplanned: usize,
+    pub paths: Vec<PathKind>,
+    pub queues: u32,
+    pub workers: WorkerTuning,
+    /// The generator's CPU, and the one the receiving host's work is steered to (RPS for the
+    /// kernel paths, worker pinning for ours), so the frame test sees one "worker core".
+    pub gen_cpu: u32,
+    pub sink_cpu: u32,
+    pub git_rev: String,
+}
+
+impl Settings {
+    /// About ten minutes on the 2-core VM.
+    pub fn full(bin_dir: PathBuf) -> Self {
+        Settings {
+            bin_dir,
+            quick: false,
+            reps: 5,
+            tcp_secs: 5,
+            rtt_count: 3000,
+            rtt_interval_us: 1000,
+            frames_ms: 3000,
+            failover_planned: 20,
+            failover_unplanned: 10,
+            paths: Route::ALL.iter().map(|r| r.path).collect(),
+            queues: 1,
+            workers: WorkerTuning {
+                cpus: Some(vec![0]),
+                ..WorkerTuning::default()
+            },
+            gen_cpu: 1,
+            sink_cpu: 0,
+            git_rev: String::new(),
+        }
+    }
+
+    /// About two minutes.
+    pub fn quick(bin_dir: PathBuf) -> Self {
+        Settings {
+            quick: true,
+            reps: 2,
+            tcp_secs: 2,
+            rtt_count: 1000,
+            frames_ms: 1500,
+            failover_planned: 4,
+            failover_unplanned: 2,
+            ..Settings::full(bin_dir)
+        }
+    }
+
+    fn bin(&self, name: &str) -> Result<String, SuiteError> {
+        let p = self.bin_dir.join(name);
+        if !p.exists() {
+            return Err(step_err(
+                format!("binary {}", p.display()),
+                "missing: build the workspace in release mode first (cargo xtask bench does)",
+            ));
+        }
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    fn as_map(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put("repetitions", self.reps.to_string());
+        put("tcp_seconds", self.tcp_secs.to_string());
+        put("rtt_probes", self.rtt_count.to_string());
+        put("rtt_interval_us", self.rtt_interval_us.to_string());
+        put("frames_ms", self.frames_ms.to_string());
+        put("failover_planned_trials", self.failover_planned.to_string());
+        put(
+            "failover_unplanned_trials",
+            self.failover_unplanned.to_string(),
+        );
+        put("queues", self.queues.to_string());
+        put("gen_cpu", self.gen_cpu.to_string());
+        put("sink_cpu", self.sink_cpu.to_string());
+        if let Some(c) = &self.workers.cpus {
+            put("worker_cpus", format!("{c:?}"));
+        }
+        if let Some(b) = self.workers.batch_size {
+            put("batch_size", b.to_string());
+        }
+        if let Some(f) = self.workers.frames_per_queue {
+            put("frames_per_queue", f.to_string());
+        }
+        m
+    }
+}
+
+/// Progress lines with an estimate of the time left.
+struct Progress<'a> {
+    total: usize,
+    done: usize,
+    start: Instant,
+    out: &'a mut dyn FnMut(&str),
+}
+
+impl Progress<'_> {
+    fn line(&mut self, msg: &str) {
+        let el = self.start.elapsed().as_secs();
+        let left = if self.done > 0 {
+            let per = self.start.elapsed().as_secs_f64() / self.done as f64;
+            format!(
+                ", ~{}s left",
+                (per * (self.total - self.done) as f64) as u64
+            )
+        } else {
+            String::new()
+        };
+        (self.out)(&format!(
+            "[{:>3}/{} {}:{:02}{left}] {msg}",
+            self.done,
+            self.total,
+            el / 60,
+            el % 60
+        ));
+    }
+
+    fn step(&mut self, msg: &str) {
+        self.done += 1;
+        self.line(msg);
+    }
+}
+
+/// Raw samples as they come, keyed by path and measurement.
+#[derive(Default)]
+struct Samples {
+    values: BTreeMap<(PathKind, &'static str), Vec<f64>>,
+    extra: BTreeMap<(PathKind, &'static str, &'static str), Vec<f64>>,
+    rtt: BTreeMap<PathKind, Vec<RttReport>>,
+    notes: BTreeMap<(PathKind, &'static str), String>,
+}
+
+impl Samples {
+    fn push(&mut self, p: PathKind, m: &'static str, v: f64) {
+        self.values.entry((p, m)).or_default().push(v);
+    }
+    fn push_extra(&mut self, p: PathKind, m: &'static str, k: &'static str, v: f64) {
+        self.extra.entry((p, m, k)).or_default().push(v);
+    }
+}
+
+/// Runs the whole benchmark. `stop` (set by SIGINT/SIGTERM) ends it between steps; the lab
+/// is taken down in every case.
+pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result<Run, SuiteError> {
+    if !ovl_lab::is_root() {
+        return Err(step_err(
+            "the benchmark",
+            "needs root (network namespaces, XDP)",
+        ));
+    }
+    let t0 = Instant::now();
+    let started = SystemTime::now();
+    let routes: Vec<Route> = Route::ALL
+        .into_iter()
+        .filter(|r| s.paths.contains(&r.path))
+        .collect();
+    let failover_kinds: Vec<PathKind> = [PathKind::KernelVxlan, PathKind::OursVxlan]
+        .into_iter()
+        .filter(|p| s.paths.contains(p))
+        .collect();
+    let do_failover = s.failover_planned + s.failover_unplanned > 0;
+    let mut progress = Progress {
+        total: s.reps * routes.len() * 4
+            + if do_failover {
+                failover_kinds.len() * 2
+            } else {
+                0
+            }
+            + 1,
+        done: 0,
+        start: t0,
+        out,
+    };
+    let mut samples = Samples::default();
+    {
+        let prefix = ovl_lab::unique_prefix("bn");
+        let spec = lab::spec(
+            &prefix,
+            Path::new(&s.bin("dataplane")?),
+            s.workers.clone(),
+            s.queues,
+        );
+        progress.line(&format!(
+            "lab {prefix}*: k1/k2 kernel VXLAN, v1/v2 ours VXLAN, g1/g2 ours GENEVE, one router"
+        ));
+        let mut lab = Lab::up(&spec)?;
+        let servers = Servers::start(&mut lab, s, &routes)?;
+        progress.step("lab up; iperf3 and echo servers running");
+        for rep in 1..=s.reps {
+            for r in &routes {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(SuiteError::Stopped);
+                }
+                measure_rep(&lab, &servers, s, r, rep, &mut samples, &mut progress)?;
+            }
+        }
+    }
+    let mut records = records_of(&samples);
+    if do_failover {
+        for kind in failover_kinds {
+            if stop.load(Ordering::Relaxed) {
+                return Err(SuiteError::Stopped);
+            }
+            records.extend(failover::run(s, kind, &mut |m| progress.step(m))?);
+        }
+    }
+    Ok(Run {
+        started_utc: utc_seconds(started),
+        seconds: t0.elapsed().as_secs_f64(),
+        quick: s.quick,
+        git_rev: s.git_rev.clone(),
+        machine: Machine::detect(),
+        settings: s.as_map(),
+        records,
+    })
+}
+
+/// `2026-11-23T10:04:05Z`.
+fn utc_seconds(t: SystemTime) -> String {
+    let full = rfc3339_micros(t);
+    match full.split_once('.') {
+        Some((head, _)) => format!("{head}Z"),
+        None => full,
+    }
+}
+
+/// What each destination host runs for the whole benchmark.
+struct Servers {
+    rtt_probe: String,
+    xdp_gen: String,
+}
+
+impl Servers {
+    fn start(lab: &mut Lab, s: &Settings, routes: &[Route]) -> Result<Servers, SuiteError> {
+        let rtt_probe = s.bin("rtt-probe")?;
+        let xdp_gen = s.bin("xdp-gen")?;
+        let mut dsts: Vec<&str> = routes.iter().map(|r| r.dst).collect();
+        dsts.dedup();
+        let mut echoes = Vec::new();
+        for d in dsts {
+            let port = IPERF_PORT.to_string();
+            lab.spawn(d, &["iperf3", "-s", "-p", &port], &format!("{d}-iperf3"))?;
+            let bind = format!("0.0.0.0:{ECHO_PORT}");
+            echoes.push(lab.spawn(
+                d,
+                &[rtt_probe.as_str(), "echo", "--bind", &bind],
+                &format!("{d}-echo"),
+            )?);
+        }
+        // Both announce themselves once listening; iperf3 says "Server listening".
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for e in &echoes {
+            let iperf_log = e.log.with_file_name(format!("{}-iperf3.log", e.host));
+            loop {
+                let echo = std::fs::read_to_string(&e.log).unwrap_or_default();
+                let iperf = std::fs::read_to_string(&iperf_log).unwrap_or_default();
+                if echo.contains("echoing on") && iperf.contains("listening") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(step_err(
+                        format!("servers on {}", e.host),
+                        format!("not ready after 10 s:\n{echo}\n{iperf}"),
+                    ));
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(Servers { rtt_probe, xdp_gen })
+    }
+}
+
+/// The address the path's traffic goes to.
+fn dst_addr(lab: &Lab, r: &Route) -> Result<Ipv4Addr, SuiteError> {
+    let a = match r.path {
+        PathKind::Underlay => lab.underlay_ip(r.dst),
+        _ => lab.overlay_ip(r.dst),
+    };
+    a.ok_or_else(|| step_err(format!("address of {}", r.dst), "unknown host"))
+}
+
+/// Runs a command in a host's namespace; its stdout, or an error with its stderr.
+fn exec(lab: &Lab, host: &str, args: &[&str], timeout: Duration) -> Result<String, SuiteError> {
+    let out = lab.exec(host, args, timeout)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(step_err(
+            format!("{} on {host}", args.join(" ")),
+            format!(
+                "{}\n{}",
+                out.status,
+                ovl_lab::tail_text(
+                    &format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+                    15
+                )
+            ),
+        ));
+    }
+    Ok(stdout)
+}
+
+fn measure_rep(
+    lab: &Lab,
+    servers: &Servers,
+    s: &Settings,
+    r: &Route,
+    rep: usize,
+    samples: &mut Samples,
+    progress: &mut Progress,
+) -> Result<(), SuiteError> {
+    let dst = dst_addr(lab, r)?;
+    let p = r.path;
+    let tag = format!("{p} rep {rep}/{}", s.reps);
+
+    for streams in [1u32, 2] {
+        let (res, cpu) = tcp(lab, r, dst, streams, s.tcp_secs)?;
+        let gbps = res.received_bps / 1e9;
+        let m = if streams == 1 { "tcp_1" } else { "tcp_2" };
+        samples.push(p, m, gbps);
+        samples.push_extra(p, m, "retransmits", res.retransmits as f64);
+        let mut msg = format!("{tag}: TCP {streams} stream(s) {gbps:.2} Gbit/s");
+        if streams == 1 && gbps > 0.0 {
+            let per_gbit = cpu.busy_s / (gbps * res.seconds);
+            samples.push(p, "cpu_per_gbit", per_gbit);
+            msg.push_str(&format!(", {per_gbit:.2} CPU-s/Gbit"));
+        }
+        progress.step(&msg);
+    }
+
+    let rtt = rtt(lab, servers, s, r, dst)?;
+    progress.step(&format!(
+        "{tag}: RTT p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us ({} lost)",
+        rtt.p50_us, rtt.p99_us, rtt.p999_us, rtt.lost
+    ));
+    samples.push(p, "rtt", rtt.p50_us);
+    samples.rtt.entry(p).or_default().push(rtt);
+
+    let f = frames(lab, servers, s, r)?;
+    samples.push(p, "frames_64", f.delivered_mpps);
+    samples.push_extra(p, "frames_64", "offered", f.offered_mpps);
+    samples.push_extra(p, "frames_64", "sink_cpu_busy", f.sink_busy);
+    samples.push_extra(p, "frames_64", "gen_cpu_busy", f.gen_busy);
+    if f.sink_busy > 0.05 {
+        samples.push_extra(p, "frames_64", "per_core", f.delivered_mpps / f.sink_busy);
+    }
+    if f.delivered_mpps >= 0.9 * f.offered_mpps {
+        samples.notes.insert(
+            (p, "frames_64"),
+            format!(
+                "{p}: delivered ≥ 90% of what the generator offered: the generator, not the \
+                 path, may be the limit"
+            ),
+        );
+    }
+    progress.step(&format!(
+        "{tag}: 64 B frames {:.3} Mframes/s delivered of {:.3} offered; sink CPU {:.0}% busy, \
+         generator CPU {:.0}%",
+        f.delivered_mpps,
+        f.offered_mpps,
+        f.sink_busy * 100.0,
+        f.gen_busy * 100.0
+    ));
+    Ok(())
+}
+
+/// One iperf3 run; the machine's CPU time over it.
+fn tcp(
+    lab: &Lab,
+    r: &Route,
+    dst: Ipv4Addr,
+    streams: u32,
+    secs: u32,
+) -> Result<(IperfResult, CpuDelta), SuiteError> {
+    let (d, p, t, n) = (
+        dst.to_string(),
+        IPERF_PORT.to_string(),
+        secs.to_string(),
+        streams.to_string(),
+    );
+    let args = ["iperf3", "-c", &d, "-p", &p, "-t", &t, "-P", &n, "-J"];
+    let timeout = Duration::from_secs(u64::from(secs) + 20);
+    let mut last = None;
+    // A server left busy by an aborted client answers "the server is busy": one retry.
+    for _ in 0..2 {
+        let before = SystemCpu::read().map_err(|e| step_err("read /proc/stat", e))?;
+        let out = lab.exec(r.src, &args, timeout)?;
+        let after = SystemCpu::read().map_err(|e| step_err("read /proc/stat", e))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match parse_iperf3(&text) {
+            Ok(res) => return Ok((res, after.busy_seconds_since(&before))),
+            Err(e) => {
+                last = Some(e.to_string());
+                thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+    Err(step_err(
+        format!("iperf3 {} -> {dst} ({})", r.src, r.path),
+        last.unwrap_or_default(),
+    ))
+}
+
+fn rtt(
+    lab: &Lab,
+    servers: &Servers,
+    s: &Settings,
+    r: &Route,
+    dst: Ipv4Addr,
+) -> Result<RttReport, SuiteError> {
+    let target = format!("{dst}:{ECHO_PORT}");
+    let count = s.rtt_count.to_string();
+    let iv = s.rtt_interval_us.to_string();
+    let timeout = Duration::from_micros(s.rtt_count * s.rtt_interval_us) + Duration::from_secs(30);
+    let out = exec(
+        lab,
+        r.src,
+        &[
+            servers.rtt_probe.as_str(),
+            "client",
+            "--target",
+            &target,
+            "--count",
+            &count,
+            "--interval-us",
+            &iv,
+            "--json",
+        ],
+        timeout,
+    )?;
+    serde_json::from_str(out.trim())
+        .map_err(|e| step_err(format!("rtt-probe JSON ({})", r.path), e))
+}
+
+struct FrameResult {
+    offered_mpps: f64,
+    delivered_mpps: f64,
+    /// Busy fraction (0..1) of the sink's and of the generator's CPU over the run.
+    sink_busy: f64,
+    gen_busy: f64,
+}
+
+fn read_file_in(lab: &Lab, host: &str, path: &str) -> Result<String, SuiteError> {
+    Ok(exec(lab, host, &["cat", path], Duration::from_secs(5))?
+        .trim()
+        .to_string())
+}
+
+fn rx_packets(lab: &Lab, host: &str, dev: &str) -> Result<u64, SuiteError> {
+    let path = format!("/sys/class/net/{dev}/statistics/rx_packets");
+    read_file_in(lab, host, &path)?
+        .parse()
+        .map_err(|e| step_err(format!("rx_packets of {dev} on {host}"), e))
+}
+
+/// Steers the receive work of `host`'s underlay (after XDP) to `mask` (RPS; 0 = off).
+fn set_rps(lab: &Lab, host: &str, mask: u32) -> Result<(), SuiteError> {
+    let script =
+        format!("for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo {mask:x} > $f; done");
+    exec(lab, host, &["sh", "-c", &script], Duration::from_secs(5)).map(|_| ())
+}
+
+/// 64-byte frames from the router straight into the receiving host's underlay veth,
+/// addressed as the path's traffic from its sending host; delivered = what the path's
+/// interface on the receiver got.
+fn frames(
+    lab: &Lab,
+    servers: &Servers,
+    s: &Settings,
+    r: &Route,
+) -> Result<FrameResult, SuiteError> {
+    let port = format!("to-{}", r.dst);
+    let fab_mac = read_file_in(lab, FABRIC, &format!("/sys/class/net/{port}/address"))?;
+    let dst_mac = read_file_in(lab, r.dst, "/sys/class/net/eth0/address")?;
+    let src_ip = lab
+        .underlay_ip(r.src)
+        .ok_or_else(|| step_err("underlay address", r.src))?
+        .to_string();
+    let dst_ip = lab
+        .underlay_ip(r.dst)
+        .ok_or_else(|| step_err("underlay address", r.dst))?
+        .to_string();
+    let (encap, vni, dport) = match r.encap() {
+        None => ("none", 0, 9),
+        Some((ovl_lab::Encap::Vxlan, vni, port)) => ("vxlan", vni, port),
+        Some((ovl_lab::Encap::Geneve, vni, port)) => ("geneve", vni, port),
+    };
+    let inner_src = lab::overlay_addr(r.path, 1).to_string();
+    let inner_dst = lab::overlay_addr(r.path, 2).to_string();
+    let (vni_s, dport_s, dur, cpu) = (
+        vni.to_string(),
+        dport.to_string(),
+        s.frames_ms.to_string(),
+        s.gen_cpu.to_string(),
+    );
+    let mut args = vec![
+        servers.xdp_gen.as_str(),
+        "--iface",
+        &port,
+        "--src-mac",
+        &fab_mac,
+        "--dst-mac",
+        &dst_mac,
+        "--src-ip",
+        &src_ip,
+        "--dst-ip",
+        &dst_ip,
+        "--dst-port",
+        &dport_s,
+        "--src-ports",
+        "1024-1087",
+        "--encap",
+        encap,
+        "--duration-ms",
+        &dur,
+        "--cpu",
+        &cpu,
+        "--json",
+    ];
+    if encap != "none" {
+        // The inner frames are for another MAC on the segment: the receiving kernel counts
+        // them on the overlay interface and drops them at once, the same work on every path.
+        args.extend([
+            "--vni",
+            &vni_s,
+            "--inner-src-mac",
+            "02:be:00:00:00:01",
+            "--inner-dst-mac",
+            "02:be:00:00:00:02",
+            "--inner-src-ip",
+            &inner_src,
+            "--inner-dst-ip",
+            &inner_dst,
+            "--inner-dst-port",
+            "9",
+        ]);
+    }
+    let sink = r.sink_dev(lab.spec());
+    set_rps(lab, r.dst, 1 << s.sink_cpu)?;
+    let before = rx_packets(lab, r.dst, &sink)?;
+    let cpu0 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
+    let out = exec(
+        lab,
+        FABRIC,
+        &args,
+        Duration::from_millis(s.frames_ms) + Duration::from_secs(20),
+    );
+    let cpu1 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
+    // Frames still in flight land within a few milliseconds.
+    thread::sleep(Duration::from_millis(100));
+    let after = rx_packets(lab, r.dst, &sink)?;
+    set_rps(lab, r.dst, 0)?;
+    let gen_report: GenReport = serde_json::from_str(out?.trim())
+        .map_err(|e| step_err(format!("xdp-gen JSON ({})", r.path), e))?;
+    let busy = |cpu: u32| {
+        let (a, b) = (cpu0.get(cpu as usize), cpu1.get(cpu as usize));
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let d = b.busy_seconds_since(a);
+                if d.total_s > 0.0 {
+                    d.busy_s / d.total_s
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        }
+    };
+    let secs = gen_report.seconds.max(1e-3);
+    Ok(FrameResult {
+        offered_mpps: gen_report.sent as f64 / secs / 1e6,
+        delivered_mpps: after.saturating_sub(before) as f64 / secs / 1e6,
+        sink_busy: busy(s.sink_cpu),
+        gen_busy: busy(s.gen_cpu),
+    })
+}
+
+/// Turns the samples into one record per path and measurement.
+fn records_of(s: &Samples) -> Vec<Record> {
+    let unit = |m: &str| match m {
+        "tcp_1" | "tcp_2" => "Gbit/s",
+        "cpu_per_gbit" => "CPU-s/Gbit",
+        "frames_64" => "Mframes/s",
+        "rtt" => "us",
+        _ => "",
+    };
+    let mut out = Vec::new();
+    for (&(p, m), values) in &s.values {
+        let mut extra = BTreeMap::new();
+        for (&(ep, em, k), v) in &s.extra {
+            if ep == p && em == m {
+                if let Some(x) = median(v) {
+                    extra.insert(k.to_string(), x);
+                }
+            }
+        }
+        let mut curve = Vec::new();
+        if m == "rtt" {
+            if let Some(reps) = s.rtt.get(&p) {
+                // Each percentile's median over the repetitions; the curve of the median rep.
+                let pick = |f: fn(&RttReport) -> f64| {
+                    median(&reps.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+                };
+                extra.insert("p50".into(), pick(|r| r.p50_us));
+                extra.insert("p90".into(), pick(|r| r.p90_us));
+                extra.insert("p99".into(), pick(|r| r.p99_us));
+                extra.insert("p999".into(), pick(|r| r.p999_us));
+                extra.insert("max".into(), pick(|r| r.max_us));
+                extra.insert(
+                    "lost".into(),
+                    reps.iter().map(|r| r.lost as f64).sum::<f64>(),
+                );
+                let mut by_p50: Vec<&RttReport> = reps.iter().collect();
+                by_p50.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
+                if let Some(mid) = by_p50.get(by_p50.len() / 2) {
+                    curve.clone_from(&mid.curve);
+                }
+            }
+        }
+        out.push(Record {
+            path: p,
+            measurement: m.to_string(),
+            unit: unit(m).to_string(),
+            median: median(values).unwrap_or(f64::NAN),
+            samples: values.clone(),
+            extra,
+            curve,
+            note: s.notes.get(&(p, m)).cloned(),
+        });
+    }
+    out
+}
