@@ -58,6 +58,10 @@ struct Cli {
     /// Our data plane's `workers.frames_per_queue` (its default otherwise).
     #[arg(long)]
     frames_per_queue: Option<u32>,
+    /// Our data plane's `workers.spin_us`: how long an idle worker keeps polling before it
+    /// sleeps (its default otherwise).
+    #[arg(long)]
+    spin_us: Option<u32>,
     /// Queues (and workers) per underlay veth; with 2, workers are pinned to CPUs 0 and 1.
     #[arg(long, default_value_t = 1)]
     queues: u32,
@@ -123,10 +127,12 @@ fn run() -> Result<()> {
     }
     s.queues = cli.queues;
     if cli.queues == 2 {
+        s.workers.host_cpus.clear();
         s.workers.cpus = Some(vec![0, 1]);
     }
     s.workers.batch_size = cli.batch_size;
     s.workers.frames_per_queue = cli.frames_per_queue;
+    s.workers.spin_us = cli.spin_us;
     s.git_rev = cli.git_rev;
 
     let stop = Arc::new(AtomicBool::new(false));

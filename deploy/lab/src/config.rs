@@ -36,6 +36,8 @@ struct Workers {
     batch_size: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     frames_per_queue: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spin_us: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -107,11 +109,14 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             queues: spec.queues,
             cpus: spec
                 .workers
-                .cpus
-                .clone()
+                .host_cpus
+                .get(name)
+                .or(spec.workers.cpus.as_ref())
+                .cloned()
                 .or_else(|| (spec.queues > 1).then(|| (0..spec.queues).collect())),
             batch_size: spec.workers.batch_size,
             frames_per_queue: spec.workers.frames_per_queue,
+            spin_us: spec.workers.spin_us,
         },
         stats: Stats {
             // Each data plane has its own namespace, so the same loopback port never clashes.

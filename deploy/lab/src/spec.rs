@@ -215,8 +215,12 @@ pub struct WorkerTuning {
     /// CPUs to pin the workers to (queue i on `cpus[i]`); by default pinned to 0..queues
     /// when there is more than one queue.
     pub cpus: Option<Vec<u32>>,
+    /// Per-host CPUs, overriding `cpus` for the hosts named.
+    #[serde(default)]
+    pub host_cpus: std::collections::BTreeMap<String, Vec<u32>>,
     pub batch_size: Option<u32>,
     pub frames_per_queue: Option<u32>,
+    pub spin_us: Option<u32>,
 }
 
 /// VNI, port and overlay subnet of the seed set-up.

@@ -1,0 +1,97 @@
+//! The benchmark end to end at its smallest: one repetition of everything on every path, one
+//! failover trial of each kind on the kernel driver and on ours, then the report. Checks that
+//! every record is there and plausible, not how fast anything is (that is the benchmark's
+//! job). Root required; uses the release binaries `cargo xtask test` builds.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::AtomicBool,
+    time::{Duration, Instant},
+};
+
+use bench::{
+    report::{self, PathKind},
+    suite::{self, Settings},
+};
+
+fn bin_dir() -> PathBuf {
+    match std::env::var_os("OVL_LAB_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            // Integration tests live in target/<profile>/deps; the binaries one level up.
+            let exe = std::env::current_exe().expect("test executable");
+            exe.parent()
+                .and_then(|d| d.parent())
+                .expect("target/<profile>")
+                .to_path_buf()
+        }
+    }
+}
+
+#[test]
+fn smallest_benchmark_measures_every_path_and_writes_the_report() {
+    if !ovl_lab::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut s = Settings::quick(bin_dir());
+    s.reps = 1;
+    s.tcp_secs = 1;
+    s.rtt_count = 200;
+    s.frames_ms = 500;
+    s.failover_planned = 1;
+    s.failover_unplanned = 1;
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let run = suite::run(&s, &AtomicBool::new(false), &mut |l| {
+        eprintln!("{l}");
+        lines.push(l.to_string());
+    })
+    .expect("benchmark run");
+    assert!(started.elapsed() < Duration::from_secs(300));
+    assert!(
+        lines.iter().any(|l| l.contains("left]")),
+        "progress shows the time left: {lines:?}"
+    );
+
+    for p in PathKind::ALL {
+        for m in ["tcp_1", "tcp_2", "cpu_per_gbit", "rtt", "frames_64"] {
+            let r = run
+                .records
+                .iter()
+                .find(|r| r.path == p && r.measurement == m)
+                .unwrap_or_else(|| panic!("record {p} {m}"));
+            assert_eq!(r.samples.len(), 1, "{p} {m}: one repetition");
+            assert!(
+                r.median.is_finite() && r.median > 0.0,
+                "{p} {m}: {}",
+                r.median
+            );
+        }
+        let rtt = run.record(p, "rtt").expect("rtt");
+        let x = |k: &str| rtt.extra[k];
+        assert!(x("p50") <= x("p99") && x("p99") <= x("p999") && x("p999") <= x("max"));
+        assert!(!rtt.curve.is_empty(), "{p}: latency curve for the chart");
+        let f = run.record(p, "frames_64").expect("frames");
+        assert!(
+            f.median <= f.extra["offered"] * 1.01,
+            "{p}: a path cannot deliver more than was offered: {f:?}"
+        );
+    }
+    for p in [PathKind::KernelVxlan, PathKind::OursVxlan] {
+        for m in ["failover_planned", "failover_unplanned"] {
+            let r = run.record(p, m).unwrap_or_else(|| panic!("record {p} {m}"));
+            assert_eq!(r.samples.len(), 1, "{p} {m}: the client saw the trial");
+            assert!(r.median > 0.0 && r.median < 1000.0, "{p} {m}: {r:?}");
+        }
+    }
+    assert!(run.record(PathKind::Underlay, "failover_planned").is_none());
+
+    let dir = std::env::temp_dir().join(format!("ovl-bench-test-{}", std::process::id()));
+    let out = report::write_outputs(&run, &dir).expect("write the report");
+    let md = std::fs::read_to_string(&out.markdown).expect("report.md");
+    assert!(md.contains("## Targets") && md.contains("vs kernel"), "{md}");
+    assert_eq!(report::load(&out.latest_json).expect("load"), run);
+    assert!(out.charts.len() >= 4, "{:?}", out.charts);
+    std::fs::remove_dir_all(&dir).expect("remove the report");
+}
