@@ -90,7 +90,10 @@ fn smallest_benchmark_measures_every_path_and_writes_the_report() {
     let dir = std::env::temp_dir().join(format!("ovl-bench-test-{}", std::process::id()));
     let out = report::write_outputs(&run, &dir).expect("write the report");
     let md = std::fs::read_to_string(&out.markdown).expect("report.md");
-    assert!(md.contains("## Targets") && md.contains("vs kernel"), "{md}");
+    assert!(
+        md.contains("## Targets") && md.contains("vs kernel"),
+        "{md}"
+    );
     assert_eq!(report::load(&out.latest_json).expect("load"), run);
     assert!(out.charts.len() >= 4, "{:?}", out.charts);
     std::fs::remove_dir_all(&dir).expect("remove the report");

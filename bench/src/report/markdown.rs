@@ -483,11 +483,14 @@ fn write_how_to_read(out: &mut String, run: &Run) -> std::fmt::Result {
          repetitions (failover: over its trials); with 3 or more the range (min–max) follows in \
          brackets. TCP is iperf3 throughput at the receiver with 1 and 2 streams; CPU per Gbit \
          is the CPU-seconds spent per Gbit moved during the 1-stream runs; 64 B frames is \
-         the rate of minimum-size frames the path delivers, and per core divides it by the CPU \
-         cores busy on the path; RTT is the round-trip latency distribution (p50, p99, p99.9), \
+         the rate of minimum-size frames (from an AF_XDP generator on the router, straight into \
+         the receiver's underlay veth) the path delivers to its interface, and per core divides \
+         it by the busy share of the one CPU all of the receiver's work is steered to (RPS for \
+         the kernel paths, threaded NAPI and the pinned worker for ours); RTT is the round-trip latency distribution (p50, p99, p99.9), \
          and \"added RTT\" subtracts the underlay's p50, leaving what the overlay itself costs; \
          failover is the gap a client sees while the virtual IP moves (planned switchover, and \
-         unplanned when the active member is killed), median and worst of the trials. \
+         unplanned when the active member's underlay link goes down; the client polls every \
+         millisecond), median and worst of the trials. \
          \"–\" means not measured. The lab is veth pairs in network namespaces on one shared \
          2-core VM: no NIC offloads, AF_XDP in copy mode, so this compares designs, not \
          hardware limits."

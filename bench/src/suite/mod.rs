@@ -548,6 +548,82 @@ fn set_rps(lab: &Lab, host: &str, mask: u32) -> Result<(), SuiteError> {
     exec(lab, host, &["sh", "-c", &script], Duration::from_secs(5)).map(|_| ())
 }
 
+fn p_is_ours(p: PathKind) -> bool {
+    matches!(p, PathKind::OursVxlan | PathKind::OursGeneve)
+}
+
+/// A host's `eth0` switched to threaded NAPI, its poll thread pinned to one CPU.
+struct NapiThread {
+    host: &'static str,
+}
+
+impl NapiThread {
+    fn steer(lab: &Lab, host: &'static str, cpu: u32) -> Result<NapiThread, SuiteError> {
+        let before = napi_threads()?;
+        write_in(lab, host, "/sys/class/net/eth0/threaded", "1")?;
+        let steered = NapiThread { host };
+        // The kernel names the thread napi/eth0-<id>; every host's underlay is eth0, so
+        // ours is the one that was not there before.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let new = loop {
+            let now = napi_threads()?;
+            let new: Vec<u32> = now.into_iter().filter(|p| !before.contains(p)).collect();
+            if !new.is_empty() {
+                break new;
+            }
+            if Instant::now() > deadline {
+                steered.restore(lab)?;
+                return Err(step_err(
+                    "threaded NAPI",
+                    format!("no napi/eth0 thread on {host}"),
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        for pid in new {
+            let mut set = std::mem::MaybeUninit::<libc::cpu_set_t>::zeroed();
+            // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it and
+            // sched_setaffinity reads it; a thread that ended meanwhile gives ESRCH, ignored.
+            unsafe {
+                let set = set.assume_init_mut();
+                libc::CPU_SET(cpu as usize, set);
+                libc::sched_setaffinity(
+                    pid as libc::pid_t,
+                    std::mem::size_of::<libc::cpu_set_t>(),
+                    set,
+                );
+            }
+        }
+        Ok(steered)
+    }
+
+    fn restore(&self, lab: &Lab) -> Result<(), SuiteError> {
+        write_in(lab, self.host, "/sys/class/net/eth0/threaded", "0")
+    }
+}
+
+/// Pids of the kernel's `napi/eth0-*` threads.
+fn napi_threads() -> Result<Vec<u32>, SuiteError> {
+    let mut out = Vec::new();
+    let dir = std::fs::read_dir("/proc").map_err(|e| step_err("read /proc", e))?;
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) {
+            if comm.starts_with("napi/eth0-") {
+                out.push(pid);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_in(lab: &Lab, host: &str, path: &str, value: &str) -> Result<(), SuiteError> {
+    let script = format!("echo {value} > {path}");
+    exec(lab, host, &["sh", "-c", &script], Duration::from_secs(5)).map(|_| ())
+}
+
 /// 64-byte frames from the router straight into the receiving host's underlay veth,
 /// addressed as the path's traffic from its sending host; delivered = what the path's
 /// interface on the receiver got.
@@ -625,6 +701,14 @@ fn frames(
     }
     let sink = r.sink_dev(lab.spec());
     set_rps(lab, r.dst, 1 << s.sink_cpu)?;
+    // Our XDP program runs in the receiving veth's NAPI poll, which a veth runs on the
+    // sender's CPU: in a kernel thread pinned to the sink CPU instead, all of the path's
+    // receive work lands on one core, as RPS does for the kernel paths.
+    let napi = if p_is_ours(r.path) {
+        Some(NapiThread::steer(lab, r.dst, s.sink_cpu)?)
+    } else {
+        None
+    };
     let before = rx_packets(lab, r.dst, &sink)?;
     let cpu0 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
     let out = exec(
@@ -638,6 +722,9 @@ fn frames(
     thread::sleep(Duration::from_millis(100));
     let after = rx_packets(lab, r.dst, &sink)?;
     set_rps(lab, r.dst, 0)?;
+    if let Some(n) = napi {
+        n.restore(lab)?;
+    }
     let gen_report: GenReport = serde_json::from_str(out?.trim())
         .map_err(|e| step_err(format!("xdp-gen JSON ({})", r.path), e))?;
     let busy = |cpu: u32| {
