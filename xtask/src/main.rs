@@ -290,6 +290,29 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     if !is_root() && !help {
         bail!("the benchmark creates network namespaces and loads XDP programs: run it as root");
     }
+    if help {
+        cargo(
+            root,
+            &[
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "bench",
+                "--bin",
+                "ovl-bench",
+            ],
+        )?;
+        let status = Command::new(root.join("target").join("release").join("ovl-bench"))
+            .arg("--help")
+            .status()
+            .context("run ovl-bench")?;
+        return if status.success() {
+            Ok(())
+        } else {
+            bail!("ovl-bench --help failed")
+        };
+    }
     build_ebpf(root)?;
     step("building the release binaries (data plane, controller, workload, generator, probes)");
     cargo(

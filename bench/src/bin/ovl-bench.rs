@@ -40,7 +40,7 @@ struct Cli {
     /// About two minutes instead of about ten: fewer and shorter repetitions and trials.
     #[arg(long)]
     quick: bool,
-    /// Repetitions per path (default 5, or 2 with --quick).
+    /// Repetitions per path (default 7, or 2 with --quick).
     #[arg(long)]
     reps: Option<usize>,
     /// Seconds per iperf3 run.

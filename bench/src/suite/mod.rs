@@ -81,7 +81,7 @@ impl Settings {
         Settings {
             bin_dir,
             quick: false,
-            reps: 5,
+            reps: 7,
             tcp_secs: 5,
             rtt_count: 3000,
             rtt_interval_us: 1000,
@@ -282,7 +282,27 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
             if stop.load(Ordering::Relaxed) {
                 return Err(SuiteError::Stopped);
             }
-            records.extend(failover::run(s, kind, &mut |m| progress.step(m))?);
+            // A failed trial costs its rows, not the measurements already taken.
+            match failover::run(s, kind, &mut |m| progress.step(m)) {
+                Ok(r) => records.extend(r),
+                Err(e) => {
+                    let msg = format!("{kind}: failover trials failed: {e}");
+                    progress.line(&msg);
+                    let short: String = msg.chars().take(300).collect();
+                    for m in ["failover_planned", "failover_unplanned"] {
+                        records.push(Record {
+                            path: kind,
+                            measurement: m.to_string(),
+                            unit: "ms".into(),
+                            median: f64::NAN,
+                            samples: Vec::new(),
+                            extra: BTreeMap::new(),
+                            curve: Vec::new(),
+                            note: Some(short.clone()),
+                        });
+                    }
+                }
+            }
         }
     }
     Ok(Run {
@@ -610,10 +630,10 @@ fn napi_threads() -> Result<Vec<u32>, SuiteError> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) {
-            if comm.starts_with("napi/eth0-") {
-                out.push(pid);
-            }
+        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm"))
+            && comm.starts_with("napi/eth0-")
+        {
+            out.push(pid);
         }
     }
     Ok(out)
@@ -763,33 +783,34 @@ fn records_of(s: &Samples) -> Vec<Record> {
     for (&(p, m), values) in &s.values {
         let mut extra = BTreeMap::new();
         for (&(ep, em, k), v) in &s.extra {
-            if ep == p && em == m {
-                if let Some(x) = median(v) {
-                    extra.insert(k.to_string(), x);
-                }
+            if ep == p
+                && em == m
+                && let Some(x) = median(v)
+            {
+                extra.insert(k.to_string(), x);
             }
         }
         let mut curve = Vec::new();
-        if m == "rtt" {
-            if let Some(reps) = s.rtt.get(&p) {
-                // Each percentile's median over the repetitions; the curve of the median rep.
-                let pick = |f: fn(&RttReport) -> f64| {
-                    median(&reps.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
-                };
-                extra.insert("p50".into(), pick(|r| r.p50_us));
-                extra.insert("p90".into(), pick(|r| r.p90_us));
-                extra.insert("p99".into(), pick(|r| r.p99_us));
-                extra.insert("p999".into(), pick(|r| r.p999_us));
-                extra.insert("max".into(), pick(|r| r.max_us));
-                extra.insert(
-                    "lost".into(),
-                    reps.iter().map(|r| r.lost as f64).sum::<f64>(),
-                );
-                let mut by_p50: Vec<&RttReport> = reps.iter().collect();
-                by_p50.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
-                if let Some(mid) = by_p50.get(by_p50.len() / 2) {
-                    curve.clone_from(&mid.curve);
-                }
+        if m == "rtt"
+            && let Some(reps) = s.rtt.get(&p)
+        {
+            // Each percentile's median over the repetitions; the curve of the median rep.
+            let pick = |f: fn(&RttReport) -> f64| {
+                median(&reps.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+            };
+            extra.insert("p50".into(), pick(|r| r.p50_us));
+            extra.insert("p90".into(), pick(|r| r.p90_us));
+            extra.insert("p99".into(), pick(|r| r.p99_us));
+            extra.insert("p999".into(), pick(|r| r.p999_us));
+            extra.insert("max".into(), pick(|r| r.max_us));
+            extra.insert(
+                "lost".into(),
+                reps.iter().map(|r| r.lost as f64).sum::<f64>(),
+            );
+            let mut by_p50: Vec<&RttReport> = reps.iter().collect();
+            by_p50.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
+            if let Some(mid) = by_p50.get(by_p50.len() / 2) {
+                curve.clone_from(&mid.curve);
             }
         }
         out.push(Record {
