@@ -3,6 +3,7 @@
 
 pub mod probe;
 pub mod report;
+pub mod signals;
 pub mod suite;
 pub mod traffic;
 pub mod workload;

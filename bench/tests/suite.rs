@@ -4,7 +4,6 @@
 //! job). Root required; uses the release binaries `cargo xtask test` builds.
 
 use std::{
-    path::PathBuf,
     sync::atomic::AtomicBool,
     time::{Duration, Instant},
 };
@@ -14,27 +13,13 @@ use bench::{
     suite::{self, Settings},
 };
 
-fn bin_dir() -> PathBuf {
-    match std::env::var_os("OVL_LAB_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            // Integration tests live in target/<profile>/deps; the binaries one level up.
-            let exe = std::env::current_exe().expect("test executable");
-            exe.parent()
-                .and_then(|d| d.parent())
-                .expect("target/<profile>")
-                .to_path_buf()
-        }
-    }
-}
-
 #[test]
 fn smallest_benchmark_measures_every_path_and_writes_the_report() {
     assert!(
         ovl_lab::is_root(),
         "the benchmark test needs root; CI runs it as root"
     );
-    let mut s = Settings::quick(bin_dir());
+    let mut s = Settings::quick(ovl_lab::bin_dir());
     s.reps = 1;
     s.tcp_secs = 1;
     s.rtt_count = 200;

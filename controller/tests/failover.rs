@@ -23,21 +23,9 @@ const PARALLEL: u32 = 64;
 /// One lab at a time: millisecond timing on a 2-core machine needs the cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The lab's binaries: from `OVL_LAB_BIN_DIR` when set (`cargo xtask test` builds release
-/// ones there, so the trials' timing is not eaten by debug builds on two cores), else the
-/// workspace's own build next to this test.
+/// The lab's binaries (see `ovl_lab::bin_dir`: release builds under `cargo xtask test`).
 fn bin(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("OVL_LAB_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            // Integration tests live in target/<profile>/deps; the binaries one level up.
-            let exe = std::env::current_exe().expect("test executable");
-            exe.parent()
-                .and_then(|d| d.parent())
-                .expect("target/<profile>")
-                .to_path_buf()
-        }
-    };
+    let dir = ovl_lab::bin_dir();
     let p = dir.join(name);
     assert!(
         p.exists(),

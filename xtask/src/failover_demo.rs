@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, Signal};
 
-use crate::{cargo, is_root, step};
+use crate::{is_root, step};
 
 const PREFIX: &str = "demo-";
 
@@ -29,20 +29,7 @@ pub fn run(root: &Path) -> Result<()> {
         bail!("the demo creates network namespaces and loads XDP programs: run it as root");
     }
     step("building dataplane, controller and bench (release)");
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "dataplane",
-            "-p",
-            "controller",
-            "-p",
-            "bench",
-        ],
-    )?;
+    crate::build_release_bins(root)?;
     let bin = |n: &str| root.join("target").join("release").join(n);
     step("bringing the lab up: fabric router, client (kernel VXLAN), pri and sec (our data plane)");
     let mut spec = LabSpec::seed(PREFIX, bin("dataplane"));

@@ -200,20 +200,7 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
     // planes, controllers and workload run release builds there, so debug-build CPU cost does
     // not starve the 10 ms x 3 detection (see controller/tests/failover.rs).
     step("building the lab's binaries (release) for the failover trials");
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "dataplane",
-            "-p",
-            "controller",
-            "-p",
-            "bench",
-        ],
-    )?;
+    build_release_bins(root)?;
     step("cargo test --workspace (unit, property and kernel tests)");
     let mut args = vec!["test", "--workspace"];
     if !extra.is_empty() {
@@ -315,20 +302,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     }
     build_ebpf(root)?;
     step("building the release binaries (data plane, controller, workload, generator, probes)");
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "dataplane",
-            "-p",
-            "controller",
-            "-p",
-            "bench",
-        ],
-    )?;
+    build_release_bins(root)?;
     let rev = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(root)
@@ -360,6 +334,24 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         bail!("ovl-bench failed ({status})");
     }
     Ok(())
+}
+
+/// The release binaries the lab runs: data plane, controller, and the bench tools.
+pub(crate) fn build_release_bins(root: &Path) -> Result<()> {
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "dataplane",
+            "-p",
+            "controller",
+            "-p",
+            "bench",
+        ],
+    )
 }
 
 fn demo(root: &Path) -> Result<()> {

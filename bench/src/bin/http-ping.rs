@@ -3,14 +3,12 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
 use bench::workload::{HttpPing, HttpUrl, Limit, Sample, Summarizer, rfc3339_micros};
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Parser)]
 #[command(
@@ -91,15 +89,7 @@ fn line(s: &Sample) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // The first signal asks the run to end and print its summary; a second one, seeing the
-        // flag already set, exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let stop = bench::signals::stop_flag().context("installing signal handlers")?;
     let ping = HttpPing {
         interval: Duration::from_millis(cli.interval_ms),
         connect_timeout: Duration::from_millis(cli.connect_timeout_ms),

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use bench::probe::{EchoServer, ProbeConfig, probe};
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Parser)]
 #[command(
@@ -68,14 +67,9 @@ enum Command {
     },
 }
 
-/// A flag that SIGINT and SIGTERM set.
+/// A flag that SIGINT and SIGTERM set (a second signal exits at once).
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
-    Ok(stop)
+    bench::signals::stop_flag().context("installing signal handlers")
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -5,14 +5,11 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
 use bench::traffic::{DEFAULT_FRAME_LEN, Encap, FrameSpec, GenConfig, GenError, GenReport, run};
 use clap::{Parser, ValueEnum};
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EncapArg {
@@ -240,15 +237,7 @@ fn main_inner(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // The first signal ends the run (the report is still printed); a second one, seeing
-        // the flag already set, exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let stop = bench::signals::stop_flag().context("installing signal handlers")?;
     let mut last = GenReport::default();
     let report = run(&cfg, &spec, &stop, |r| {
         let dt = r.seconds - last.seconds;

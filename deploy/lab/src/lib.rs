@@ -41,3 +41,18 @@ pub use spec::{
     OURS_INTERFACE, Overlay, SEED_PORT, SEED_VNI, Segment, WorkerTuning, check_prefix,
 };
 pub use status::{PingResult, ping_matrix};
+
+/// Where tests find the workspace's binaries for a lab: `OVL_LAB_BIN_DIR` when set (`cargo
+/// xtask test` points it at release builds, so millisecond timing is not eaten by debug
+/// builds on two cores), else the running test's own profile directory (integration tests
+/// live in `target/<profile>/deps`, the binaries one level up).
+pub fn bin_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("OVL_LAB_BIN_DIR") {
+        return d.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
