@@ -66,6 +66,29 @@ const IDLE_POLL: Duration = Duration::from_millis(10);
 /// (then in 1 ms polls, which also drive copy-mode TX).
 const TX_DRAIN: Duration = Duration::from_millis(1);
 
+/// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)` (kernel 6.17+): how many descriptors one
+/// copy-mode `sendto` may send; the default is 32, less than a batch.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// Lets one kick send a whole batch; on older kernels the call fails and the default stays
+/// (the worker then kicks again while frames remain on the ring).
+fn set_tx_budget(fd: i32, batch: usize) {
+    let budget = libc::c_uint::try_from(batch.max(32)).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: a plain setsockopt on our own socket with a correctly sized value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("XDP_MAX_TX_SKB_BUDGET not supported; TX budget stays 32 per kick");
+    }
+}
+
 /// Control thread -> worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToWorker {
@@ -215,6 +238,7 @@ impl Worker {
                 .map_err(|e| err(format!("AF_XDP socket on {ifname} queue {queue}: {e}")))?;
             let (fq, cq) =
                 rings.ok_or_else(|| err(format!("no fill/completion ring for {ifname}")))?;
+            set_tx_budget(tx.fd().as_raw_fd(), spec.batch);
             socks.push(Sock {
                 tx,
                 rx,
