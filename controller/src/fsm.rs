@@ -266,6 +266,13 @@ pub enum Event {
     },
     /// Stop: go to Fault for good (VIP removed, the peer told at once).
     Shutdown,
+    /// The caller's loop ran `late` past a deadline: the host starved it of CPU. The peer's
+    /// silence over that time says nothing (on a shared host it was most likely stalled as
+    /// well, and nothing could be read meanwhile), so its death is judged that much later.
+    Stalled {
+        /// How late the loop woke.
+        late: Nanos,
+    },
 }
 
 /// Outputs of the state machine, to be carried out in order.
@@ -500,6 +507,11 @@ impl Fsm {
             }
             Event::Switchover { id } => self.on_switchover(id, now, &mut out, &mut log),
             Event::Shutdown => self.on_shutdown(now, &mut out, &mut log),
+            Event::Stalled { late } => {
+                if let Some(p) = &mut self.peer {
+                    p.last_heard = p.last_heard.saturating_add(late).min(now);
+                }
+            }
         }
         self.evaluate(now, &mut out, &mut log);
         self.transmit(now, &mut out);
@@ -1062,6 +1074,35 @@ mod tests {
         let pos = |x: &Action| a.iter().position(|y| y == x);
         assert!(pos(&Action::AddVip) < pos(&Action::Announce));
         assert!(matches!(a.last(), Some(Action::Transition(t)) if t.cause == Cause::NoPeer));
+    }
+
+    #[test]
+    fn a_local_stall_does_not_count_as_peer_silence() {
+        let mut f = started(cfg(200, false));
+        f.step(peer(State::Active, 100, active_flags()), MS);
+        assert_eq!(f.state(), State::Backup);
+        // Both stalled for 31 ms (heard at 1 ms, detection 30 ms): on waking at 32 ms the
+        // stall is reported first, so the silence is not yet a death.
+        f.step(Event::Stalled { late: 31 * MS }, 32 * MS);
+        f.step(Event::Timer, 32 * MS);
+        assert_eq!(f.state(), State::Backup);
+        // The peer's next heartbeat keeps it alive.
+        f.step(peer(State::Active, 100, active_flags()), 40 * MS);
+        f.step(Event::Timer, 62 * MS);
+        assert_eq!(f.state(), State::Backup);
+        // Real silence is still detected, a detection time after the last heartbeat.
+        f.step(Event::Timer, 69 * MS);
+        assert_eq!(f.state(), State::Backup);
+        let a = f.step(Event::Timer, 70 * MS);
+        assert_eq!(f.state(), State::Active, "{a:?}");
+    }
+
+    #[test]
+    fn without_the_stall_report_the_same_silence_is_a_death() {
+        let mut f = started(cfg(200, false));
+        f.step(peer(State::Active, 100, active_flags()), MS);
+        f.step(Event::Timer, 32 * MS);
+        assert_eq!(f.state(), State::Active);
     }
 
     #[test]

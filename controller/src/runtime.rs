@@ -453,6 +453,14 @@ impl Daemon {
                     late_ms = (woke - deadline) as f64 / 1e6,
                     "event loop woke late (CPU starvation?)"
                 );
+                // Before anything else is judged: our own stall is not the peer's silence.
+                let actions = self.node.handle(
+                    Event::Stalled {
+                        late: woke - deadline,
+                    },
+                    woke,
+                );
+                self.execute(actions);
             }
 
             if ready[0] {
