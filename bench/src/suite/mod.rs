@@ -449,14 +449,13 @@ fn measure_rep(
         samples.push_extra(p, "frames_64", "per_core", f.delivered_mpps / f.sink_busy);
     }
     if f.sink_busy < 0.9 {
-        // On a veth the receiver's first steps (XDP, or the veth's own receive) run on the
-        // sender's CPU, inside the generator's sendto: a sink core below saturation means
-        // that side was the limit, and "per core" extrapolates to a full core.
+        // All of the receiver's work is steered to the sink core (see `frames`): below
+        // saturation the sending side was the limit, and "per core" extrapolates.
         samples.notes.insert(
             (p, "frames_64"),
             format!(
-                "{p}: the sink core was {:.0}% busy in rep {rep}: the generator's core (which \
-                 also runs the receiving veth's XDP or receive step) was the limit",
+                "{p}: the sink core was {:.0}% busy in rep {rep}: the sending side (the \
+                 generator and the veth's transmit) was the limit, and per core extrapolates",
                 f.sink_busy * 100.0
             ),
         );
