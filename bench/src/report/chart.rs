@@ -258,24 +258,17 @@ fn bar_groups(run: &Run, kind: ChartKind) -> Vec<(String, Vec<Bar>)> {
     groups.into_iter().filter(|(_, b)| !b.is_empty()).collect()
 }
 
-/// Grouped bars: one group per metric, one bar per path in the path's colour, the value above
-/// each bar, min–max whiskers where there are several samples.
-fn draw_bars(
-    root: &Area<'_>,
+/// A chart with one category per label along x (at 0, 1, ...), a linear y from zero to
+/// `y_top`, and the mesh drawn: the frame both the bar and the failover charts use.
+fn category_chart<'a, 'b>(
+    root: &'a Area<'b>,
     title: &str,
-    unit: &str,
-    groups: &[(String, Vec<Bar>)],
-) -> Result<(), String> {
-    let y_top = groups
-        .iter()
-        .flat_map(|(_, bars)| bars)
-        .map(|b| b.range.map_or(b.value, |(_, hi)| hi.max(b.value)))
-        .fold(0.0_f64, f64::max);
-    let y_top = if y_top > 0.0 { y_top * HEADROOM } else { 1.0 };
-    let n = groups.len().max(1) as f64;
-    let centers: Vec<f64> = (0..groups.len()).map(|i| i as f64).collect();
-    let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
-
+    labels: &[String],
+    y_top: f64,
+    y_desc: &str,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<Axis, Axis>>, String> {
+    let n = labels.len().max(1) as f64;
+    let centers: Vec<f64> = (0..labels.len()).map(|i| i as f64).collect();
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 24))
         .margin(16)
@@ -296,12 +289,31 @@ fn draw_bars(
         .disable_x_mesh()
         .x_label_formatter(&label_of)
         .y_label_formatter(&tick)
-        .y_desc(unit)
+        .y_desc(y_desc)
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 16))
         .light_line_style(WHITE)
         .draw()
         .map_err(text)?;
+    Ok(chart)
+}
+
+/// Grouped bars: one group per metric, one bar per path in the path's colour, the value above
+/// each bar, min–max whiskers where there are several samples.
+fn draw_bars(
+    root: &Area<'_>,
+    title: &str,
+    unit: &str,
+    groups: &[(String, Vec<Bar>)],
+) -> Result<(), String> {
+    let y_top = groups
+        .iter()
+        .flat_map(|(_, bars)| bars)
+        .map(|b| b.range.map_or(b.value, |(_, hi)| hi.max(b.value)))
+        .fold(0.0_f64, f64::max);
+    let y_top = if y_top > 0.0 { y_top * HEADROOM } else { 1.0 };
+    let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
+    let mut chart = category_chart(root, title, &labels, y_top, unit)?;
 
     // Every group has a slot for each path that appears anywhere, so a path sits at the same
     // place in every group.
@@ -557,38 +569,8 @@ fn draw_failover(root: &Area<'_>, title: &str, trials: &[Trials]) -> Result<(), 
         .flat_map(|t| t.2.iter().copied().chain([t.3]))
         .fold(0.0_f64, f64::max);
     let y_top = if y_top > 0.0 { y_top * HEADROOM } else { 1.0 };
-    let n = kinds.len().max(1) as f64;
-    let centers: Vec<f64> = (0..kinds.len()).map(|i| i as f64).collect();
-
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, (FONT, 24))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
-        .build_cartesian_2d(Axis::linear(-0.5, n - 0.5, centers), Axis::from_zero(y_top))
-        .map_err(text)?;
-    let label_of = |x: &f64| {
-        let i = x.round();
-        if i >= 0.0 && (x - i).abs() < 1e-9 {
-            kinds
-                .get(i as usize)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_label_formatter(&label_of)
-        .y_label_formatter(&tick)
-        .y_desc("gap seen by the client (ms)")
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 16))
-        .light_line_style(WHITE)
-        .draw()
-        .map_err(text)?;
+    let labels: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    let mut chart = category_chart(root, title, &labels, y_top, "gap seen by the client (ms)")?;
 
     let slot = 0.8 / paths.len().max(3) as f64;
     let first = -slot * paths.len() as f64 / 2.0;
