@@ -62,7 +62,9 @@ fn every_answer_carries_the_id() {
     );
     for s in &samples {
         assert_eq!(s.outcome, Outcome::Ok("PRI".into()), "{s:?}");
-        assert!(s.t < Duration::from_millis(200) && s.latency < Duration::from_secs(2));
+        // Scheduled inside the 200 ms window (its start may be later on a starved CPU: a CI
+        // run started tick 199 after 200 ms; the start is checked against its tick below).
+        assert!(s.seq < 200 && s.latency < Duration::from_secs(2), "{s:?}");
     }
     // The fixed schedule: each request starts no earlier than its tick.
     for s in &samples {
