@@ -68,7 +68,8 @@ const MAX_MTU: u32 = 65535;
 /// GENEVE option length field value: the data is one 4-byte word.
 const GENEVE_OPT_WORDS: u8 = 1;
 
-const TOP_KEYS: &[&str] = &["underlay", "workers", "stats", "fdb", "vni"];
+const TOP_KEYS: &[&str] = &["underlay", "datapath", "workers", "stats", "fdb", "vni"];
+const DATAPATH_KEYS: &[&str] = &["mode"];
 const UNDERLAY_KEYS: &[&str] = &["interface", "local_ip", "xdp_mode"];
 const WORKERS_KEYS: &[&str] = &[
     "queues",
@@ -98,6 +99,7 @@ const GENEVE_OPTION_KEYS: &[&str] = &["class", "type", "data"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub underlay: Underlay,
+    pub datapath: Datapath,
     pub workers: Workers,
     pub stats: Stats,
     pub fdb: FdbConfig,
@@ -110,6 +112,53 @@ pub struct Underlay {
     pub interface: String,
     pub local_ip: Ipv4Addr,
     pub xdp_mode: XdpModeCfg,
+}
+
+/// `[datapath]`: where frames are forwarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Datapath {
+    pub mode: DatapathMode,
+}
+
+/// `[datapath] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DatapathMode {
+    /// Known unicast never leaves the kernel's eBPF layer: XDP decapsulates and redirects to
+    /// the overlay port, a TC program encapsulates and redirects to the underlay. The workers
+    /// handle the rest (flooding, learning, unresolved next hops, ICMP).
+    #[default]
+    Xdp,
+    /// Every frame through the AF_XDP workers, for users who process frames in userspace.
+    Afxdp,
+}
+
+impl DatapathMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DatapathMode::Xdp => "xdp",
+            DatapathMode::Afxdp => "afxdp",
+        }
+    }
+}
+
+impl fmt::Display for DatapathMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DatapathMode {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<DatapathMode, ParseError> {
+        match s {
+            "xdp" => Ok(DatapathMode::Xdp),
+            "afxdp" => Ok(DatapathMode::Afxdp),
+            _ => Err(ParseError(format!(
+                "expected \"xdp\" or \"afxdp\", got {s:?}"
+            ))),
+        }
+    }
 }
 
 /// How the XDP programs are attached.
@@ -1312,6 +1361,7 @@ fn decode(root: &Table) -> Result<Config, ConfigError> {
         .get("underlay")
         .ok_or_else(|| invalid("underlay", "missing; the [underlay] section is required"))?;
     let underlay = decode_underlay(underlay, &f)?;
+    let datapath = top.opt("datapath", decode_datapath)?.unwrap_or_default();
     let workers = top.opt("workers", decode_workers)?.unwrap_or_default();
     let stats = top
         .opt("stats", |v, f| decode_stats(v, f, &underlay.interface))?
@@ -1328,6 +1378,7 @@ fn decode(root: &Table) -> Result<Config, ConfigError> {
         .unwrap_or_default();
     Ok(Config {
         underlay,
+        datapath,
         workers,
         stats,
         fdb,
@@ -1341,6 +1392,13 @@ fn decode_underlay(v: &Value, f: &str) -> Result<Underlay, ConfigError> {
         interface: s.req("interface", |v, f| string(v, f).map(str::to_string))?,
         local_ip: s.req("local_ip", ipv4)?,
         xdp_mode: s.opt("xdp_mode", parsed)?.unwrap_or_default(),
+    })
+}
+
+fn decode_datapath(v: &Value, f: &str) -> Result<Datapath, ConfigError> {
+    let s = Section::open(f, v, DATAPATH_KEYS)?;
+    Ok(Datapath {
+        mode: s.opt("mode", parsed)?.unwrap_or_default(),
     })
 }
 

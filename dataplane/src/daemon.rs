@@ -26,7 +26,7 @@ use ovl_netlink::{Netlink, format_mac};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, XdpModeCfg},
+    config::{Config, DatapathMode, XdpModeCfg},
     stats::{QueueCounters, Snapshot},
     worker::{FromWorker, PortSpec, ToWorker, Worker, WorkerSpec},
     xdp::{Program, XdpObject},
@@ -222,6 +222,17 @@ pub fn run(config_path: &Path) -> Result<()> {
         nl.link_set_mac(kernel.index, mac)?;
         // The kernel must finish checksums itself: nothing after XDP would.
         crate::netns::disable_tx_checksum(&v.interface)?;
+        if cfg.datapath.mode == DatapathMode::Xdp {
+            // The ingress fast path redirects into `dp`, which delivers on this end only while
+            // it runs NAPI (GRO on); otherwise the frames vanish without a trace.
+            crate::netns::set_gro(&v.interface, true)?;
+            if !crate::netns::gro(&v.interface)? {
+                bail!(
+                    "GRO stays off on {}: the XDP fast path could not deliver to it",
+                    v.interface
+                );
+            }
+        }
         // The data plane's end never speaks IPv6 itself.
         let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{dp}/disable_ipv6"), "1");
         // The kernel side stays down until the data path can carry what it sends.
@@ -254,26 +265,30 @@ pub fn run(config_path: &Path) -> Result<()> {
                 FdbEntry {
                     remote_ip_be: be(f.remote),
                     flags: FDB_FLAG_STATIC,
+                    seen_ns: 0,
                 },
             )?;
         }
     }
     for (i, rt) in vnis.iter().enumerate() {
-        xdp.set_port(
-            rt.dp_index,
-            PortInfo {
-                vni: rt.id,
-                xsk_base: queues * (1 + i as u32),
-            },
-        )?;
+        let info = PortInfo {
+            vni: rt.id,
+            xsk_base: queues * (1 + i as u32),
+        };
+        // The XDP program knows the port by the data plane's end, the TC one by the kernel's.
+        xdp.set_port(rt.dp_index, info)?;
+        xdp.set_port(rt.kernel_index, info)?;
     }
+    let fast = cfg.datapath.mode == DatapathMode::Xdp;
     xdp.set_config(ovl_common::Config {
         local_ip_be: be(cfg.underlay.local_ip),
         underlay_mtu: u16::try_from(underlay.mtu).unwrap_or(u16::MAX),
         enabled: 1,
-        _pad0: 0,
+        fast_path: u8::from(fast),
         local_mac,
         _pad1: [0; 2],
+        underlay_ifindex: underlay.index,
+        _pad2: 0,
     })?;
 
     // Workers and their sockets.
@@ -341,6 +356,15 @@ pub fn run(config_path: &Path) -> Result<()> {
             .attach(Program::OverlayEgress, &v.dp_interface(), mode)
             .with_context(|| format!("attach egress program to {}", v.dp_interface()))?;
         links.push((Program::OverlayEgress, id));
+    }
+    let mut tc_links = Vec::new();
+    if fast {
+        for v in &cfg.vnis {
+            let id = xdp
+                .attach_tc_egress(&v.interface)
+                .with_context(|| format!("attach TC egress program to {}", v.interface))?;
+            tc_links.push(id);
+        }
     }
 
     let handles: Vec<JoinHandle<()>> = workers
@@ -413,10 +437,18 @@ pub fn run(config_path: &Path) -> Result<()> {
                 .addr_add(rt.kernel_index, a.addr, a.prefix_len, true)
                 .with_context(|| format!("add {a} to {}", v.interface))?;
         }
+        if fast {
+            // Only now can the port take redirected frames; until this entry exists the
+            // ingress program hands them to the workers (counted as rx_fast_fallback).
+            ctl.xdp
+                .set_port_dev(v.id, rt.dp_index)
+                .with_context(|| format!("fast path to {}", v.interface))?;
+        }
         tracing::info!(vni = v.id, interface = %v.interface, "overlay port up");
     }
     println!(
-        "dataplane ready: underlay {} ({} mode), {} VNI(s), {} queue(s), control socket {}",
+        "dataplane ready: {} mode, underlay {} ({} XDP), {} VNI(s), {} queue(s), control socket {}",
+        cfg.datapath.mode,
         cfg.underlay.interface,
         if mode == XdpMode::Skb {
             "skb"
@@ -432,6 +464,16 @@ pub fn run(config_path: &Path) -> Result<()> {
     ctl.run(&term, &learn_rx, &req_rx);
 
     tracing::info!("stopping");
+    if fast {
+        for v in &cfg.vnis {
+            let _ = ctl.xdp.remove_port_dev(v.id);
+        }
+    }
+    for id in tc_links {
+        if let Err(e) = ctl.xdp.detach_tc_egress(id) {
+            tracing::warn!("detach TC: {e}");
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
@@ -449,6 +491,15 @@ pub fn run(config_path: &Path) -> Result<()> {
     let _ = fs::remove_file(&sock_path);
     println!("dataplane stopped");
     Ok(())
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which stamps FDB entries.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: plain data, filled by the call.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a pointer to our timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn be(ip: Ipv4Addr) -> u32 {
@@ -543,6 +594,7 @@ impl Control {
                         FdbEntry {
                             remote_ip_be: be(remote),
                             flags: 0,
+                            seen_ns: monotonic_ns(),
                         },
                     ) {
                         tracing::warn!("FDB update: {e}");
@@ -562,15 +614,36 @@ impl Control {
         }
     }
 
+    /// Removes learned entries not seen for the ageing time. Frames of known sources never
+    /// reach userspace, so "seen" is the later of the last learn report and the stamp the
+    /// ingress program keeps in the FDB entry.
     fn age(&mut self) {
         let now = Instant::now();
         let ageing = self.ageing;
-        let expired: Vec<(u32, [u8; 6])> = self
+        let stale: Vec<(u32, [u8; 6])> = self
             .learned
             .iter()
             .filter(|(_, (_, seen))| now.duration_since(*seen) >= ageing)
             .map(|(k, _)| *k)
             .collect();
+        let mono = monotonic_ns();
+        let mut expired = Vec::new();
+        for key in stale {
+            let stamp_age = match self.xdp.fdb(FdbKey::new(key.0, key.1)) {
+                Ok(Some(e)) if e.seen_ns != 0 => {
+                    Some(Duration::from_nanos(mono.saturating_sub(e.seen_ns)))
+                }
+                _ => None,
+            };
+            match stamp_age {
+                Some(age) if age < ageing => {
+                    if let Some(entry) = self.learned.get_mut(&key) {
+                        entry.1 = now.checked_sub(age).unwrap_or(now);
+                    }
+                }
+                _ => expired.push(key),
+            }
+        }
         for key in expired {
             self.learned.remove(&key);
             tracing::debug!(vni = key.0, mac = %format_mac(&key.1), "aged out");

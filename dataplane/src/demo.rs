@@ -239,6 +239,7 @@ fn in_private_netns() -> Result<()> {
         FdbEntry {
             remote_ip_be: be(REMOTE_VTEP),
             flags: ovl_common::FDB_FLAG_STATIC,
+            seen_ns: 0,
         },
     )?;
     obj.set_nexthop(

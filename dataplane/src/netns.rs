@@ -119,19 +119,35 @@ pub fn mac_of(name: &str) -> Result<[u8; 6], NetnsError> {
 /// kernel's stack would then carry wrong TCP/UDP checksums.
 pub fn disable_tx_checksum(ifname: &str) -> Result<(), NetnsError> {
     const ETHTOOL_STXCSUM: u32 = 0x17;
+    ethtool_value(ifname, ETHTOOL_STXCSUM, 0, "disable TX checksum offload").map(drop)
+}
+
+/// Turns generic receive offload on or off on `ifname` (ethtool -K IF gro on|off). A veth
+/// receives frames another device redirected to its peer in XDP only while it runs NAPI,
+/// which GRO switches on; without it such frames vanish without a counter.
+pub fn set_gro(ifname: &str, on: bool) -> Result<(), NetnsError> {
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    ethtool_value(ifname, ETHTOOL_SGRO, u32::from(on), "set GRO").map(drop)
+}
+
+/// Whether generic receive offload is on for `ifname`.
+pub fn gro(ifname: &str) -> Result<bool, NetnsError> {
+    const ETHTOOL_GGRO: u32 = 0x2b;
+    ethtool_value(ifname, ETHTOOL_GGRO, 0, "read GRO").map(|v| v != 0)
+}
+
+/// One `SIOCETHTOOL` call with a `struct ethtool_value`; returns the value the kernel left.
+fn ethtool_value(ifname: &str, cmd: u32, data: u32, what: &str) -> Result<u32, NetnsError> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
     let err = |e: std::io::Error| NetnsError::Io {
-        what: format!("disable TX checksum offload on {ifname}"),
+        what: format!("{what} on {ifname}"),
         source: e,
     };
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
+    let mut value = EthtoolValue { cmd, data };
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = ifname.as_bytes();
@@ -156,5 +172,5 @@ pub fn disable_tx_checksum(ifname: &str) -> Result<(), NetnsError> {
     if rc < 0 {
         return Err(err(last));
     }
-    Ok(())
+    Ok(value.data)
 }

@@ -16,7 +16,9 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ovl_common::{Encap, GENEVE_OPT_LEN, MetaKind, XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
+use ovl_common::{
+    Encap, GENEVE_OPT_LEN, META_FLAG_LEARN, MetaKind, XDP_META_LEN, XDP_META_MAGIC, XdpMeta,
+};
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
     config::{LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
@@ -419,7 +421,8 @@ impl Worker {
             self.frames.release(&desc);
             return;
         };
-        if len >= 12 {
+        // Known sources are not flagged: the program refreshed their stamp already.
+        if meta.flags & META_FLAG_LEARN != 0 && len >= 12 {
             // SAFETY: as in `meta`; the frame is still ours.
             let data = unsafe { self.umem.data(&desc) };
             let mut src = [0u8; 6];

@@ -5,8 +5,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, XskMap, xdp::XdpMapError},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
+        xdp::XdpLinkId,
+    },
 };
 use ovl_common::{
     Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniInfo, maps, programs,
@@ -34,6 +37,12 @@ pub enum XdpError {
         #[source]
         source: MapError,
     },
+    #[error("device map {name}: {source}")]
+    DevMap {
+        name: &'static str,
+        #[source]
+        source: XdpMapError,
+    },
     #[error("the object has no {kind} named {name}")]
     Missing {
         kind: &'static str,
@@ -60,6 +69,9 @@ impl Program {
         }
     }
 }
+
+/// The TC egress program (on the kernel's end of an overlay veth, "xdp" mode).
+pub const TC_EGRESS: &str = programs::OVERLAY_TC_EGRESS;
 
 /// Counter values summed over all CPUs, indexed by `Counter`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +179,17 @@ fn xdp_mut(ebpf: &mut Ebpf, p: Program) -> Result<&mut Xdp, XdpError> {
         .map_err(|source| XdpError::Program { name, source })
 }
 
+fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, XdpError> {
+    let name = TC_EGRESS;
+    ebpf.program_mut(name)
+        .ok_or(XdpError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| XdpError::Program { name, source })
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> XdpError {
     move |source| XdpError::Map { name, source }
 }
@@ -187,7 +210,75 @@ impl XdpObject {
                     source,
                 })?;
         }
+        tc_mut(&mut ebpf)?
+            .load()
+            .map_err(|source| XdpError::Program {
+                name: TC_EGRESS,
+                source,
+            })?;
         Ok(XdpObject { ebpf, logger })
+    }
+
+    /// The TC egress program's file descriptor.
+    pub fn tc_program_fd(&self) -> Result<BorrowedFd<'_>, XdpError> {
+        let name = TC_EGRESS;
+        let p: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .ok_or(XdpError::Missing {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|source| XdpError::Program { name, source })?;
+        let fd = p
+            .fd()
+            .map_err(|source| XdpError::Program { name, source })?;
+        Ok(fd.as_fd())
+    }
+
+    /// Attaches the TC egress program to `ifname` (TCX on this kernel: a link that goes away
+    /// with the process, so a killed run leaves nothing attached).
+    pub fn attach_tc_egress(&mut self, ifname: &str) -> Result<SchedClassifierLinkId, XdpError> {
+        let name = TC_EGRESS;
+        tc_mut(&mut self.ebpf)?
+            .attach(ifname, TcAttachType::Egress)
+            .map_err(|source| XdpError::Program { name, source })
+    }
+
+    /// Detaches a link made by `attach_tc_egress`.
+    pub fn detach_tc_egress(&mut self, link: SchedClassifierLinkId) -> Result<(), XdpError> {
+        let name = TC_EGRESS;
+        tc_mut(&mut self.ebpf)?
+            .detach(link)
+            .map_err(|source| XdpError::Program { name, source })
+    }
+
+    /// Makes VNI `vni`'s overlay port reachable by the ingress fast path: redirects to
+    /// `dp_ifindex` (the data plane's end of its veth) deliver on the kernel's end.
+    pub fn set_port_dev(&mut self, vni: u32, dp_ifindex: u32) -> Result<(), XdpError> {
+        let name = maps::PORT_DEVS;
+        let mut m = map_mut!(self, name, DevMapHash<&mut MapData>);
+        m.insert(vni, dp_ifindex, None, 0)
+            .map_err(|source| XdpError::DevMap { name, source })
+    }
+
+    pub fn remove_port_dev(&mut self, vni: u32) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::PORT_DEVS, DevMapHash<&mut MapData>);
+        m.remove(vni).map_err(map_err(maps::PORT_DEVS))
+    }
+
+    /// The FDB entry of `key`, as the programs see it (with its last-seen stamp).
+    pub fn fdb(&self, key: FdbKey) -> Result<Option<FdbEntry>, XdpError> {
+        let m = map_ref!(self, maps::FDB, HashMap<&MapData, FdbKey, FdbEntry>);
+        match m.get(&key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(XdpError::Map {
+                name: maps::FDB,
+                source,
+            }),
+        }
     }
 
     fn program_mut(&mut self, p: Program) -> Result<&mut Xdp, XdpError> {

@@ -106,6 +106,7 @@ impl Env {
                 FdbEntry {
                     remote_ip_be: be(ip),
                     flags: 0,
+                    seen_ns: 0,
                 },
             )
             .unwrap();
@@ -222,7 +223,8 @@ fn decapped_meta(encap: Encap, vni: u32) -> XdpMeta {
         vni,
         peer_ip_be: be(REMOTE_IP),
         peer_port_be: 51000u16.to_be(),
-        _pad: 0,
+        // The test frames' inner source is not in the FDB: new, so flagged for learning.
+        flags: ovl_common::META_FLAG_LEARN,
     }
 }
 
@@ -631,7 +633,7 @@ fn encapped_meta(encap: Encap, vni: u32) -> XdpMeta {
         vni,
         peer_ip_be: be(REMOTE_IP),
         peer_port_be: 0,
-        _pad: 0,
+        flags: 0,
     }
 }
 
@@ -733,7 +735,7 @@ fn broadcast_multicast_and_unknown_unicast_go_to_userspace_for_flooding() {
             vni: VNI_VXLAN,
             peer_ip_be: 0,
             peer_port_be: 0,
-            _pad: 0,
+            flags: 0,
         };
         for (dst, counter) in [
             (BCAST, Counter::TxFlood),

@@ -74,6 +74,7 @@ pub mod maps {
     pub const FDB: &str = "OVL_FDB";
     pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
     pub const XSKS: &str = "OVL_XSKS";
+    pub const PORT_DEVS: &str = "OVL_PORT_DEVS";
     pub const COUNTERS: &str = "OVL_COUNTERS";
 }
 
@@ -83,7 +84,13 @@ pub mod programs {
     pub const UNDERLAY_INGRESS: &str = "ovl_underlay_ingress";
     /// Attached to the data plane's end of each overlay veth: encapsulates what the kernel sends.
     pub const OVERLAY_EGRESS: &str = "ovl_overlay_egress";
+    /// TC egress (clsact) on the kernel's end of each overlay veth, "xdp" mode only:
+    /// encapsulates known unicast, GSO super-packets whole, and redirects it to the underlay.
+    pub const OVERLAY_TC_EGRESS: &str = "ovl_overlay_tc_egress";
 }
+
+/// Key of the `OVL_PORT_DEVS` device map: the VNI whose overlay port the entry reaches.
+pub const PORT_DEV_ENTRIES: u32 = PORT_ENTRIES;
 
 /// Encapsulation kinds, as stored in maps and metadata.
 #[repr(u8)]
@@ -122,10 +129,16 @@ pub struct Config {
     pub underlay_mtu: u16,
     /// Non-zero once userspace has filled this entry; until then both programs pass everything.
     pub enabled: u8,
-    pub _pad0: u8,
+    /// Non-zero in "xdp" mode: decapsulated frames of known sources are redirected to their
+    /// overlay port in XDP and the TC program encapsulates known unicast; zero in "afxdp"
+    /// mode (every frame through the workers).
+    pub fast_path: u8,
     /// MAC address of the underlay interface (outer source MAC).
     pub local_mac: [u8; 6],
     pub _pad1: [u8; 2],
+    /// Interface index of the active underlay device (the TC program redirects to it).
+    pub underlay_ifindex: u32,
+    pub _pad2: u32,
 }
 
 /// Value of the `OVL_UDP_PORTS` hash map, keyed by the UDP destination port (host order).
@@ -220,7 +233,14 @@ pub struct FdbEntry {
     pub remote_ip_be: u32,
     /// `FDB_FLAG_*` bits.
     pub flags: u32,
+    /// When a frame from this MAC behind `remote_ip_be` was last seen, CLOCK_MONOTONIC ns
+    /// (`bpf_ktime_get_ns`). The ingress program refreshes it in place at most every
+    /// `FDB_SEEN_REFRESH_NS`, so ageing sees live entries without a map write per frame.
+    pub seen_ns: u64,
 }
+
+/// The ingress program rewrites `FdbEntry::seen_ns` only when it is older than this.
+pub const FDB_SEEN_REFRESH_NS: u64 = 250_000_000;
 
 /// The entry was configured, not learned: ageing never removes it.
 pub const FDB_FLAG_STATIC: u32 = 1;
@@ -285,8 +305,13 @@ pub struct XdpMeta {
     pub peer_ip_be: u32,
     /// Decapped: outer UDP source port. Otherwise 0. Network order.
     pub peer_port_be: u16,
-    pub _pad: u16,
+    /// `META_FLAG_*` bits.
+    pub flags: u16,
 }
+
+/// Decapped: the inner source MAC is new in the FDB, or was known behind another VTEP, so the
+/// worker reports it for learning. Frames of known sources never carry it.
+pub const META_FLAG_LEARN: u16 = 1;
 
 pub const XDP_META_MAGIC: u16 = 0x0e7a;
 pub const XDP_META_LEN: usize = core::mem::size_of::<XdpMeta>();
@@ -316,6 +341,11 @@ pub enum Counter {
     // Underlay ingress: decapsulated and redirected to an AF_XDP socket.
     RxVxlan,
     RxGeneve,
+    // Underlay ingress, "xdp" mode: decapsulated and redirected to the overlay port in XDP.
+    RxFastVxlan,
+    RxFastGeneve,
+    /// "xdp" mode, but the VNI's port is not in the device map (not ready): to the worker.
+    RxFastFallback,
 
     // Underlay ingress: overlay traffic dropped, by reason.
     DropTruncated,
@@ -359,11 +389,23 @@ pub enum Counter {
     DropNoSocket,
     /// A helper (adjust_head/meta/tail) failed.
     DropInternal,
+
+    // TC egress on the kernel's end of an overlay port ("xdp" mode); its frames move one of
+    // these, and the ones it hands on then move one of the overlay egress counters above.
+    /// Encapsulated (GSO super-packets whole) and redirected to the underlay.
+    TcTxVxlan,
+    TcTxGeneve,
+    /// Broadcast, multicast, unknown unicast, unresolved next hop, too big, not IPv4, or the
+    /// program disabled: handed on unchanged to the XDP program and the workers.
+    TcPass,
+    /// Known unicast the kernel could not encapsulate (`bpf_skb_adjust_room` refused it):
+    /// handed on unchanged to the workers' path.
+    TcFallback,
 }
 
 impl Counter {
     /// Number of counters (size of the `OVL_COUNTERS` array).
-    pub const COUNT: u32 = Counter::DropInternal as u32 + 1;
+    pub const COUNT: u32 = Counter::TcFallback as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -376,6 +418,9 @@ impl Counter {
         Counter::PassFragment,
         Counter::RxVxlan,
         Counter::RxGeneve,
+        Counter::RxFastVxlan,
+        Counter::RxFastGeneve,
+        Counter::RxFastFallback,
         Counter::DropTruncated,
         Counter::DropIpv4Options,
         Counter::DropIpv4Fragment,
@@ -403,6 +448,10 @@ impl Counter {
         Counter::DropTxTooBig,
         Counter::DropNoSocket,
         Counter::DropInternal,
+        Counter::TcTxVxlan,
+        Counter::TcTxGeneve,
+        Counter::TcPass,
+        Counter::TcFallback,
     ];
 
     /// Stable snake_case name, used in stats output and Prometheus labels.
@@ -417,6 +466,9 @@ impl Counter {
             Counter::PassFragment => "pass_fragment",
             Counter::RxVxlan => "rx_vxlan",
             Counter::RxGeneve => "rx_geneve",
+            Counter::RxFastVxlan => "rx_fast_vxlan",
+            Counter::RxFastGeneve => "rx_fast_geneve",
+            Counter::RxFastFallback => "rx_fast_fallback",
             Counter::DropTruncated => "drop_truncated",
             Counter::DropIpv4Options => "drop_ipv4_options",
             Counter::DropIpv4Fragment => "drop_ipv4_fragment",
@@ -444,6 +496,10 @@ impl Counter {
             Counter::DropTxTooBig => "drop_tx_too_big",
             Counter::DropNoSocket => "drop_no_socket",
             Counter::DropInternal => "drop_internal",
+            Counter::TcTxVxlan => "tc_tx_vxlan",
+            Counter::TcTxGeneve => "tc_tx_geneve",
+            Counter::TcPass => "tc_pass",
+            Counter::TcFallback => "tc_fallback",
         }
     }
 
@@ -533,12 +589,12 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<Config>(), 24);
         assert_eq!(size_of::<UdpPortInfo>(), 4);
         assert_eq!(size_of::<VniInfo>(), 16);
         assert_eq!(size_of::<PortInfo>(), 8);
         assert_eq!(size_of::<FdbKey>(), 12);
-        assert_eq!(size_of::<FdbEntry>(), 8);
+        assert_eq!(size_of::<FdbEntry>(), 16);
         assert_eq!(size_of::<NextHop>(), 8);
         assert_eq!(size_of::<XdpMeta>(), 16);
     }

@@ -1,32 +1,46 @@
 //! The XDP programs of the overlay data plane.
 //!
 //! - `ovl_underlay_ingress`, on the underlay NIC: picks out VXLAN/GENEVE frames addressed to the
-//!   local VTEP, validates them, strips the outer headers and redirects the inner frame, with
-//!   `XdpMeta` in front of it, to the AF_XDP socket of the receive queue. Everything that is not
-//!   provably overlay traffic for us is passed to the kernel untouched.
-//! - `ovl_overlay_egress`, on the data plane's end of an overlay veth: encapsulates known unicast
-//!   frames the kernel sends and redirects them to an AF_XDP socket for transmission on the
-//!   underlay; broadcast, multicast, unknown unicast and frames whose next hop is unresolved go to
-//!   userspace unencapsulated.
+//!   local VTEP, validates them and strips the outer headers. In "xdp" mode a frame whose inner
+//!   source MAC is already known behind the sending VTEP is redirected through the `OVL_PORT_DEVS`
+//!   device map straight to its overlay port (the fast path); a new or moved source, and every
+//!   frame in "afxdp" mode, goes with `XdpMeta` in front of it to the AF_XDP socket of the
+//!   receive queue. Everything that is not provably overlay traffic for us is passed to the
+//!   kernel untouched.
+//! - `ovl_overlay_tc_egress` ("xdp" mode), TC egress on the kernel's end of an overlay veth:
+//!   encapsulates known unicast with a resolved next hop, GSO super-packets whole, and redirects
+//!   it to the underlay; everything else continues unchanged to the veth and the next program.
+//! - `ovl_overlay_egress`, XDP on the data plane's end of an overlay veth: encapsulates known
+//!   unicast frames the kernel sends and redirects them to an AF_XDP socket for transmission on
+//!   the underlay; broadcast, multicast, unknown unicast and frames whose next hop is unresolved
+//!   go to userspace unencapsulated.
 //!
-//! Every frame moves exactly one counter in `OVL_COUNTERS`. Logging (aya-log) is kept for events
-//! that indicate a bug, never per packet.
+//! Every frame moves exactly one counter of its program in `OVL_COUNTERS`. Logging (aya-log) is
+//! kept for events that indicate a bug, never per packet.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
-    macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, XskMap},
-    programs::XdpContext,
+    bindings::{
+        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action,
+    },
+    helpers::generated::{
+        bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_meta, bpf_xdp_adjust_tail,
+    },
+    macros::{classifier, map, xdp},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray, XskMap},
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::error;
 use ovl_common::{
-    Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap, FdbEntry,
-    FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, MetaKind, NextHop,
-    PortInfo, UDP_HLEN, UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN,
-    XDP_META_MAGIC, XdpMeta,
+    Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap,
+    FDB_FLAG_STATIC, FDB_SEEN_REFRESH_NS, FdbEntry, FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN,
+    IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, META_FLAG_LEARN, MetaKind, NextHop, PortInfo, UDP_HLEN,
+    UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN, XDP_META_MAGIC,
+    XdpMeta,
 };
 
 #[map]
@@ -45,6 +59,10 @@ static OVL_NEXTHOPS: HashMap<u32, NextHop> =
     HashMap::with_max_entries(ovl_common::NEXTHOP_ENTRIES, 0);
 #[map]
 static OVL_XSKS: XskMap = XskMap::with_max_entries(ovl_common::XSK_SLOTS, 0);
+/// VNI -> the data plane's end of its overlay veth; redirecting there delivers on the kernel's
+/// end. Userspace adds an entry only once the port can receive (NAPI on the kernel side).
+#[map]
+static OVL_PORT_DEVS: DevMapHash = DevMapHash::with_max_entries(ovl_common::PORT_DEV_ENTRIES, 0);
 #[map]
 static OVL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
@@ -276,15 +294,8 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         return drop(Counter::DropInnerTooBig);
     }
 
-    let meta = XdpMeta {
-        magic: XDP_META_MAGIC,
-        kind: MetaKind::Decapped as u8,
-        encap,
-        vni,
-        peer_ip_be: raw32(ip + 12),
-        peer_port_be: u16::from_ne_bytes(be16(udp).to_be_bytes()),
-        _pad: 0,
-    };
+    let peer_ip_be = raw32(ip + 12);
+    let peer_port_be = u16::from_ne_bytes(be16(udp).to_be_bytes());
     let strip = (inner - data) as i32;
     let excess = (end - pkt_end) as i32;
     // Ethernet padding after the IP packet is not part of the inner frame.
@@ -298,7 +309,65 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         error!(ctx, "adjust_head failed");
         return drop(Counter::DropInternal);
     }
+    // The inner frame now starts at data; the verifier wants its bounds checked afresh.
+    let data = ctx.data();
+    if data + ETH_HLEN > ctx.data_end() {
+        return drop(Counter::DropInternal);
+    }
+    // SAFETY: data + ETH_HLEN <= data_end checked just above.
+    let src: [u8; 6] = unsafe { core::ptr::read_unaligned((data + 6) as *const [u8; 6]) };
+    let learn = needs_learning(vni, src, peer_ip_be);
+    let meta = XdpMeta {
+        magic: XDP_META_MAGIC,
+        kind: MetaKind::Decapped as u8,
+        encap,
+        vni,
+        peer_ip_be,
+        peer_port_be,
+        flags: if learn { META_FLAG_LEARN } else { 0 },
+    };
+    if cfg.fast_path != 0 && !learn {
+        let fast = if encap == Encap::Vxlan as u8 {
+            Counter::RxFastVxlan
+        } else {
+            Counter::RxFastGeneve
+        };
+        if let Ok(action) = OVL_PORT_DEVS.redirect(vni, 0) {
+            return (action, fast);
+        }
+        return to_socket(ctx, meta, ctx.rx_queue_index(), Counter::RxFastFallback);
+    }
     to_socket(ctx, meta, ctx.rx_queue_index(), rx_counter)
+}
+
+/// Whether the inner source `src` of VNI `vni`, seen behind VTEP `peer_ip_be`, is news for
+/// the FDB (new, or moved from another VTEP). A known one costs this lookup and, at most every
+/// `FDB_SEEN_REFRESH_NS`, a store of its last-seen stamp; multicast and all-zero sources and
+/// static entries are never learned.
+#[inline(always)]
+fn needs_learning(vni: u32, src: [u8; 6], peer_ip_be: u32) -> bool {
+    if src[0] & 1 != 0 || src == [0; 6] {
+        return false;
+    }
+    let Some(e) = OVL_FDB.get_ptr_mut(FdbKey::new(vni, src)) else {
+        return true;
+    };
+    // SAFETY: a pointer to the map value, valid for this program run; racing writers (another
+    // CPU's stamp, userspace replacing the entry) at worst leave an older stamp, which the next
+    // frame refreshes.
+    unsafe {
+        if (*e).flags & FDB_FLAG_STATIC != 0 {
+            return false;
+        }
+        if (*e).remote_ip_be != peer_ip_be {
+            return true;
+        }
+        let now = bpf_ktime_get_ns();
+        if now.wrapping_sub((*e).seen_ns) > FDB_SEEN_REFRESH_NS {
+            (*e).seen_ns = now;
+        }
+    }
+    false
 }
 
 /// Largest inner L3 packet the VNI's overlay port carries: the underlay MTU less the outer
@@ -363,7 +432,7 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         vni,
         peer_ip_be: 0,
         peer_port_be: 0,
-        _pad: 0,
+        flags: 0,
     };
     if frame_len - ETH_HLEN > overlay_mtu(cfg, vinfo) {
         // IPv4 with DF: userspace tells the sender the MTU (ICMP "fragmentation needed"), as
@@ -470,6 +539,157 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         Counter::TxVxlan
     };
     to_socket(ctx, meta, slot, counter)
+}
+
+#[classifier]
+pub fn ovl_overlay_tc_egress(ctx: TcContext) -> i32 {
+    let (action, counter) = tc_egress(&ctx);
+    count(counter);
+    action
+}
+
+/// Outer Ethernet, IPv4, UDP and tunnel header, then the inner Ethernet header: what the TC
+/// program writes in front of the inner L3 packet, without and with the GENEVE option.
+const TC_HDR: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+const TC_HDR_OPT: usize = TC_HDR + GENEVE_OPT_LEN;
+
+#[inline(always)]
+fn tc_pass() -> (i32, Counter) {
+    (TC_ACT_OK as i32, Counter::TcPass)
+}
+
+/// Encapsulates known unicast IPv4 from the kernel's end of an overlay port and redirects it
+/// to the underlay. GSO super-packets stay whole: `bpf_skb_adjust_room` with the encapsulation
+/// flags marks them as UDP-tunnelled, so the underlay (or a NIC with tunnel TSO) segments them
+/// and fixes the outer lengths per segment. Anything else continues unchanged to the XDP
+/// program on the veth's other end, which hands it to the workers.
+#[inline(always)]
+fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
+    let Some(cfg) = config() else {
+        return tc_pass();
+    };
+    if cfg.fast_path == 0 || cfg.underlay_ifindex == 0 {
+        return tc_pass();
+    }
+    let skb = ctx.skb.skb;
+    // SAFETY: the context pointer the kernel handed the program; plain field reads.
+    let (ifindex, protocol, gso_size) = unsafe { ((*skb).ifindex, (*skb).protocol, (*skb).gso_size) };
+    // Inner IPv6 and ARP go the workers' way: GSO would segment by the inner protocol, and
+    // the kernel only adjusts room for IP.
+    if protocol != u32::from(ETH_P_IPV4.to_be()) {
+        return tc_pass();
+    }
+    // SAFETY: the map value is plain data, only read.
+    let Some(port) = (unsafe { OVL_PORTS.get(ifindex) }) else {
+        return tc_pass();
+    };
+    let vni = port.vni;
+    // SAFETY: as above.
+    let Some(vinfo) = (unsafe { OVL_VNIS.get(vni) }) else {
+        return tc_pass();
+    };
+    let Ok(eth) = ctx.load::<[u8; ETH_HLEN]>(0) else {
+        return tc_pass();
+    };
+    if eth[0] & 1 != 0 {
+        return tc_pass();
+    }
+    let mut dst = [0u8; 6];
+    dst.copy_from_slice(&eth[..6]);
+    // SAFETY: as above.
+    let Some(fdb) = (unsafe { OVL_FDB.get(FdbKey::new(vni, dst)) }) else {
+        return tc_pass();
+    };
+    let remote = fdb.remote_ip_be;
+    // SAFETY: as above.
+    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
+        return tc_pass();
+    };
+    let len = ctx.len() as usize;
+    // A GSO packet's segments fit the port's MTU; a single frame over it is the XDP program's
+    // to answer (ICMP for DF) or drop.
+    if gso_size == 0 && len.saturating_sub(ETH_HLEN) > overlay_mtu(cfg, vinfo) {
+        return tc_pass();
+    }
+    let geneve = vinfo.encap == Encap::Geneve as u8;
+    let with_opt = geneve && vinfo.geneve_opt_len as usize == GENEVE_OPT_LEN;
+    let tun_len = if with_opt {
+        GENEVE_HLEN + GENEVE_OPT_LEN
+    } else {
+        VXLAN_HLEN
+    };
+    // Room for the outer headers, inserted after the (inner) Ethernet header, which moves.
+    let room = IPV4_HLEN + UDP_HLEN + tun_len + ETH_HLEN;
+    let flags = (BPF_F_ADJ_ROOM_FIXED_GSO
+        | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+        | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+    if ctx.adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags).is_err() {
+        return (TC_ACT_OK as i32, Counter::TcFallback);
+    }
+    // SAFETY: helper call on the program's own context.
+    let hash = unsafe { bpf_get_hash_recalc(skb) };
+    // Past GSO's 64 KB the length field is rewritten per segment anyway.
+    let ip_len = (len + room - ETH_HLEN).min(0xffff) as u16;
+    let mut hdr = [0u8; TC_HDR_OPT];
+    hdr[0..6].copy_from_slice(&nh.mac);
+    hdr[6..12].copy_from_slice(&cfg.local_mac);
+    hdr[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+    let ipo = ETH_HLEN;
+    write_ipv4(&mut hdr, ipo, ip_len, cfg.local_ip_be, remote);
+    let udp = ipo + IPV4_HLEN;
+    hdr[udp..udp + 2].copy_from_slice(&ovl_common::src_port_from_hash(hash).to_be_bytes());
+    hdr[udp + 2..udp + 4].copy_from_slice(&vinfo.udp_port.to_be_bytes());
+    hdr[udp + 4..udp + 6].copy_from_slice(&(ip_len.saturating_sub(IPV4_HLEN as u16)).to_be_bytes());
+    let tun = udp + UDP_HLEN;
+    let v = vni.to_be_bytes();
+    let counter = if geneve {
+        let [p0, p1] = ETH_P_TEB.to_be_bytes();
+        let opt_words = if with_opt { (GENEVE_OPT_LEN / 4) as u8 } else { 0 };
+        hdr[tun..tun + 8].copy_from_slice(&[opt_words, 0, p0, p1, v[1], v[2], v[3], 0]);
+        if with_opt {
+            hdr[tun + 8..tun + 16].copy_from_slice(&vinfo.geneve_opt);
+        }
+        Counter::TcTxGeneve
+    } else {
+        hdr[tun..tun + 8].copy_from_slice(&[VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
+        Counter::TcTxVxlan
+    };
+    let inner = tun + tun_len;
+    hdr[inner..inner + ETH_HLEN].copy_from_slice(&eth);
+    let stored = if with_opt {
+        ctx.store(0, &hdr, 0)
+    } else {
+        let mut short = [0u8; TC_HDR];
+        short.copy_from_slice(&hdr[..TC_HDR]);
+        ctx.store(0, &short, 0)
+    };
+    if stored.is_err() {
+        // The room is there but the headers are not: the frame is garbage now.
+        return (TC_ACT_SHOT as i32, Counter::DropInternal);
+    }
+    // SAFETY: helper call; the index comes from userspace's configuration.
+    let action = unsafe { bpf_redirect(cfg.underlay_ifindex, 0) };
+    (action as i32, counter)
+}
+
+/// An outer IPv4 header (no options, DF, TTL 64, UDP) with its checksum at `hdr[at..at + 20]`.
+#[inline(always)]
+fn write_ipv4(hdr: &mut [u8], at: usize, ip_len: u16, src_be: u32, dst_be: u32) {
+    const TTL_PROTO: u16 = (64 << 8) | IPPROTO_UDP as u16;
+    const DF: u16 = 0x4000;
+    let csum = !fold(
+        0x4500 + ip_len as u32 + DF as u32 + TTL_PROTO as u32 + sum_be32(src_be) + sum_be32(dst_be),
+    );
+    let [l0, l1] = ip_len.to_be_bytes();
+    let [c0, c1] = csum.to_be_bytes();
+    let h = [
+        0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1,
+    ];
+    hdr[at..at + 12].copy_from_slice(&h);
+    hdr[at + 12..at + 16].copy_from_slice(&src_be.to_ne_bytes());
+    hdr[at + 16..at + 20].copy_from_slice(&dst_be.to_ne_bytes());
 }
 
 /// Hash of the inner flow for the outer source port: MAC addresses, and for IPv4 the
