@@ -573,7 +573,8 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     }
     let skb = ctx.skb.skb;
     // SAFETY: the context pointer the kernel handed the program; plain field reads.
-    let (ifindex, protocol, gso_size) = unsafe { ((*skb).ifindex, (*skb).protocol, (*skb).gso_size) };
+    let (ifindex, protocol, gso_size) =
+        unsafe { ((*skb).ifindex, (*skb).protocol, (*skb).gso_size) };
     // Inner IPv6 and ARP go the workers' way: GSO would segment by the inner protocol, and
     // the kernel only adjusts room for IP.
     if protocol != u32::from(ETH_P_IPV4.to_be()) {
@@ -625,7 +626,10 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
         | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
         | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
         | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
-    if ctx.adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags).is_err() {
+    if ctx
+        .adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags)
+        .is_err()
+    {
         return (TC_ACT_OK as i32, Counter::TcFallback);
     }
     // SAFETY: helper call on the program's own context.
@@ -646,7 +650,11 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     let v = vni.to_be_bytes();
     let counter = if geneve {
         let [p0, p1] = ETH_P_TEB.to_be_bytes();
-        let opt_words = if with_opt { (GENEVE_OPT_LEN / 4) as u8 } else { 0 };
+        let opt_words = if with_opt {
+            (GENEVE_OPT_LEN / 4) as u8
+        } else {
+            0
+        };
         hdr[tun..tun + 8].copy_from_slice(&[opt_words, 0, p0, p1, v[1], v[2], v[3], 0]);
         if with_opt {
             hdr[tun + 8..tun + 16].copy_from_slice(&vinfo.geneve_opt);
@@ -684,9 +692,7 @@ fn write_ipv4(hdr: &mut [u8], at: usize, ip_len: u16, src_be: u32, dst_be: u32) 
     );
     let [l0, l1] = ip_len.to_be_bytes();
     let [c0, c1] = csum.to_be_bytes();
-    let h = [
-        0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1,
-    ];
+    let h = [0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1];
     hdr[at..at + 12].copy_from_slice(&h);
     hdr[at + 12..at + 16].copy_from_slice(&src_be.to_ne_bytes());
     hdr[at + 16..at + 20].copy_from_slice(&dst_be.to_ne_bytes());
