@@ -137,10 +137,17 @@ struct Host {
     nl: Netlink,
     created: Vec<u32>,
     state_file: PathBuf,
+    /// An underlay whose TX checksum offload the run turned off, to turn back on.
+    restore_tx_checksum: Option<String>,
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
+        if let Some(ifname) = self.restore_tx_checksum.take()
+            && let Err(e) = crate::netns::set_tx_checksum(&ifname, true)
+        {
+            tracing::warn!("turn TX checksum offload back on on {ifname}: {e}");
+        }
         for idx in self.created.drain(..).rev() {
             if let Err(e) = self.nl.link_delete(idx)
                 && e.errno() != Some(libc::ENODEV)
@@ -197,7 +204,11 @@ pub fn run(config_path: &Path) -> Result<()> {
         nl: Netlink::open()?,
         created: Vec::new(),
         state_file,
+        restore_tx_checksum: None,
     };
+    if cfg.datapath.mode == DatapathMode::Xdp {
+        complete_underlay_checksums(&cfg.underlay.interface, &mut host)?;
+    }
 
     // Overlay ports: the kernel side gets the address, the data plane side the XDP program.
     let mut vnis = Vec::new();
@@ -259,6 +270,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             info = info.with_geneve_option(opt);
         }
         xdp.set_vni(v.id, info)?;
+        xdp.init_vni_counters(v.id)?;
         for f in &v.fdb {
             xdp.set_fdb(
                 FdbKey::new(v.id, f.mac),
@@ -396,6 +408,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
 
     let mut ctl = Control {
+        mode: cfg.datapath.mode,
         xdp,
         nl,
         underlay_index: underlay.index,
@@ -506,6 +519,25 @@ fn be(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
 }
 
+/// The TC fast path hands the underlay TCP packets whose checksum is still to be completed
+/// (the stack leaves it to the device: CHECKSUM_PARTIAL, GSO or not). A NIC completes it; a
+/// veth never does and passes the partial state to a kernel receiver only, so a receiver that
+/// decapsulates in XDP (ours) would see bad checksums. On a veth underlay the kernel must
+/// therefore finish checksums (and segment GSO packets) in software before the frame leaves.
+fn complete_underlay_checksums(ifname: &str, host: &mut Host) -> Result<()> {
+    let driver = crate::netns::driver(ifname).unwrap_or_default();
+    if driver != "veth" || !crate::netns::tx_checksum(ifname)? {
+        return Ok(());
+    }
+    crate::netns::set_tx_checksum(ifname, false)?;
+    host.restore_tx_checksum = Some(ifname.to_string());
+    tracing::info!(
+        underlay = ifname,
+        "TX checksum offload off on the veth underlay while running: nothing would complete the fast path's checksums"
+    );
+    Ok(())
+}
+
 fn attach_underlay(
     xdp: &mut XdpObject,
     cfg: &Config,
@@ -531,6 +563,7 @@ fn attach_underlay(
 }
 
 struct Control {
+    mode: DatapathMode,
     xdp: XdpObject,
     nl: Netlink,
     underlay_index: u32,
@@ -742,6 +775,28 @@ impl Control {
             fdb_learned: self.learned.len(),
             fdb_static: self.static_fdb.len(),
             nexthops,
+            mode: self.mode.to_string(),
+            fast: self
+                .xdp
+                .vni_counters()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, c)| *c != ovl_common::VniCounters::default())
+                .map(|(vni, c)| crate::stats::PortSnapshot {
+                    vni,
+                    interface: self
+                        .port_names
+                        .iter()
+                        .find(|(v, _)| *v == vni)
+                        .map(|(_, n)| n.clone())
+                        .unwrap_or_default(),
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                    flood_copies: 0,
+                })
+                .collect(),
         }
     }
 }

@@ -118,8 +118,46 @@ pub fn mac_of(name: &str) -> Result<[u8; 6], NetnsError> {
 /// checksums by never computing them; frames that leave through XDP and AF_XDP instead of the
 /// kernel's stack would then carry wrong TCP/UDP checksums.
 pub fn disable_tx_checksum(ifname: &str) -> Result<(), NetnsError> {
+    set_tx_checksum(ifname, false)
+}
+
+/// Turns transmit checksum offload on or off on `ifname` (ethtool -K IF tx on|off).
+pub fn set_tx_checksum(ifname: &str, on: bool) -> Result<(), NetnsError> {
     const ETHTOOL_STXCSUM: u32 = 0x17;
-    ethtool_value(ifname, ETHTOOL_STXCSUM, 0, "disable TX checksum offload").map(drop)
+    ethtool_value(
+        ifname,
+        ETHTOOL_STXCSUM,
+        u32::from(on),
+        "set TX checksum offload",
+    )
+    .map(drop)
+}
+
+/// Whether transmit checksum offload is on for `ifname`.
+pub fn tx_checksum(ifname: &str) -> Result<bool, NetnsError> {
+    const ETHTOOL_GTXCSUM: u32 = 0x16;
+    ethtool_value(ifname, ETHTOOL_GTXCSUM, 0, "read TX checksum offload").map(|v| v != 0)
+}
+
+/// The name of the driver behind `ifname` (ethtool -i), e.g. "veth" or "mlx5_core".
+pub fn driver(ifname: &str) -> Result<String, NetnsError> {
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    // struct ethtool_drvinfo: cmd, then driver[32] and more strings and counters (196 bytes
+    // in all); only the driver name is read.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    ethtool_call(ifname, (&raw mut info).cast(), "read driver info")?;
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 /// Turns generic receive offload on or off on `ifname` (ethtool -K IF gro on|off). A veth
@@ -143,11 +181,17 @@ fn ethtool_value(ifname: &str, cmd: u32, data: u32, what: &str) -> Result<u32, N
         cmd: u32,
         data: u32,
     }
+    let mut value = EthtoolValue { cmd, data };
+    ethtool_call(ifname, (&raw mut value).cast(), what)?;
+    Ok(value.data)
+}
+
+/// `ioctl(SIOCETHTOOL)` on `ifname` with `data` pointing at an ethtool command structure.
+fn ethtool_call(ifname: &str, data: *mut libc::c_char, what: &str) -> Result<(), NetnsError> {
     let err = |e: std::io::Error| NetnsError::Io {
         what: format!("{what} on {ifname}"),
         source: e,
     };
-    let mut value = EthtoolValue { cmd, data };
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = ifname.as_bytes();
@@ -157,14 +201,14 @@ fn ethtool_value(ifname: &str, cmd: u32, data: u32, what: &str) -> Result<u32, N
     for (d, s) in req.ifr_name.iter_mut().zip(name) {
         *d = *s as libc::c_char;
     }
-    req.ifr_ifru.ifru_data = (&raw mut value).cast();
+    req.ifr_ifru.ifru_data = data;
     // SAFETY: plain socket creation; closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     if fd < 0 {
         return Err(err(std::io::Error::last_os_error()));
     }
-    // SAFETY: SIOCETHTOOL reads ifr_name and the ethtool_value ifr_data points to, which
-    // lives until the call returns.
+    // SAFETY: SIOCETHTOOL reads ifr_name and the command structure ifr_data points to, which
+    // the caller keeps alive (and large enough for its command) until the call returns.
     let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut req) };
     let last = std::io::Error::last_os_error();
     // SAFETY: fd is ours.
@@ -172,5 +216,5 @@ fn ethtool_value(ifname: &str, cmd: u32, data: u32, what: &str) -> Result<u32, N
     if rc < 0 {
         return Err(err(last));
     }
-    Ok(value.data)
+    Ok(())
 }

@@ -160,6 +160,13 @@ pub struct Snapshot {
     pub fdb_learned: usize,
     pub fdb_static: usize,
     pub nexthops: Vec<(String, Option<String>)>,
+    /// `[datapath] mode` of the run ("xdp" or "afxdp").
+    #[serde(default)]
+    pub mode: String,
+    /// Per VNI, what the fast path carried without the workers (XDP redirect in, TC
+    /// encapsulation out); `per_vni` adds it to the workers' counts.
+    #[serde(default)]
+    pub fast: Vec<PortSnapshot>,
 }
 
 impl Snapshot {
@@ -246,8 +253,9 @@ impl Snapshot {
     /// flood copies).
     pub fn per_vni(&self) -> Vec<PortSnapshot> {
         let mut out: Vec<PortSnapshot> = Vec::new();
-        for q in &self.queues {
-            for p in &q.ports {
+        let worker_ports = self.queues.iter().flat_map(|q| q.ports.iter());
+        for p in worker_ports.chain(self.fast.iter()) {
+            {
                 match out.iter_mut().find(|o| o.vni == p.vni) {
                     Some(o) => {
                         o.rx_packets += p.rx_packets;
@@ -268,7 +276,12 @@ impl Snapshot {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "underlay {}  up {:.1} s  fdb: {} learned, {} static",
+            "{} mode  underlay {}  up {:.1} s  fdb: {} learned, {} static",
+            if self.mode.is_empty() {
+                "?"
+            } else {
+                &self.mode
+            },
             self.underlay,
             self.uptime_ms as f64 / 1000.0,
             self.fdb_learned,
@@ -292,6 +305,19 @@ impl Snapshot {
                 p.tx_bytes,
                 p.flood_copies
             );
+        }
+        if !self.fast.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nof which the fast path (XDP redirect in, TC encapsulation out):"
+            );
+            for p in &self.fast {
+                let _ = writeln!(
+                    s,
+                    "  {:>8} {:<12} {:>12} {:>14} {:>12} {:>14}",
+                    p.vni, p.interface, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes
+                );
+            }
         }
         let _ = writeln!(s, "\nper queue:");
         for q in &self.queues {
@@ -352,7 +378,7 @@ impl Snapshot {
             &mut s,
             "ovl_vni_packets_total",
             "counter",
-            "Frames per VNI, queue and direction (rx: decapsulated to the overlay port; tx: encapsulated to the underlay).",
+            "Frames per VNI, queue and direction (rx: decapsulated to the overlay port; tx: encapsulated to the underlay; queue=\"fast\": the XDP/TC fast path).",
         );
         for q in &self.queues {
             for p in &q.ports {
@@ -363,6 +389,16 @@ impl Snapshot {
                         p.vni, q.queue
                     );
                 }
+            }
+        }
+        // The fast path has no queue of ours: it is labelled queue="fast".
+        for p in &self.fast {
+            for (dir, v) in [("rx", p.rx_packets), ("tx", p.tx_packets)] {
+                let _ = writeln!(
+                    s,
+                    "ovl_vni_packets_total{{vni=\"{}\",queue=\"fast\",direction=\"{dir}\"}} {v}",
+                    p.vni
+                );
             }
         }
         metric(
@@ -380,6 +416,16 @@ impl Snapshot {
                         p.vni, q.queue
                     );
                 }
+            }
+        }
+        // The fast path has no queue of ours: it is labelled queue="fast".
+        for p in &self.fast {
+            for (dir, v) in [("rx", p.rx_bytes), ("tx", p.tx_bytes)] {
+                let _ = writeln!(
+                    s,
+                    "ovl_vni_bytes_total{{vni=\"{}\",queue=\"fast\",direction=\"{dir}\"}} {v}",
+                    p.vni
+                );
             }
         }
         metric(

@@ -5,14 +5,18 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, XskMap, xdp::XdpMapError},
+    maps::{
+        Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        XskMap, xdp::XdpMapError,
+    },
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
         xdp::XdpLinkId,
     },
 };
 use ovl_common::{
-    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniInfo, maps, programs,
+    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniCounters, VniInfo, maps,
+    programs,
 };
 
 use crate::testrun::{self, TestRun, TestRunError};
@@ -266,6 +270,44 @@ impl XdpObject {
     pub fn remove_port_dev(&mut self, vni: u32) -> Result<(), XdpError> {
         let mut m = map_mut!(self, maps::PORT_DEVS, DevMapHash<&mut MapData>);
         m.remove(vni).map_err(map_err(maps::PORT_DEVS))
+    }
+
+    /// Creates VNI `vni`'s fast-path counters (zero); the programs only add to existing ones.
+    pub fn init_vni_counters(&mut self, vni: u32) -> Result<(), XdpError> {
+        let name = maps::VNI_COUNTERS;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Map {
+            name,
+            source: MapError::IoError(e),
+        })?;
+        let zero = PerCpuValues::try_from(vec![VniCounters::default(); cpus]).map_err(|e| {
+            XdpError::Map {
+                name,
+                source: MapError::IoError(e),
+            }
+        })?;
+        let mut m = map_mut!(self, name, PerCpuHashMap<&mut MapData, u32, VniCounters>);
+        m.insert(vni, zero, 0).map_err(map_err(name))
+    }
+
+    /// The fast path's per-VNI counters, summed over CPUs.
+    pub fn vni_counters(&self) -> Result<Vec<(u32, VniCounters)>, XdpError> {
+        let name = maps::VNI_COUNTERS;
+        let m = map_ref!(self, name, PerCpuHashMap<&MapData, u32, VniCounters>);
+        let mut out = Vec::new();
+        for item in m.iter() {
+            let (vni, per_cpu) = item.map_err(map_err(name))?;
+            let sum = per_cpu
+                .iter()
+                .fold(VniCounters::default(), |a, c| VniCounters {
+                    rx_packets: a.rx_packets + c.rx_packets,
+                    rx_bytes: a.rx_bytes + c.rx_bytes,
+                    tx_packets: a.tx_packets + c.tx_packets,
+                    tx_bytes: a.tx_bytes + c.tx_bytes,
+                });
+            out.push((vni, sum));
+        }
+        out.sort_by_key(|(v, _)| *v);
+        Ok(out)
     }
 
     /// The FDB entry of `key`, as the programs see it (with its last-seen stamp).

@@ -16,15 +16,34 @@ mod common;
 
 use common::{eth, ipv4, require_root, udp};
 use dataplane::stats::Snapshot;
-use ovl_lab::{Encap, GeneveOption, HostSpec, Ipv4Cidr, Lab, LabSpec, Overlay, Signal, in_netns};
+use ovl_lab::{
+    DatapathMode, Encap, GeneveOption, HostSpec, Ipv4Cidr, Lab, LabSpec, Overlay, Signal, in_netns,
+};
 use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
 const T: Duration = Duration::from_secs(20);
 const MB: usize = 1024 * 1024;
 
-fn client_and_pri(tag: &str, port: u16) -> LabSpec {
-    let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), BIN);
+/// Runs a lab test once in each `[datapath] mode`, as two tests (`NAME::xdp`, `NAME::afxdp`):
+/// both modes are first class.
+macro_rules! both_modes {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn xdp() {
+                super::$name(ovl_lab::DatapathMode::Xdp)
+            }
+            #[test]
+            fn afxdp() {
+                super::$name(ovl_lab::DatapathMode::Afxdp)
+            }
+        }
+    };
+}
+
+fn client_and_pri(tag: &str, port: u16, mode: DatapathMode) -> LabSpec {
+    let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), BIN).with_mode(mode);
     spec.hosts.retain(|h| h.name != "sec");
     spec.with_overlay(
         "client",
@@ -182,6 +201,34 @@ fn assert_transfer(lab: &Lab, from: &str, to: &str, dst: Ipv4Addr, port: u16, by
 }
 
 /// `ping -M do` (DF set) of `size` payload bytes, `count` echoes 200 ms apart.
+/// The bulk of a transfer (`bytes` each way at least) went where `mode` says: the fast path
+/// in "xdp" mode, the workers in "afxdp" mode (which has no fast path at all).
+fn assert_mode_carried(s: &Snapshot, mode: DatapathMode, bytes: u64) {
+    let fast = s
+        .fast
+        .iter()
+        .fold((0, 0), |a, p| (a.0 + p.rx_bytes, a.1 + p.tx_bytes));
+    let workers = s
+        .queues
+        .iter()
+        .flat_map(|q| q.ports.iter())
+        .fold((0, 0), |a, p| (a.0 + p.rx_bytes, a.1 + p.tx_bytes));
+    match mode {
+        DatapathMode::Xdp => assert!(
+            fast.0 > bytes && fast.1 > bytes,
+            "the fast path carried it both ways: fast {fast:?}, workers {workers:?}\n{}",
+            s.render_text()
+        ),
+        DatapathMode::Afxdp => {
+            assert_eq!(fast, (0, 0), "no fast path in afxdp mode");
+            assert!(
+                workers.0 > bytes && workers.1 > bytes,
+                "the workers carried it both ways: {workers:?}"
+            );
+        }
+    }
+}
+
 fn ping_df(lab: &Lab, host: &str, size: u16, count: u8, dst: &str) -> (bool, String) {
     let (size, count) = (size.to_string(), count.to_string());
     let args = [
@@ -198,10 +245,10 @@ fn neighbour_mac(lab: &Lab, host: &str, dev: &str, ip: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-#[test]
-fn kernel_vxlan_client_and_our_pri_interoperate() {
+both_modes!(kernel_vxlan_client_and_our_pri_interoperate);
+fn kernel_vxlan_client_and_our_pri_interoperate(mode: DatapathMode) {
     require_root();
-    let lab = Lab::up(&client_and_pri("ka", 4789)).expect("lab up");
+    let lab = Lab::up(&client_and_pri("ka", 4789, mode)).expect("lab up");
     let client_ip = Ipv4Addr::new(192, 168, 0, 4);
     let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
 
@@ -229,6 +276,7 @@ fn kernel_vxlan_client_and_our_pri_interoperate() {
     assert!(vni.rx_bytes > 50 * MB as u64, "rx bytes counted: {vni:?}");
     assert!(vni.tx_bytes > 50 * MB as u64, "tx bytes counted: {vni:?}");
     assert!(s.fdb_learned >= 1, "the client's MAC was learned");
+    assert_mode_carried(&s, mode, 40 * MB as u64);
     assert_eq!(
         s.total_drops(),
         0,
@@ -309,11 +357,11 @@ fn lab_prometheus(lab: &Lab, host: &str) -> SocketAddr {
         .expect("the lab configures a Prometheus endpoint")
 }
 
-#[test]
-fn port_8472_interoperates_and_other_vnis_see_nothing() {
+both_modes!(port_8472_interoperates_and_other_vnis_see_nothing);
+fn port_8472_interoperates_and_other_vnis_see_nothing(mode: DatapathMode) {
     require_root();
     // The Linux driver's historical port, and a kernel peer on VNI 20 that must stay isolated.
-    let spec = client_and_pri("k8", 8472).with_host(HostSpec::new(
+    let spec = client_and_pri("k8", 8472, mode).with_host(HostSpec::new(
         "other",
         Overlay::Kernel {
             vni: 20,
@@ -390,8 +438,8 @@ fn port_8472_interoperates_and_other_vnis_see_nothing() {
     assert_eq!(rx, 0, "the VNI 20 peer received nothing");
 }
 
-#[test]
-fn our_pri_and_sec_talk_vxlan_and_geneve_and_tshark_agrees() {
+both_modes!(our_pri_and_sec_talk_vxlan_and_geneve_and_tshark_agrees);
+fn our_pri_and_sec_talk_vxlan_and_geneve_and_tshark_agrees(mode: DatapathMode) {
     require_root();
     let opt = GeneveOption {
         class: 0x0102,
@@ -399,7 +447,7 @@ fn our_pri_and_sec_talk_vxlan_and_geneve_and_tshark_agrees() {
         data: [0x0a, 0x0b, 0x0c, 0x0d],
     };
     for (encap, port, option) in [(Encap::Vxlan, 4789, None), (Encap::Geneve, 6081, Some(opt))] {
-        let mut spec = LabSpec::seed(ovl_lab::unique_prefix("ps"), BIN);
+        let mut spec = LabSpec::seed(ovl_lab::unique_prefix("ps"), BIN).with_mode(mode);
         spec.hosts.retain(|h| h.name != "client");
         for (name, d) in [("pri", 10), ("sec", 20)] {
             spec = spec.with_overlay(
@@ -533,7 +581,16 @@ fn our_pri_and_sec_talk_vxlan_and_geneve_and_tshark_agrees() {
             } else {
                 "rx_geneve"
             };
-            assert!(s.xdp_counter(rx) > 10_000, "{host} decapsulated {rx}");
+            let fast = format!("rx_fast_{}", &rx[3..]);
+            let (slow, fast) = (s.xdp_counter(rx), s.xdp_counter(&fast));
+            assert!(slow + fast > 10_000, "{host} decapsulated {rx}");
+            match mode {
+                // Known sources after the first frames: the fast path carries the transfer.
+                DatapathMode::Xdp => {
+                    assert!(fast > 10 * slow, "{host}: fast {fast}, to workers {slow}")
+                }
+                DatapathMode::Afxdp => assert_eq!(fast, 0, "{host}: afxdp mode has no fast path"),
+            }
         }
     }
 }
@@ -612,10 +669,10 @@ fn veth_tx_dropped(lab: &Lab) -> u64 {
         .expect("to-pri tx dropped counter")
 }
 
-#[test]
-fn bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes() {
+both_modes!(bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes);
+fn bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes(mode: DatapathMode) {
     require_root();
-    let mut spec = client_and_pri("bi", 4789);
+    let mut spec = client_and_pri("bi", 4789, mode);
     spec.ready_timeout = Duration::from_secs(20);
     let lab = Lab::up(&spec).expect("lab up");
     assert!(
@@ -782,10 +839,10 @@ fn bad_input_under_load_is_dropped_and_counted_while_a_transfer_completes() {
     }
 }
 
-#[test]
-fn sigterm_removes_everything_and_a_killed_run_is_cleaned_up_on_restart() {
+both_modes!(sigterm_removes_everything_and_a_killed_run_is_cleaned_up_on_restart);
+fn sigterm_removes_everything_and_a_killed_run_is_cleaned_up_on_restart(mode: DatapathMode) {
     require_root();
-    let mut lab = Lab::up(&client_and_pri("lc", 4789)).expect("lab up");
+    let mut lab = Lab::up(&client_and_pri("lc", 4789, mode)).expect("lab up");
     assert!(
         lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
             .expect("ping")
@@ -890,10 +947,10 @@ fn bad_config_is_refused_before_anything_is_touched() {
     }
 }
 
-#[test]
-fn learned_macs_age_out_and_next_hop_changes_are_followed() {
+both_modes!(learned_macs_age_out_and_next_hop_changes_are_followed);
+fn learned_macs_age_out_and_next_hop_changes_are_followed(mode: DatapathMode) {
     require_root();
-    let mut spec = client_and_pri("ag", 4789);
+    let mut spec = client_and_pri("ag", 4789, mode);
     spec.fdb_ageing_secs = Some(2);
     let lab = Lab::up(&spec).expect("lab up");
     let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
@@ -967,10 +1024,10 @@ fn learned_macs_age_out_and_next_hop_changes_are_followed() {
     assert!(ok, "pri -> client after the change: {text}");
 }
 
-#[test]
-fn two_queues_two_pinned_workers_carry_traffic_and_keep_their_frames() {
+both_modes!(two_queues_two_pinned_workers_carry_traffic_and_keep_their_frames);
+fn two_queues_two_pinned_workers_carry_traffic_and_keep_their_frames(mode: DatapathMode) {
     require_root();
-    let mut spec = client_and_pri("mq", 4789);
+    let mut spec = client_and_pri("mq", 4789, mode);
     spec.queues = 2;
     let lab = Lab::up(&spec).expect("lab up");
     let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
@@ -1004,7 +1061,9 @@ fn two_queues_two_pinned_workers_carry_traffic_and_keep_their_frames() {
         .filter(|q| q.ports.iter().any(|p| p.rx_packets + p.tx_packets > 0))
         .count();
     eprintln!("{}", s.render_text());
-    // Which queue a flow lands on is the veths' hash; at least one worker carried it all.
+    // Which queue a flow lands on is the veths' hash; at least one worker carried frames
+    // (in "xdp" mode the first frames of a new source and the ARP broadcasts).
     assert!(busy >= 1, "traffic went through the workers");
+    assert_mode_carried(&s, mode, 12 * MB as u64);
     assert_eq!(s.total_drops(), 0, "{}", s.render_text());
 }

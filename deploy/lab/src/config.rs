@@ -13,6 +13,8 @@ use crate::{
 #[derive(Serialize)]
 struct File {
     underlay: Underlay,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    datapath: Option<Datapath>,
     workers: Workers,
     stats: Stats,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,6 +27,11 @@ struct Underlay {
     interface: &'static str,
     local_ip: String,
     xdp_mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct Datapath {
+    mode: &'static str,
 }
 
 #[derive(Serialize)]
@@ -105,6 +112,7 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             // Driver mode works on veth; auto still falls back (with a warning) if not.
             xdp_mode: "auto",
         },
+        datapath: spec.mode.map(|m| Datapath { mode: m.as_str() }),
         workers: Workers {
             queues: spec.queues,
             cpus: spec

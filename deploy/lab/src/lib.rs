@@ -37,8 +37,8 @@ pub use lab::{Ensured, Lab, Signal, Spawned, is_root, state_dir, unique_prefix};
 pub use netns::{NETNS_DIR, STATE_ROOT, in_netns};
 pub use pair::{HTTP_PORT, MEMBERS, Pair, PairBins, PairOptions, VIP, other as other_member};
 pub use spec::{
-    Encap, FABRIC, GeneveOption, HostSpec, Ipv4Cidr, LabSpec, MAX_HOST_NAME, MAX_PREFIX,
-    OURS_INTERFACE, Overlay, SEED_PORT, SEED_VNI, Segment, WorkerTuning, check_prefix,
+    DatapathMode, Encap, FABRIC, GeneveOption, HostSpec, Ipv4Cidr, LabSpec, MAX_HOST_NAME,
+    MAX_PREFIX, OURS_INTERFACE, Overlay, SEED_PORT, SEED_VNI, Segment, WorkerTuning, check_prefix,
 };
 pub use status::{PingResult, ping_matrix};
 

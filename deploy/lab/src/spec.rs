@@ -207,6 +207,30 @@ pub struct LabSpec {
     /// Worker settings of our data planes beyond the defaults (the benchmark varies them).
     #[serde(default)]
     pub workers: WorkerTuning,
+    /// `[datapath] mode` of our data planes (their default when `None`).
+    #[serde(default)]
+    pub mode: Option<DatapathMode>,
+}
+
+/// Our data plane's `[datapath] mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathMode {
+    /// Known unicast in XDP/TC, the workers for the rest.
+    Xdp,
+    /// Every frame through the AF_XDP workers.
+    Afxdp,
+}
+
+impl DatapathMode {
+    pub const BOTH: [DatapathMode; 2] = [DatapathMode::Xdp, DatapathMode::Afxdp];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DatapathMode::Xdp => "xdp",
+            DatapathMode::Afxdp => "afxdp",
+        }
+    }
 }
 
 /// `[workers]` settings of our data planes; `None` keeps the data plane's default.
@@ -259,6 +283,7 @@ impl LabSpec {
             fdb_ageing_secs: None,
             queues: 1,
             workers: WorkerTuning::default(),
+            mode: None,
         }
     }
 
@@ -283,6 +308,12 @@ impl LabSpec {
                 h.overlay = Overlay::Kernel { vni, port, addr };
             }
         }
+        self
+    }
+
+    /// Runs our data planes in `mode`.
+    pub fn with_mode(mut self, mode: DatapathMode) -> Self {
+        self.mode = Some(mode);
         self
     }
 

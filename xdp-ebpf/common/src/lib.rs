@@ -75,6 +75,7 @@ pub mod maps {
     pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
     pub const XSKS: &str = "OVL_XSKS";
     pub const PORT_DEVS: &str = "OVL_PORT_DEVS";
+    pub const VNI_COUNTERS: &str = "OVL_VNI_COUNTERS";
     pub const COUNTERS: &str = "OVL_COUNTERS";
 }
 
@@ -252,6 +253,21 @@ pub const FDB_FLAG_STATIC: u32 = 1;
 pub struct NextHop {
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+}
+
+/// Value of the per-CPU `OVL_VNI_COUNTERS` hash map, keyed by VNI: what the fast path (the
+/// ingress redirect and the TC egress program) carried for the VNI, which never reaches the
+/// workers' counters. Userspace creates the entries; the programs only add to them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VniCounters {
+    /// Decapsulated frames redirected to the overlay port, and their (inner) bytes.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Frames encapsulated by the TC program (a GSO packet counts its segments), and their
+    /// bytes with the outer headers.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
 }
 
 /// What a frame handed to an AF_XDP socket is, in `XdpMeta::kind`.
@@ -566,6 +582,8 @@ mod pod {
     unsafe impl aya::Pod for super::NextHop {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::XdpMeta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VniCounters {}
 }
 
 #[cfg(test)]

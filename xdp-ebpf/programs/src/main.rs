@@ -31,7 +31,7 @@ use aya_ebpf::{
         bpf_xdp_adjust_meta, bpf_xdp_adjust_tail,
     },
     macros::{classifier, map, xdp},
-    maps::{Array, DevMapHash, HashMap, PerCpuArray, XskMap},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray, PerCpuHashMap, XskMap},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::error;
@@ -39,7 +39,7 @@ use ovl_common::{
     Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap,
     FDB_FLAG_STATIC, FDB_SEEN_REFRESH_NS, FdbEntry, FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN,
     IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, META_FLAG_LEARN, MetaKind, NextHop, PortInfo, UDP_HLEN,
-    UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN, XDP_META_MAGIC,
+    UdpPortInfo, VLAN_HLEN, VniCounters, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN, XDP_META_MAGIC,
     XdpMeta,
 };
 
@@ -64,6 +64,9 @@ static OVL_XSKS: XskMap = XskMap::with_max_entries(ovl_common::XSK_SLOTS, 0);
 #[map]
 static OVL_PORT_DEVS: DevMapHash = DevMapHash::with_max_entries(ovl_common::PORT_DEV_ENTRIES, 0);
 #[map]
+static OVL_VNI_COUNTERS: PerCpuHashMap<u32, VniCounters> =
+    PerCpuHashMap::with_max_entries(ovl_common::VNI_ENTRIES, 0);
+#[map]
 static OVL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 type Verdict = (u32, Counter);
@@ -81,7 +84,8 @@ fn drop(c: Counter) -> Verdict {
 #[inline(always)]
 fn count(c: Counter) {
     if let Some(slot) = OVL_COUNTERS.get_ptr_mut(c as u32) {
-        // SAFETY: per-CPU slot of this CPU; programs are not preempted while running.
+        // SAFETY: this CPU's slot; programs run with migration disabled, so no other CPU
+        // writes it (a program preempting another on this CPU may lose an increment).
         unsafe { *slot += 1 };
     }
 }
@@ -333,6 +337,14 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
             Counter::RxFastGeneve
         };
         if let Ok(action) = OVL_PORT_DEVS.redirect(vni, 0) {
+            let bytes = (ctx.data_end() - data) as u64;
+            if let Some(c) = OVL_VNI_COUNTERS.get_ptr_mut(vni) {
+                // SAFETY: this CPU's slot of the entry; see `count`.
+                unsafe {
+                    (*c).rx_packets += 1;
+                    (*c).rx_bytes += bytes;
+                }
+            }
             return (action, fast);
         }
         return to_socket(ctx, meta, ctx.rx_queue_index(), Counter::RxFastFallback);
@@ -573,8 +585,14 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     }
     let skb = ctx.skb.skb;
     // SAFETY: the context pointer the kernel handed the program; plain field reads.
-    let (ifindex, protocol, gso_size) =
-        unsafe { ((*skb).ifindex, (*skb).protocol, (*skb).gso_size) };
+    let (ifindex, protocol, gso_size, gso_segs) = unsafe {
+        (
+            (*skb).ifindex,
+            (*skb).protocol,
+            (*skb).gso_size,
+            (*skb).gso_segs,
+        )
+    };
     // Inner IPv6 and ARP go the workers' way: GSO would segment by the inner protocol, and
     // the kernel only adjusts room for IP.
     if protocol != u32::from(ETH_P_IPV4.to_be()) {
@@ -676,6 +694,13 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     if stored.is_err() {
         // The room is there but the headers are not: the frame is garbage now.
         return (TC_ACT_SHOT as i32, Counter::DropInternal);
+    }
+    if let Some(c) = OVL_VNI_COUNTERS.get_ptr_mut(vni) {
+        // SAFETY: this CPU's slot of the entry; see `count`.
+        unsafe {
+            (*c).tx_packets += u64::from(gso_segs.max(1));
+            (*c).tx_bytes += (len + room) as u64;
+        }
     }
     // SAFETY: helper call; the index comes from userspace's configuration.
     let action = unsafe { bpf_redirect(cfg.underlay_ifindex, 0) };
