@@ -1,5 +1,5 @@
-//! `BPF_PROG_TEST_RUN` for XDP programs: run a loaded program once on a frame, in the kernel,
-//! and get back its verdict, the output bytes and the metadata it left. aya 0.14 has no public
+//! `BPF_PROG_TEST_RUN` for the XDP and TC programs: run a loaded program once on a frame, in
+//! the kernel, and get back its verdict, the output bytes and (XDP) the metadata it left. aya 0.14 has no public
 //! API for this, so it is the raw `bpf(2)` command.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -157,5 +157,51 @@ pub fn run_xdp(
         action: attr.retval,
         frame,
         meta: out,
+    })
+}
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// Runs the TC (sched_cls) program `prog` once on `frame`, as an skb on the namespace's
+/// loopback device (what a test run without a context gives). `bpf_redirect` is not carried
+/// out: the verdict says it was asked for.
+pub fn run_skb(prog: BorrowedFd<'_>, frame: &[u8]) -> Result<TestRun, TestRunError> {
+    let len = u32::try_from(frame.len()).map_err(|_| TestRunError::TooLarge(frame.len()))?;
+    let mut out = vec![0u8; frame.len() + OUT_SLACK];
+    let mut attr = TestAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: len,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestAttr::default()
+    };
+    // SAFETY: as in `run_xdp`, without a context.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestAttr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(TestRunError::Syscall(std::io::Error::last_os_error()));
+    }
+    let total = attr.data_size_out as usize;
+    if total > out.len() {
+        return Err(TestRunError::BadContext {
+            meta: 0,
+            len: total,
+        });
+    }
+    out.truncate(total);
+    Ok(TestRun {
+        action: attr.retval,
+        frame: out,
+        meta: Vec::new(),
     })
 }

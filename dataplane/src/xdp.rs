@@ -456,6 +456,13 @@ impl XdpObject {
         Ok(testrun::run_xdp(fd, frame, ifindex, queue)?)
     }
 
+    /// Runs the TC egress program once on `frame` in the kernel (as an skb on the loopback
+    /// device of the caller's namespace).
+    pub fn test_run_tc(&self, frame: &[u8]) -> Result<TestRun, XdpError> {
+        let fd = self.tc_program_fd()?;
+        Ok(testrun::run_skb(fd, frame)?)
+    }
+
     /// Prints what the programs logged (internal errors only) through `tracing`/`log`.
     pub fn flush_logs(&mut self) {
         if let Some(l) = self.logger.as_mut() {

@@ -906,3 +906,264 @@ fn userspace_encap_matches_the_program_byte_for_byte() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fast path ("xdp" mode): ingress redirect for known sources, learning, TC encapsulation
+
+use dataplane::testrun::{TC_ACT_OK, TC_ACT_REDIRECT};
+
+impl Env {
+    /// The same programs in "xdp" mode (fast path on), sending encapsulated frames to `lo`.
+    fn fast() -> Env {
+        let mut env = Env::new();
+        env.set_fast(true);
+        env
+    }
+
+    fn set_fast(&mut self, on: bool) {
+        self.obj
+            .set_config(Config {
+                local_ip_be: be(LOCAL_IP),
+                underlay_mtu: MTU,
+                enabled: 1,
+                fast_path: u8::from(on),
+                local_mac: LOCAL_MAC,
+                underlay_ifindex: self.lo,
+                ..Config::default()
+            })
+            .unwrap();
+    }
+
+    /// A veth pair `fp0`/`fp1` whose `fp0` the device map reaches for `vni`.
+    fn port_dev(&mut self, vni: u32) {
+        ip(&["link", "add", "fp0", "type", "veth", "peer", "name", "fp1"]);
+        ip(&["link", "set", "fp0", "up"]);
+        ip(&["link", "set", "fp1", "up"]);
+        self.obj.set_port_dev(vni, ifindex("fp0")).unwrap();
+    }
+
+    /// Runs the TC program on `frame` and checks that exactly `counter` moved, by one.
+    fn tc(&self, frame: &[u8], counter: Counter) -> dataplane::testrun::TestRun {
+        let before = self.obj.counters().unwrap();
+        let out = self.obj.test_run_tc(frame).expect("TC test run");
+        let moved = self.obj.counters().unwrap().since(&before).nonzero();
+        assert_eq!(
+            moved,
+            vec![(counter, 1)],
+            "expected exactly {} to move (TC verdict {})",
+            counter.name(),
+            out.action
+        );
+        out
+    }
+
+    /// TC must hand `frame` on unchanged, counted as `tc_pass`.
+    fn tc_expect_pass(&self, frame: &[u8], what: &str) {
+        let out = self.tc(frame, Counter::TcPass);
+        assert_eq!(out.action, TC_ACT_OK, "{what}: handed on");
+        assert_eq!(out.frame, frame, "{what}: untouched");
+    }
+}
+
+/// A VXLAN frame on VNI_VXLAN from VTEP `from` whose inner source MAC is `src`.
+fn from_vtep(from: [u8; 4], src: [u8; 6]) -> (Vec<u8>, Vec<u8>) {
+    let inner = inner_udp(
+        INNER_UNKNOWN,
+        src,
+        [192, 168, 0, 4],
+        [192, 168, 0, 10],
+        40000,
+        5201,
+        100,
+    );
+    let frame = outer(
+        LOCAL_MAC,
+        GW_MAC,
+        from,
+        LOCAL_IP,
+        51000,
+        4789,
+        &vxlan(VNI_VXLAN),
+        &inner,
+    );
+    (frame, inner)
+}
+
+fn learn_meta(peer: [u8; 4], flags: u16) -> XdpMeta {
+    XdpMeta {
+        peer_ip_be: be(peer),
+        flags,
+        ..decapped_meta(Encap::Vxlan, VNI_VXLAN)
+    }
+}
+
+#[test]
+fn fast_path_redirects_known_sources_to_the_port_and_hands_new_and_moved_ones_to_the_workers() {
+    in_private_netns(|| {
+        let mut env = Env::fast();
+        env.port_dev(VNI_VXLAN);
+
+        // INNER_B is known behind REMOTE_IP: straight to the overlay port, decapsulated.
+        let (frame, inner) = from_vtep(REMOTE_IP, INNER_B);
+        let out = env.ingress(&frame, Counter::RxFastVxlan);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner);
+        assert!(out.meta.is_empty(), "no metadata on the fast path");
+
+        // A new source goes to the workers, flagged for learning.
+        let (frame, inner) = from_vtep(REMOTE_IP, INNER_A);
+        let out = env.ingress(&frame, Counter::RxVxlan);
+        assert_eq!(out.frame, inner);
+        assert_meta(&out, learn_meta(REMOTE_IP, ovl_common::META_FLAG_LEARN));
+
+        // A known source seen behind another VTEP has moved: to the workers, flagged, with the
+        // new VTEP in the metadata (one frame is enough for the FDB to follow).
+        let (frame, _) = from_vtep(NO_NH_IP, INNER_B);
+        let out = env.ingress(&frame, Counter::RxVxlan);
+        assert_meta(&out, learn_meta(NO_NH_IP, ovl_common::META_FLAG_LEARN));
+
+        // Static entries never move: the fast path keeps carrying them.
+        env.obj
+            .set_fdb(
+                FdbKey::new(VNI_VXLAN, INNER_NO_NH),
+                FdbEntry {
+                    remote_ip_be: be(REMOTE_IP),
+                    flags: ovl_common::FDB_FLAG_STATIC,
+                    seen_ns: 0,
+                },
+            )
+            .unwrap();
+        let (frame, _) = from_vtep(NO_NH_IP, INNER_NO_NH);
+        env.ingress(&frame, Counter::RxFastVxlan);
+
+        // Multicast and all-zero sources are never learned, so never flagged either.
+        for src in [[0x03, 0, 0, 0, 0, 1], [0; 6]] {
+            let (frame, _) = from_vtep(REMOTE_IP, src);
+            env.ingress(&frame, Counter::RxFastVxlan);
+        }
+
+        // The port not ready (no device map entry): the workers deliver, counted as fallback.
+        env.obj.remove_port_dev(VNI_VXLAN).unwrap();
+        let (frame, _) = from_vtep(REMOTE_IP, INNER_B);
+        let out = env.ingress(&frame, Counter::RxFastFallback);
+        assert_meta(&out, learn_meta(REMOTE_IP, 0));
+
+        // "afxdp" mode: every frame to the workers, known sources unflagged.
+        env.set_fast(false);
+        let out = env.ingress(&frame, Counter::RxVxlan);
+        assert_meta(&out, learn_meta(REMOTE_IP, 0));
+    });
+}
+
+#[test]
+fn known_sources_refresh_their_last_seen_stamp_at_most_every_quarter_second() {
+    in_private_netns(|| {
+        let mut env = Env::fast();
+        env.port_dev(VNI_VXLAN);
+        let key = FdbKey::new(VNI_VXLAN, INNER_B);
+        let (frame, _) = from_vtep(REMOTE_IP, INNER_B);
+
+        let t0 = dataplane::daemon::monotonic_ns();
+        env.ingress(&frame, Counter::RxFastVxlan);
+        let t1 = dataplane::daemon::monotonic_ns();
+        let seen = env.obj.fdb(key).unwrap().expect("entry").seen_ns;
+        assert!(
+            (t0..=t1).contains(&seen),
+            "stamped now: {t0} <= {seen} <= {t1}"
+        );
+
+        // Within the refresh interval the entry is only read.
+        env.ingress(&frame, Counter::RxFastVxlan);
+        assert_eq!(env.obj.fdb(key).unwrap().expect("entry").seen_ns, seen);
+
+        // An older stamp is refreshed by the next frame.
+        let old = t0 - ovl_common::FDB_SEEN_REFRESH_NS - 1_000_000;
+        env.obj
+            .set_fdb(
+                key,
+                FdbEntry {
+                    remote_ip_be: be(REMOTE_IP),
+                    flags: 0,
+                    seen_ns: old,
+                },
+            )
+            .unwrap();
+        env.ingress(&frame, Counter::RxFastVxlan);
+        assert!(env.obj.fdb(key).unwrap().expect("entry").seen_ns >= t1);
+
+        // A frame of a moved source leaves the stamp to userspace's learning.
+        env.obj
+            .set_fdb(
+                key,
+                FdbEntry {
+                    remote_ip_be: be(REMOTE_IP),
+                    flags: 0,
+                    seen_ns: old,
+                },
+            )
+            .unwrap();
+        let (moved, _) = from_vtep(NO_NH_IP, INNER_B);
+        env.ingress(&moved, Counter::RxVxlan);
+        assert_eq!(env.obj.fdb(key).unwrap().expect("entry").seen_ns, old);
+    });
+}
+
+#[test]
+fn tc_encapsulates_known_unicast_exactly_as_the_xdp_program_does() {
+    in_private_netns(|| {
+        let mut env = Env::fast();
+        let inner = inner_frame(INNER_B, 300);
+        let out = env.tc(&inner, Counter::TcTxVxlan);
+        assert_eq!(out.action, TC_ACT_REDIRECT, "redirected to the underlay");
+        let sport = src_port_of(&out.frame);
+        assert!(sport >= ovl_common::SRC_PORT_MIN, "source port {sport}");
+        assert_eq!(
+            out.frame,
+            expected_encap(&vxlan(VNI_VXLAN), 4789, &inner, sport)
+        );
+        assert_eq!(inet_checksum(&out.frame[14..34]), 0, "outer IPv4 checksum");
+        // The same flow keeps its source port (ECMP entropy per flow).
+        assert_eq!(
+            src_port_of(&env.tc(&inner, Counter::TcTxVxlan).frame),
+            sport
+        );
+
+        for (vni, opt) in [(VNI_GENEVE, &[][..]), (VNI_GENEVE_OPT, &GENEVE_OPT[..])] {
+            env.obj
+                .set_port(
+                    env.lo,
+                    PortInfo {
+                        vni,
+                        xsk_base: PORT_XSK_BASE,
+                    },
+                )
+                .unwrap();
+            let out = env.tc(&inner, Counter::TcTxGeneve);
+            assert_eq!(out.action, TC_ACT_REDIRECT);
+            let sport = src_port_of(&out.frame);
+            assert_eq!(
+                out.frame,
+                expected_encap(&geneve(vni, opt), 6081, &inner, sport)
+            );
+        }
+    });
+}
+
+#[test]
+fn tc_hands_everything_but_resolved_known_unicast_ipv4_on_unchanged() {
+    in_private_netns(|| {
+        let mut env = Env::fast();
+        env.tc_expect_pass(&inner_frame([0xff; 6], 64), "broadcast");
+        env.tc_expect_pass(&inner_frame([0x01, 0, 0x5e, 0, 0, 1], 64), "multicast");
+        env.tc_expect_pass(&inner_frame(INNER_UNKNOWN, 64), "unknown unicast");
+        env.tc_expect_pass(&inner_frame(INNER_NO_NH, 64), "unresolved next hop");
+        let mut arp = eth(INNER_B, INNER_A, 0x0806);
+        arp.extend([0u8; 28]);
+        env.tc_expect_pass(&arp, "not IPv4 (ARP)");
+        // Over the overlay MTU (1450) and not GSO: the XDP program answers or drops it.
+        env.tc_expect_pass(&inner_frame(INNER_B, 1450), "too big");
+        env.tc_expect_pass(&[0u8; 14], "runt");
+        env.set_fast(false);
+        env.tc_expect_pass(&inner_frame(INNER_B, 300), "afxdp mode");
+    });
+}
