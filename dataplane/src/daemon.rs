@@ -775,6 +775,21 @@ impl Control {
             fdb_learned: self.learned.len(),
             fdb_static: self.static_fdb.len(),
             nexthops,
+            fdb: {
+                let learned = self.learned.iter().map(|(k, (ip, _))| (k, ip, false));
+                let fixed = self.static_fdb.iter().map(|(k, ip)| (k, ip, true));
+                let mut rows: Vec<crate::stats::FdbRow> = learned
+                    .chain(fixed)
+                    .map(|((vni, mac), ip, fixed)| crate::stats::FdbRow {
+                        vni: *vni,
+                        mac: format_mac(mac),
+                        remote: ip.to_string(),
+                        fixed,
+                    })
+                    .collect();
+                rows.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
+                rows
+            },
             mode: self.mode.to_string(),
             fast: self
                 .xdp

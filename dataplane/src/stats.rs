@@ -147,6 +147,16 @@ pub struct QueueSnapshot {
     pub xsk_fill_ring_empty: u64,
 }
 
+/// One FDB entry: inner MAC `mac` of VNI `vni` lives behind VTEP `remote`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRow {
+    pub vni: u32,
+    pub mac: String,
+    pub remote: String,
+    /// Configured, not learned (never ages).
+    pub fixed: bool,
+}
+
 /// Everything `dataplane stats` prints.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -160,6 +170,9 @@ pub struct Snapshot {
     pub fdb_learned: usize,
     pub fdb_static: usize,
     pub nexthops: Vec<(String, Option<String>)>,
+    /// The FDB as the control thread holds it: learned and static entries.
+    #[serde(default)]
+    pub fdb: Vec<FdbRow>,
     /// `[datapath] mode` of the run ("xdp" or "afxdp").
     #[serde(default)]
     pub mode: String,

@@ -1067,3 +1067,80 @@ fn two_queues_two_pinned_workers_carry_traffic_and_keep_their_frames(mode: Datap
     assert_mode_carried(&s, mode, 12 * MB as u64);
     assert_eq!(s.total_drops(), 0, "{}", s.render_text());
 }
+
+/// pri's FDB entry for `mac` (VNI 10): the VTEP it points at.
+fn fdb_remote(lab: &Lab, host: &str, mac: [u8; 6]) -> Option<String> {
+    let mac = ovl_lab::format_mac(mac);
+    stats(lab, host)
+        .fdb
+        .into_iter()
+        .find(|r| r.vni == 10 && r.mac == mac)
+        .map(|r| r.remote)
+}
+
+both_modes!(a_mac_moves_to_another_vtep_with_one_frame_and_live_entries_never_age);
+fn a_mac_moves_to_another_vtep_with_one_frame_and_live_entries_never_age(mode: DatapathMode) {
+    require_root();
+    let mut spec = LabSpec::seed(ovl_lab::unique_prefix("mv"), BIN).with_mode(mode);
+    spec.fdb_ageing_secs = Some(2);
+    let lab = Lab::up(&spec).expect("lab up");
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+    let client_mac = lab.overlay_mac("client").expect("client MAC");
+    let client_vtep = lab.underlay_ip("client").expect("client").to_string();
+    let sec_vtep = lab.underlay_ip("sec").expect("sec").to_string();
+
+    // Learned behind the client's VTEP, and kept alive by traffic for twice the ageing time
+    // without a single further learn report (known sources cost a lookup, not a message).
+    assert!(lab.ping("client", pri_ip).expect("ping"));
+    assert_eq!(
+        fdb_remote(&lab, "pri", client_mac),
+        Some(client_vtep.clone())
+    );
+    let learns = |lab: &Lab| -> u64 {
+        stats(lab, "pri")
+            .queues
+            .iter()
+            .map(|q| q.learn_events)
+            .sum()
+    };
+    let before = learns(&lab);
+    let (ok, text) = sh(
+        &lab,
+        "client",
+        &["ping", "-c", "20", "-i", "0.2", "-W", "1", "192.168.0.10"],
+    );
+    assert!(ok, "{text}");
+    assert_eq!(
+        fdb_remote(&lab, "pri", client_mac),
+        Some(client_vtep),
+        "a live entry does not age out"
+    );
+    assert_eq!(
+        learns(&lab),
+        before,
+        "no learn reports for a known, live source"
+    );
+
+    // The MAC shows up behind sec's VTEP: one frame from there (sec's ARP broadcast for pri)
+    // moves the entry.
+    let mac = ovl_lab::format_mac(client_mac);
+    let (ok, text) = sh(&lab, "sec", &["ip", "link", "set", "ovl0", "address", &mac]);
+    assert!(ok, "{text}");
+    let _ = sh(&lab, "sec", &["ping", "-c", "1", "-W", "1", "192.168.0.10"]);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fdb_remote(&lab, "pri", client_mac) != Some(sec_vtep.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "moved to sec: {:?}",
+            fdb_remote(&lab, "pri", client_mac)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // And pri's traffic to that MAC follows it: sec answers pri's ping now.
+    let (ok, text) = sh(
+        &lab,
+        "pri",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.168.0.20"],
+    );
+    assert!(ok, "pri reaches the moved MAC behind sec: {text}");
+}
