@@ -112,7 +112,7 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             // Driver mode works on veth; auto still falls back (with a warning) if not.
             xdp_mode: "auto",
         },
-        datapath: spec.mode.map(|m| Datapath { mode: m.as_str() }),
+        datapath: spec.mode_of(name).map(|m| Datapath { mode: m.as_str() }),
         workers: Workers {
             queues: spec.queues,
             cpus: spec
@@ -230,6 +230,26 @@ mod tests {
         assert_eq!(o["type"].as_integer(), Some(0x80));
         assert_eq!(o["data"].as_str(), Some("0a0b0c0d"));
         assert_eq!(o.len(), 3);
+    }
+
+    #[test]
+    fn datapath_mode_per_host_before_the_lab_wide_one() {
+        let dp = |spec: &LabSpec, host: &str| {
+            let t = parse(&render(spec, host, Path::new("/s")).unwrap());
+            t.get("datapath")
+                .map(|d| d["mode"].as_str().unwrap().to_string())
+        };
+        let spec = LabSpec::seed("t-", "/bin/dp");
+        assert_eq!(dp(&spec, "pri"), None, "no mode: the data plane's default");
+        let spec = spec
+            .with_mode(crate::DatapathMode::Xdp)
+            .with_host_mode("sec", crate::DatapathMode::Afxdp);
+        assert_eq!(dp(&spec, "pri").as_deref(), Some("xdp"));
+        assert_eq!(dp(&spec, "sec").as_deref(), Some("afxdp"));
+        let only_sec =
+            LabSpec::seed("t-", "/bin/dp").with_host_mode("sec", crate::DatapathMode::Afxdp);
+        assert_eq!(dp(&only_sec, "pri"), None);
+        assert_eq!(dp(&only_sec, "sec").as_deref(), Some("afxdp"));
     }
 
     #[test]

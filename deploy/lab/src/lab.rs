@@ -289,8 +289,14 @@ impl Lab {
             let dev = format!("vxlan{vni}");
             let peers = self.spec.peers(&h.name);
             progress(&format!(
-                "host {ns}: kernel VXLAN {dev} (VNI {vni}, port {port}) {addr}, {} peer(s)",
-                peers.len()
+                "host {ns}: kernel VXLAN {dev} (VNI {vni}, port {port}) {addr}, {} peer(s), TX \
+                 checksum offload {}",
+                peers.len(),
+                if self.spec.keeps_tx_offload(&h.name) {
+                    "on"
+                } else {
+                    "off"
+                }
             ));
             cmd::ip_ns(
                 &ns,
@@ -316,11 +322,15 @@ impl Lab {
             cmd::ip_ns(&ns, &["addr", "add", &addr.to_string(), "dev", &dev])?;
             // A veth never computes the checksums it "offloads"; the kernel VXLAN driver then
             // sends inner TCP/UDP with partial checksums, which only a kernel receiver (sharing
-            // the skb's state) accepts. Real NICs fill them in; here the stack must.
-            cmd::run_ok(
-                Command::new("ip").args(["netns", "exec", &ns, "ethtool", "-K", &dev, "tx", "off"]),
-                cmd::CMD_TIMEOUT,
-            )?;
+            // the skb's state) accepts. Real NICs fill them in; here the stack must, unless the
+            // spec asks for the driver at its best (kernel receivers only).
+            if !self.spec.keeps_tx_offload(&h.name) {
+                cmd::run_ok(
+                    Command::new("ip")
+                        .args(["netns", "exec", &ns, "ethtool", "-K", &dev, "tx", "off"]),
+                    cmd::CMD_TIMEOUT,
+                )?;
+            }
             cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
             for peer in peers {
                 // Head-end replication: broadcast and unknown unicast go to every peer.

@@ -5,7 +5,14 @@
 //! overlays share a [`Segment`] (VNI, encapsulation, UDP port) are one layer-2 segment: their
 //! flood lists and head-end replication entries name each other, whatever runs them.
 
-use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +217,17 @@ pub struct LabSpec {
     /// `[datapath] mode` of our data planes (their default when `None`).
     #[serde(default)]
     pub mode: Option<DatapathMode>,
+    /// Per-host `[datapath] mode`, overriding `mode` for the hosts named (so one lab can run
+    /// the fast path on some hosts and every frame through the workers on others).
+    #[serde(default)]
+    pub host_modes: BTreeMap<String, DatapathMode>,
+    /// Kernel VXLAN hosts whose `vxlan{vni}` device keeps TX checksum offload on. By default
+    /// the lab turns it off (see [`crate::Lab`]: on a veth nobody completes the inner
+    /// checksums, which only a kernel receiver tolerates); left on, the kernel driver runs as
+    /// fast as it can on veths (GSO super-packets end to end, no software checksums), as it
+    /// would with a NIC that completes the checksums. Only kernel receivers can talk to them.
+    #[serde(default)]
+    pub kernel_tx_offload: BTreeSet<String>,
 }
 
 /// Our data plane's `[datapath] mode`.
@@ -284,6 +302,8 @@ impl LabSpec {
             queues: 1,
             workers: WorkerTuning::default(),
             mode: None,
+            host_modes: BTreeMap::new(),
+            kernel_tx_offload: BTreeSet::new(),
         }
     }
 
@@ -294,7 +314,8 @@ impl LabSpec {
     }
 
     /// Replaces every VXLAN [`Overlay::Ours`] by [`Overlay::Kernel`] with the same VNI, port
-    /// and address (GENEVE hosts stay: the kernel here has no GENEVE).
+    /// and address (GENEVE hosts stay: the kernel here has no GENEVE); their
+    /// [`LabSpec::host_modes`] entries go with them.
     pub fn kernel_everywhere(mut self) -> Self {
         for h in &mut self.hosts {
             if let Overlay::Ours {
@@ -306,6 +327,7 @@ impl LabSpec {
             } = h.overlay
             {
                 h.overlay = Overlay::Kernel { vni, port, addr };
+                self.host_modes.remove(&h.name);
             }
         }
         self
@@ -315,6 +337,30 @@ impl LabSpec {
     pub fn with_mode(mut self, mode: DatapathMode) -> Self {
         self.mode = Some(mode);
         self
+    }
+
+    /// Runs host `name`'s data plane in `mode`, whatever [`LabSpec::mode`] says.
+    pub fn with_host_mode(mut self, name: impl Into<String>, mode: DatapathMode) -> Self {
+        self.host_modes.insert(name.into(), mode);
+        self
+    }
+
+    /// Leaves TX checksum offload on on kernel VXLAN host `name`'s device (see
+    /// [`LabSpec::kernel_tx_offload`]).
+    pub fn with_kernel_tx_offload(mut self, name: impl Into<String>) -> Self {
+        self.kernel_tx_offload.insert(name.into());
+        self
+    }
+
+    /// The `[datapath] mode` of host `name`'s data plane: its own, else the lab's, else
+    /// `None` (the data plane's default).
+    pub fn mode_of(&self, name: &str) -> Option<DatapathMode> {
+        self.host_modes.get(name).copied().or(self.mode)
+    }
+
+    /// Whether host `name`'s kernel VXLAN device keeps TX checksum offload on.
+    pub fn keeps_tx_offload(&self, name: &str) -> bool {
+        self.kernel_tx_offload.contains(name)
     }
 
     /// Adds a host (it gets the next underlay subnet).
@@ -469,6 +515,28 @@ impl LabSpec {
                         b.name, a.name, x.port
                     ));
                 }
+            }
+        }
+        // Per-host settings must name a host that has what they change, or they silently do
+        // nothing.
+        for name in self.host_modes.keys() {
+            if !matches!(
+                self.host(name).map(|(_, h)| &h.overlay),
+                Some(Overlay::Ours { .. })
+            ) {
+                return bad(format!(
+                    "host_modes names `{name}`, which is not a host running our data plane"
+                ));
+            }
+        }
+        for name in &self.kernel_tx_offload {
+            if !matches!(
+                self.host(name).map(|(_, h)| &h.overlay),
+                Some(Overlay::Kernel { .. })
+            ) {
+                return bad(format!(
+                    "kernel_tx_offload names `{name}`, which is not a kernel VXLAN host"
+                ));
             }
         }
         if self.ready_timeout.is_zero() {
@@ -674,6 +742,68 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(json, "\"192.168.0.10/24\"");
         assert_eq!(serde_json::from_str::<Ipv4Cidr>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn per_host_modes_override_the_lab_mode() {
+        let s = LabSpec::seed("t-", "/bin/dp")
+            .with_mode(DatapathMode::Xdp)
+            .with_host_mode("sec", DatapathMode::Afxdp);
+        s.validate().unwrap();
+        assert_eq!(s.mode_of("pri"), Some(DatapathMode::Xdp));
+        assert_eq!(s.mode_of("sec"), Some(DatapathMode::Afxdp));
+        let no_global = LabSpec::seed("t-", "/bin/dp").with_host_mode("pri", DatapathMode::Afxdp);
+        assert_eq!(no_global.mode_of("pri"), Some(DatapathMode::Afxdp));
+        assert_eq!(no_global.mode_of("sec"), None, "the data plane's default");
+        // A mode for a host that does not run our data plane would do nothing: refused.
+        for bad in ["client", "nobody"] {
+            let s = LabSpec::seed("t-", "/bin/dp").with_host_mode(bad, DatapathMode::Xdp);
+            assert!(
+                matches!(s.validate(), Err(LabError::InvalidSpec(m)) if m.contains(bad)),
+                "{bad}"
+            );
+        }
+        // Turning pri and sec into kernel hosts takes their modes with them.
+        let k = s.clone().kernel_everywhere();
+        assert!(k.host_modes.is_empty());
+        k.validate().unwrap();
+    }
+
+    #[test]
+    fn tx_offload_is_kept_only_where_asked_and_only_on_kernel_hosts() {
+        let s = LabSpec::seed_kernel("t-").with_kernel_tx_offload("pri");
+        s.validate().unwrap();
+        assert!(s.keeps_tx_offload("pri"));
+        assert!(!s.keeps_tx_offload("client") && !s.keeps_tx_offload("sec"));
+        for bad in ["nobody", "pri"] {
+            let s = LabSpec::seed("t-", "/bin/dp").with_kernel_tx_offload(bad);
+            assert!(
+                matches!(s.validate(), Err(LabError::InvalidSpec(m)) if m.contains(bad)),
+                "{bad}: our data plane's host has no kernel VXLAN device"
+            );
+        }
+    }
+
+    #[test]
+    fn specs_written_before_the_per_host_fields_still_load() {
+        let s = LabSpec::seed("t-", "/bin/dp")
+            .with_host_mode("pri", DatapathMode::Afxdp)
+            .with_mode(DatapathMode::Xdp);
+        let mut v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["host_modes"]["pri"], "afxdp");
+        assert_eq!(v["mode"], "xdp");
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("host_modes");
+        obj.remove("kernel_tx_offload");
+        let old: LabSpec = serde_json::from_value(v).unwrap();
+        assert!(old.host_modes.is_empty() && old.kernel_tx_offload.is_empty());
+        assert_eq!(old.mode_of("pri"), Some(DatapathMode::Xdp));
+        let with_offload = LabSpec::seed_kernel("t-").with_kernel_tx_offload("client");
+        let text = serde_json::to_string(&with_offload).unwrap();
+        assert_eq!(
+            serde_json::from_str::<LabSpec>(&text).unwrap(),
+            with_offload
+        );
     }
 
     #[test]
