@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod describe;
 pub mod encap;
+pub mod forward;
 pub mod netns;
 pub mod pmtu;
 pub mod stats;

@@ -16,9 +16,7 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ovl_common::{
-    Encap, GENEVE_OPT_LEN, META_FLAG_LEARN, MetaKind, XDP_META_LEN, XDP_META_MAGIC, XdpMeta,
-};
+use ovl_common::{Encap, GENEVE_OPT_LEN, XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
     config::{LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
@@ -26,6 +24,7 @@ use xsk_rs::{
 
 use crate::{
     encap::{MAX_OUTER, Outer, outer_header},
+    forward::{self, Forward},
     pmtu::frag_needed,
     stats::{QueueCounters, WorkerDrop, bump},
 };
@@ -173,6 +172,8 @@ pub struct Worker {
     umem: Umem,
     frames: Frames,
     counters: Arc<QueueCounters>,
+    /// The VNI of each overlay port, in port order.
+    port_vnis: Vec<u32>,
     nexthops: HashMap<Ipv4Addr, [u8; 6]>,
     learned: HashMap<(u32, [u8; 6]), (Ipv4Addr, Instant)>,
     scratch: Vec<FrameDesc>,
@@ -257,6 +258,7 @@ impl Worker {
             .frames_total
             .store(pristine.len() as u64, Ordering::Relaxed);
         let batch = spec.batch;
+        let port_vnis = spec.ports.iter().map(|p| p.vni).collect();
         let mut w = Worker {
             spec,
             socks,
@@ -268,6 +270,7 @@ impl Worker {
                 free,
             },
             counters,
+            port_vnis,
             nexthops: HashMap::new(),
             learned: HashMap::new(),
             scratch: vec![FrameDesc::default(); batch],
@@ -411,29 +414,29 @@ impl Worker {
 
     fn handle_underlay(&mut self, desc: FrameDesc, now: Instant) {
         let (meta, len) = self.meta(&desc);
-        let Some(meta) = meta.filter(|m| m.kind == MetaKind::Decapped as u8) else {
-            self.counters.count_drop(WorkerDrop::BadMeta, 1);
-            self.frames.release(&desc);
-            return;
-        };
-        let Some(p) = self.spec.ports.iter().position(|p| p.vni == meta.vni) else {
-            self.counters.count_drop(WorkerDrop::UnknownVni, 1);
-            self.frames.release(&desc);
-            return;
-        };
-        // Known sources are not flagged: the program refreshed their stamp already.
-        if meta.flags & META_FLAG_LEARN != 0 && len >= 12 {
-            // SAFETY: as in `meta`; the frame is still ours.
-            let data = unsafe { self.umem.data(&desc) };
-            let mut src = [0u8; 6];
-            src.copy_from_slice(&data.contents()[6..12]);
-            let remote = Ipv4Addr::from(meta.peer_ip_be.to_ne_bytes());
-            self.learn(meta.vni, src, remote, now);
+        // SAFETY: the frame came off an RX ring and is ours until released or queued.
+        let data = unsafe { self.umem.data(&desc) };
+        let decision = forward::from_underlay(meta, &self.port_vnis, data.contents());
+        match decision {
+            Forward::Deliver { port, learn } => {
+                if let Some(l) = learn {
+                    self.learn(l.vni, l.mac, l.remote, now);
+                }
+                let c = &self.counters.ports[port];
+                bump(&c.rx_packets, 1);
+                bump(&c.rx_bytes, len as u64);
+                self.socks[1 + port].pending.push(desc);
+            }
+            Forward::Drop(why) => {
+                self.counters.count_drop(why, 1);
+                self.frames.release(&desc);
+            }
+            // `from_underlay` decides nothing else; counted like bad metadata if it ever did.
+            _ => {
+                self.counters.count_drop(WorkerDrop::BadMeta, 1);
+                self.frames.release(&desc);
+            }
         }
-        let c = &self.counters.ports[p];
-        bump(&c.rx_packets, 1);
-        bump(&c.rx_bytes, len as u64);
-        self.socks[1 + p].pending.push(desc);
     }
 
     fn learn(&mut self, vni: u32, mac: [u8; 6], remote: Ipv4Addr, now: Instant) {
@@ -478,15 +481,14 @@ impl Worker {
 
     fn handle_port(&mut self, p: usize, desc: FrameDesc, now: Instant) {
         let (meta, len) = self.meta(&desc);
-        let kind = meta.and_then(|m| MetaKind::from_u8(m.kind));
-        match (meta, kind) {
-            (Some(_), Some(MetaKind::Encapped)) => {
+        match forward::from_port(meta) {
+            Forward::Transmit => {
                 let c = &self.counters.ports[p];
                 bump(&c.tx_packets, 1);
                 bump(&c.tx_bytes, len as u64);
                 self.socks[0].pending.push(desc);
             }
-            (Some(_), Some(MetaKind::Flood)) => {
+            Forward::Flood => {
                 let targets = self.spec.ports[p].flood.clone();
                 if targets.is_empty() {
                     self.counters.count_drop(WorkerDrop::NoFloodTarget, 1);
@@ -496,16 +498,19 @@ impl Worker {
                 }
                 self.frames.release(&desc);
             }
-            (Some(_), Some(MetaKind::TooBig)) => {
+            Forward::AnswerTooBig => {
                 self.answer_too_big(p, &desc);
                 self.frames.release(&desc);
             }
-            (Some(m), Some(MetaKind::NoNeighbour)) => {
-                let remote = Ipv4Addr::from(m.peer_ip_be.to_ne_bytes());
+            Forward::Encapsulate { remote } => {
                 self.encap_copy(p, &desc, remote, false, now);
                 self.frames.release(&desc);
             }
-            _ => {
+            Forward::Drop(why) => {
+                self.counters.count_drop(why, 1);
+                self.frames.release(&desc);
+            }
+            Forward::Deliver { .. } => {
                 self.counters.count_drop(WorkerDrop::BadMeta, 1);
                 self.frames.release(&desc);
             }

@@ -10,8 +10,8 @@ use std::{
 
 use dataplane::{
     config::{
-        Config, ConfigError, FdbConfig, HostInfo, HostInterface, IpCidr, StaticFdb, Stats,
-        Underlay, Vni, Workers, XdpModeCfg, format_mac, parse_mac,
+        Config, ConfigError, Datapath, DatapathMode, FdbConfig, HostInfo, HostInterface, IpCidr,
+        StaticFdb, Stats, Underlay, Vni, Workers, XdpModeCfg, format_mac, parse_mac,
     },
     netns,
 };
@@ -24,6 +24,9 @@ const FULL: &str = r#"
 interface = "eth0"
 local_ip = "10.0.2.2"          # IPv4; must be configured on `interface`
 xdp_mode = "auto"               # auto (driver, falling back to skb with a warning) | driver | skb
+
+[datapath]
+mode = "afxdp"                  # xdp (default: fast path in XDP/TC) | afxdp (every frame via workers)
 
 [workers]
 queues = 1                      # AF_XDP sockets / worker threads, one per queue (1..=8)
@@ -119,6 +122,9 @@ fn spec_example_parses_to_the_expected_struct() {
             interface: "eth0".into(),
             local_ip: ip(10, 0, 2, 2),
             xdp_mode: XdpModeCfg::Auto,
+        },
+        datapath: Datapath {
+            mode: DatapathMode::Afxdp,
         },
         workers: Workers {
             queues: 1,
@@ -217,6 +223,11 @@ fn deploy_example_for_pri_parses() {
 fn minimal_config_gets_defaults() {
     let c = parse(MINIMAL);
     assert_eq!(c.underlay.xdp_mode, XdpModeCfg::Auto);
+    assert_eq!(
+        c.datapath.mode,
+        DatapathMode::Xdp,
+        "the fast path by default"
+    );
     assert_eq!(
         c.workers,
         Workers {
@@ -329,6 +340,31 @@ fn unknown_keys_are_errors_naming_the_key() {
         ),
         "vni[0].geneve_option.crit",
         "unknown key",
+    );
+}
+
+#[test]
+fn datapath_errors() {
+    let with = |section: &str| format!("{MINIMAL}\n[datapath]\n{section}\n");
+    assert_eq!(
+        parse(&with("mode = \"xdp\"")).datapath.mode,
+        DatapathMode::Xdp
+    );
+    assert_eq!(
+        parse(&with("mode = \"afxdp\"")).datapath.mode,
+        DatapathMode::Afxdp
+    );
+    assert_invalid(
+        &with("mode = \"fast\""),
+        "datapath.mode",
+        "expected \"xdp\" or \"afxdp\"",
+    );
+    assert_invalid(&with("mode = 1"), "datapath.mode", "expected a string");
+    assert_invalid(&with("mood = \"xdp\""), "datapath.mood", "unknown key");
+    assert_invalid(
+        &format!("datapath = 5\n{MINIMAL}"),
+        "datapath",
+        "expected a table",
     );
 }
 

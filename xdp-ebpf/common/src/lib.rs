@@ -243,6 +243,52 @@ pub struct FdbEntry {
 /// The ingress program rewrites `FdbEntry::seen_ns` only when it is older than this.
 pub const FDB_SEEN_REFRESH_NS: u64 = 250_000_000;
 
+/// What the FDB says about the inner source of a decapsulated frame: the learning half of the
+/// ingress program's forwarding decision (see [`source_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceState {
+    /// Multicast or all-zero: never learned.
+    NotLearnable,
+    /// A configured entry: never moves, never ages.
+    Static,
+    /// Known behind the sending VTEP; `refresh`: its last-seen stamp is due for a rewrite.
+    Known { refresh: bool },
+    /// Not in the FDB: the workers report it for learning.
+    New,
+    /// Known behind another VTEP: the workers report the move.
+    Moved,
+}
+
+impl SourceState {
+    /// The frame must go to a worker (which reports the source to the control thread).
+    pub const fn needs_learning(self) -> bool {
+        matches!(self, SourceState::New | SourceState::Moved)
+    }
+}
+
+/// Classifies inner source MAC `src`, seen behind VTEP `peer_ip_be` at `now_ns`, against its FDB
+/// entry (if any). Pure, so the program and the host tests share it.
+pub const fn source_state(
+    entry: Option<&FdbEntry>,
+    src: [u8; 6],
+    peer_ip_be: u32,
+    now_ns: u64,
+) -> SourceState {
+    let zero =
+        src[0] == 0 && src[1] == 0 && src[2] == 0 && src[3] == 0 && src[4] == 0 && src[5] == 0;
+    if src[0] & 1 != 0 || zero {
+        return SourceState::NotLearnable;
+    }
+    match entry {
+        None => SourceState::New,
+        Some(e) if e.flags & FDB_FLAG_STATIC != 0 => SourceState::Static,
+        Some(e) if e.remote_ip_be != peer_ip_be => SourceState::Moved,
+        Some(e) => SourceState::Known {
+            refresh: now_ns.wrapping_sub(e.seen_ns) > FDB_SEEN_REFRESH_NS,
+        },
+    }
+}
+
 /// The entry was configured, not learned: ageing never removes it.
 pub const FDB_FLAG_STATIC: u32 = 1;
 
@@ -615,6 +661,52 @@ mod tests {
         assert_eq!(size_of::<FdbEntry>(), 16);
         assert_eq!(size_of::<NextHop>(), 8);
         assert_eq!(size_of::<XdpMeta>(), 16);
+    }
+
+    #[test]
+    fn source_state_decides_learning() {
+        const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 4];
+        const PEER: u32 = 0x0a00_0102;
+        const NOW: u64 = 10_000_000_000;
+        let entry = |remote_ip_be, flags, seen_ns| FdbEntry {
+            remote_ip_be,
+            flags,
+            seen_ns,
+        };
+        use SourceState::*;
+        let cases = [
+            (None, SRC, New),
+            (Some(entry(PEER, 0, NOW)), SRC, Known { refresh: false }),
+            (
+                Some(entry(PEER, 0, NOW - FDB_SEEN_REFRESH_NS)),
+                SRC,
+                Known { refresh: false },
+            ),
+            (
+                Some(entry(PEER, 0, NOW - FDB_SEEN_REFRESH_NS - 1)),
+                SRC,
+                Known { refresh: true },
+            ),
+            // A stamp of 0 (never seen) or from the future (clock read elsewhere) refreshes.
+            (Some(entry(PEER, 0, 0)), SRC, Known { refresh: true }),
+            (Some(entry(PEER, 0, NOW + 1)), SRC, Known { refresh: true }),
+            (Some(entry(PEER + 1, 0, NOW)), SRC, Moved),
+            (Some(entry(PEER + 1, FDB_FLAG_STATIC, NOW)), SRC, Static),
+            (Some(entry(PEER, FDB_FLAG_STATIC, 0)), SRC, Static),
+            (None, [0x01, 0, 0x5e, 0, 0, 1], NotLearnable),
+            (None, [0xff; 6], NotLearnable),
+            (None, [0; 6], NotLearnable),
+        ];
+        for (e, src, want) in cases {
+            assert_eq!(
+                source_state(e.as_ref(), src, PEER, NOW),
+                want,
+                "{e:?} {src:?}"
+            );
+        }
+        assert!(New.needs_learning() && Moved.needs_learning());
+        assert!(!Static.needs_learning() && !NotLearnable.needs_learning());
+        assert!(!Known { refresh: true }.needs_learning());
     }
 
     #[test]

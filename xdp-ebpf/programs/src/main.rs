@@ -23,8 +23,8 @@
 use aya_ebpf::{
     bindings::{
         BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        xdp_action,
     },
     helpers::generated::{
         bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
@@ -36,11 +36,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use ovl_common::{
-    Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap,
-    FDB_FLAG_STATIC, FDB_SEEN_REFRESH_NS, FdbEntry, FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN,
-    IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, META_FLAG_LEARN, MetaKind, NextHop, PortInfo, UDP_HLEN,
-    UdpPortInfo, VLAN_HLEN, VniCounters, VXLAN_FLAG_I, VXLAN_HLEN, VniInfo, XDP_META_LEN, XDP_META_MAGIC,
-    XdpMeta,
+    Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap, FdbEntry,
+    FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, META_FLAG_LEARN,
+    MetaKind, NextHop, PortInfo, SourceState, UDP_HLEN, UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I,
+    VXLAN_HLEN, VniCounters, VniInfo, XDP_META_LEN, XDP_META_MAGIC, XdpMeta, source_state,
 };
 
 #[map]
@@ -353,33 +352,23 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
 }
 
 /// Whether the inner source `src` of VNI `vni`, seen behind VTEP `peer_ip_be`, is news for
-/// the FDB (new, or moved from another VTEP). A known one costs this lookup and, at most every
-/// `FDB_SEEN_REFRESH_NS`, a store of its last-seen stamp; multicast and all-zero sources and
-/// static entries are never learned.
+/// the FDB (`ovl_common::source_state`). A known one costs this lookup and, at most every
+/// `FDB_SEEN_REFRESH_NS`, a store of its last-seen stamp.
 #[inline(always)]
 fn needs_learning(vni: u32, src: [u8; 6], peer_ip_be: u32) -> bool {
-    if src[0] & 1 != 0 || src == [0; 6] {
-        return false;
-    }
-    let Some(e) = OVL_FDB.get_ptr_mut(FdbKey::new(vni, src)) else {
-        return true;
-    };
+    let e = OVL_FDB.get_ptr_mut(FdbKey::new(vni, src));
     // SAFETY: a pointer to the map value, valid for this program run; racing writers (another
     // CPU's stamp, userspace replacing the entry) at worst leave an older stamp, which the next
     // frame refreshes.
-    unsafe {
-        if (*e).flags & FDB_FLAG_STATIC != 0 {
-            return false;
-        }
-        if (*e).remote_ip_be != peer_ip_be {
-            return true;
-        }
-        let now = bpf_ktime_get_ns();
-        if now.wrapping_sub((*e).seen_ns) > FDB_SEEN_REFRESH_NS {
-            (*e).seen_ns = now;
-        }
+    let entry = e.map(|p| unsafe { &*p });
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = source_state(entry, src, peer_ip_be, now);
+    if let (SourceState::Known { refresh: true }, Some(p)) = (state, e) {
+        // SAFETY: as above.
+        unsafe { (*p).seen_ns = now };
     }
-    false
+    state.needs_learning()
 }
 
 /// Largest inner L3 packet the VNI's overlay port carries: the underlay MTU less the outer
@@ -565,9 +554,14 @@ pub fn ovl_overlay_tc_egress(ctx: TcContext) -> i32 {
 const TC_HDR: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
 const TC_HDR_OPT: usize = TC_HDR + GENEVE_OPT_LEN;
 
+/// TC verdicts (`TC_ACT_OK`, `TC_ACT_SHOT`), as i32: the bindings type them differently per
+/// target, and the program returns an i32.
+const TC_OK: i32 = 0;
+const TC_SHOT: i32 = 2;
+
 #[inline(always)]
 fn tc_pass() -> (i32, Counter) {
-    (TC_ACT_OK as i32, Counter::TcPass)
+    (TC_OK, Counter::TcPass)
 }
 
 /// Encapsulates known unicast IPv4 from the kernel's end of an overlay port and redirects it
@@ -648,7 +642,7 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
         .adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags)
         .is_err()
     {
-        return (TC_ACT_OK as i32, Counter::TcFallback);
+        return (TC_OK, Counter::TcFallback);
     }
     // SAFETY: helper call on the program's own context.
     let hash = unsafe { bpf_get_hash_recalc(skb) };
@@ -693,7 +687,7 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     };
     if stored.is_err() {
         // The room is there but the headers are not: the frame is garbage now.
-        return (TC_ACT_SHOT as i32, Counter::DropInternal);
+        return (TC_SHOT, Counter::DropInternal);
     }
     if let Some(c) = OVL_VNI_COUNTERS.get_ptr_mut(vni) {
         // SAFETY: this CPU's slot of the entry; see `count`.
