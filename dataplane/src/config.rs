@@ -40,6 +40,9 @@ pub const DEFAULT_FRAMES_PER_QUEUE: u32 = 4096;
 /// How long an idle worker keeps polling its rings before it sleeps in poll(), in µs.
 pub const SPIN_US: RangeInclusive<u32> = 0..=100_000;
 pub const DEFAULT_SPIN_US: u32 = 0;
+/// `SO_BUSY_POLL` time of the AF_XDP sockets in µs; 0 turns busy polling off.
+pub const BUSY_POLL_US: RangeInclusive<u32> = 0..=10_000;
+pub const DEFAULT_BUSY_POLL_US: u32 = 0;
 /// Lifetime of learned FDB entries, in seconds.
 pub const AGEING_SECS: RangeInclusive<u64> = 1..=86400;
 pub const DEFAULT_AGEING_SECS: u64 = 300;
@@ -77,6 +80,7 @@ const WORKERS_KEYS: &[&str] = &[
     "batch_size",
     "frames_per_queue",
     "spin_us",
+    "busy_poll_us",
 ];
 const STATS_KEYS: &[&str] = &["prometheus", "control_socket"];
 const FDB_KEYS: &[&str] = &["ageing_secs", "max_learned"];
@@ -182,6 +186,11 @@ pub struct Workers {
     /// After its last work, a worker keeps polling for this long before it sleeps: a frame
     /// that comes within it is taken without a wake-up, at the cost of a busy CPU.
     pub spin_us: u32,
+    /// Preferred busy polling of the AF_XDP sockets (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` =
+    /// this many µs, budget = batch size) with the devices' interrupts deferred
+    /// (`napi_defer_hard_irqs`, `gro_flush_timeout`), so the workers run the receive
+    /// processing themselves; 0: off.
+    pub busy_poll_us: u32,
 }
 
 /// `[stats]`.
@@ -394,6 +403,7 @@ impl Default for Workers {
             batch_size: DEFAULT_BATCH_SIZE,
             frames_per_queue: DEFAULT_FRAMES_PER_QUEUE,
             spin_us: DEFAULT_SPIN_US,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
         }
     }
 }
@@ -1425,6 +1435,9 @@ fn decode_workers(v: &Value, f: &str) -> Result<Workers, ConfigError> {
         spin_us: s
             .opt("spin_us", |v, f| int_in(v, f, SPIN_US))?
             .unwrap_or(d.spin_us),
+        busy_poll_us: s
+            .opt("busy_poll_us", |v, f| int_in(v, f, BUSY_POLL_US))?
+            .unwrap_or(d.busy_poll_us),
     })
 }
 

@@ -139,10 +139,27 @@ struct Host {
     state_file: PathBuf,
     /// An underlay whose TX checksum offload the run turned off, to turn back on.
     restore_tx_checksum: Option<String>,
+    /// sysfs files the run changed, with their old contents.
+    restore_sysfs: Vec<(PathBuf, String)>,
+}
+
+impl Host {
+    /// Writes `value` to sysfs file `path`, remembering the old value to restore.
+    fn set_sysfs(&mut self, path: PathBuf, value: &str) -> Result<()> {
+        let old = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        fs::write(&path, value).with_context(|| format!("write {value} to {}", path.display()))?;
+        self.restore_sysfs.push((path, old.trim().to_string()));
+        Ok(())
+    }
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
+        for (path, old) in self.restore_sysfs.drain(..).rev() {
+            if let Err(e) = fs::write(&path, &old) {
+                tracing::warn!("restore {}: {e}", path.display());
+            }
+        }
         if let Some(ifname) = self.restore_tx_checksum.take()
             && let Err(e) = crate::netns::set_tx_checksum(&ifname, true)
         {
@@ -205,6 +222,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         created: Vec::new(),
         state_file,
         restore_tx_checksum: None,
+        restore_sysfs: Vec::new(),
     };
     if cfg.datapath.mode == DatapathMode::Xdp {
         complete_underlay_checksums(&cfg.underlay.interface, &mut host)?;
@@ -257,6 +275,18 @@ pub fn run(config_path: &Path) -> Result<()> {
         });
     }
 
+    if cfg.workers.busy_poll_us > 0 {
+        // Preferred busy polling: interrupts (here: NAPI reschedules) stay deferred while the
+        // workers poll, up to 2 x 200 µs before the device takes over again.
+        let devs = std::iter::once(cfg.underlay.interface.clone())
+            .chain(cfg.vnis.iter().map(|v| v.dp_interface()));
+        for dev in devs {
+            let dir = Path::new("/sys/class/net").join(&dev);
+            host.set_sysfs(dir.join("napi_defer_hard_irqs"), "2")?;
+            host.set_sysfs(dir.join("gro_flush_timeout"), "200000")?;
+        }
+    }
+
     // XDP programs and maps.
     let mut xdp = XdpObject::load().context("load XDP programs")?;
     let queues = cfg.workers.queues;
@@ -292,11 +322,16 @@ pub fn run(config_path: &Path) -> Result<()> {
         xdp.set_port(rt.kernel_index, info)?;
     }
     let fast = cfg.datapath.mode == DatapathMode::Xdp;
+    let xdp_egress = fast && std::env::var_os("OVL_EXPERIMENT_XDP_EGRESS").is_some();
+    if xdp_egress {
+        xdp.set_uplink(underlay.index)?;
+        tracing::warn!("EXPERIMENT: XDP egress redirect instead of TC");
+    }
     xdp.set_config(ovl_common::Config {
         local_ip_be: be(cfg.underlay.local_ip),
         underlay_mtu: u16::try_from(underlay.mtu).unwrap_or(u16::MAX),
         enabled: 1,
-        fast_path: u8::from(fast),
+        fast_path: if xdp_egress { 2 } else { u8::from(fast) },
         local_mac,
         _pad1: [0; 2],
         underlay_ifindex: underlay.index,
@@ -345,6 +380,7 @@ pub fn run(config_path: &Path) -> Result<()> {
                 local_ip: cfg.underlay.local_ip,
                 ports: port_specs.clone(),
                 learn_refresh,
+                busy_poll_us: cfg.workers.busy_poll_us,
             },
             qc.clone(),
             learn_tx.clone(),
@@ -370,7 +406,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         links.push((Program::OverlayEgress, id));
     }
     let mut tc_links = Vec::new();
-    if fast {
+    if fast && !xdp_egress {
         for v in &cfg.vnis {
             let id = xdp
                 .attach_tc_egress(&v.interface)

@@ -59,6 +59,8 @@ pub struct WorkerSpec {
     /// A learned MAC is re-announced to the control thread at most this often (so ageing
     /// sees it alive without a message per frame).
     pub learn_refresh: Duration,
+    /// `SO_BUSY_POLL` µs for preferred busy polling of every socket; 0: off.
+    pub busy_poll_us: u32,
 }
 
 /// How long an idle worker sleeps in poll() at most (it wakes on RX at once).
@@ -70,6 +72,40 @@ const TX_DRAIN: Duration = Duration::from_millis(1);
 /// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)` (kernel 6.17+): how many descriptors one
 /// copy-mode `sendto` may send; the default is 32, less than a batch.
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+/// Preferred busy polling on socket `fd` (the kernel's AF_XDP documentation): the worker's
+/// own syscalls run the device's NAPI, and the device defers its interrupts meanwhile.
+fn set_busy_poll(fd: i32, usecs: u32, budget: usize) -> std::io::Result<()> {
+    let set = |opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: a plain setsockopt on our own socket with a correctly sized int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    set(SO_PREFER_BUSY_POLL, 1)?;
+    set(
+        libc::SO_BUSY_POLL,
+        libc::c_int::try_from(usecs).unwrap_or(libc::c_int::MAX),
+    )?;
+    set(
+        SO_BUSY_POLL_BUDGET,
+        libc::c_int::try_from(budget).unwrap_or(64),
+    )
+}
 
 /// Lets one kick send a whole batch; on older kernels the call fails and the default stays
 /// (the worker then kicks again while frames remain on the ring).
@@ -242,6 +278,10 @@ impl Worker {
             let (fq, cq) =
                 rings.ok_or_else(|| err(format!("no fill/completion ring for {ifname}")))?;
             set_tx_budget(tx.fd().as_raw_fd(), spec.batch);
+            if spec.busy_poll_us > 0 {
+                set_busy_poll(tx.fd().as_raw_fd(), spec.busy_poll_us, spec.batch)
+                    .map_err(|e| err(format!("busy polling on {ifname}: {e}")))?;
+            }
             socks.push(Sock {
                 tx,
                 rx,
@@ -333,6 +373,9 @@ impl Worker {
                     self.nexthops.remove(&remote);
                 }
             }
+        }
+        if self.spec.busy_poll_us > 0 {
+            self.busy_poll();
         }
         let mut work = self.complete();
         work += self.receive_underlay(now);
@@ -680,6 +723,25 @@ impl Worker {
     fn check_frames(&self) {
         if !self.frames_conserved() {
             tracing::error!(queue = self.spec.queue, "UMEM frame accounting broken");
+        }
+    }
+
+    /// Runs the devices' receive processing from this thread: a non-blocking `recvfrom` on
+    /// a busy-polling AF_XDP socket polls its NAPI context.
+    fn busy_poll(&self) {
+        for sock in &self.socks {
+            // SAFETY: a zero-length non-blocking receive on our own socket; no buffer is
+            // touched.
+            unsafe {
+                libc::recvfrom(
+                    sock.fd(),
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
         }
     }
 

@@ -132,6 +132,7 @@ fn spec_example_parses_to_the_expected_struct() {
             batch_size: 64,
             frames_per_queue: 4096,
             spin_us: 0,
+            busy_poll_us: 0,
         },
         stats: Stats {
             prometheus: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -235,7 +236,8 @@ fn minimal_config_gets_defaults() {
             cpus: None,
             batch_size: 64,
             frames_per_queue: 4096,
-            spin_us: 0
+            spin_us: 0,
+            busy_poll_us: 0
         }
     );
     assert_eq!(c.stats.prometheus, None);
