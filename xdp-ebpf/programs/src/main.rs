@@ -62,9 +62,6 @@ static OVL_XSKS: XskMap = XskMap::with_max_entries(ovl_common::XSK_SLOTS, 0);
 /// end. Userspace adds an entry only once the port can receive (NAPI on the kernel side).
 #[map]
 static OVL_PORT_DEVS: DevMapHash = DevMapHash::with_max_entries(ovl_common::PORT_DEV_ENTRIES, 0);
-/// EXPERIMENT: the underlay device for XDP egress redirects.
-#[map]
-static OVL_UPLINK: aya_ebpf::maps::DevMap = aya_ebpf::maps::DevMap::with_max_entries(1, 0);
 #[map]
 static OVL_VNI_COUNTERS: PerCpuHashMap<u32, VniCounters> =
     PerCpuHashMap::with_max_entries(ovl_common::VNI_ENTRIES, 0);
@@ -542,11 +539,6 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         write_bytes(tun, [VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
         Counter::TxVxlan
     };
-    if cfg.fast_path == 2 {
-        if let Ok(a) = OVL_UPLINK.redirect(0, 0) {
-            return (a, counter);
-        }
-    }
     to_socket(ctx, meta, slot, counter)
 }
 
