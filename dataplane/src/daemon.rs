@@ -322,16 +322,11 @@ pub fn run(config_path: &Path) -> Result<()> {
         xdp.set_port(rt.kernel_index, info)?;
     }
     let fast = cfg.datapath.mode == DatapathMode::Xdp;
-    let xdp_egress = fast && std::env::var_os("OVL_EXPERIMENT_XDP_EGRESS").is_some();
-    if xdp_egress {
-        xdp.set_uplink(underlay.index)?;
-        tracing::warn!("EXPERIMENT: XDP egress redirect instead of TC");
-    }
     xdp.set_config(ovl_common::Config {
         local_ip_be: be(cfg.underlay.local_ip),
         underlay_mtu: u16::try_from(underlay.mtu).unwrap_or(u16::MAX),
         enabled: 1,
-        fast_path: if xdp_egress { 2 } else { u8::from(fast) },
+        fast_path: u8::from(fast),
         local_mac,
         _pad1: [0; 2],
         underlay_ifindex: underlay.index,
@@ -406,7 +401,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         links.push((Program::OverlayEgress, id));
     }
     let mut tc_links = Vec::new();
-    if fast && !xdp_egress {
+    if fast {
         for v in &cfg.vnis {
             let id = xdp
                 .attach_tc_egress(&v.interface)

@@ -267,14 +267,6 @@ impl XdpObject {
             .map_err(|source| XdpError::DevMap { name, source })
     }
 
-    /// EXPERIMENT: XDP egress redirect target.
-    pub fn set_uplink(&mut self, ifindex: u32) -> Result<(), XdpError> {
-        let name = "OVL_UPLINK";
-        let mut m = map_mut!(self, name, aya::maps::DevMap<&mut MapData>);
-        m.set(0, ifindex, None, 0)
-            .map_err(|source| XdpError::DevMap { name, source })
-    }
-
     pub fn remove_port_dev(&mut self, vni: u32) -> Result<(), XdpError> {
         let mut m = map_mut!(self, maps::PORT_DEVS, DevMapHash<&mut MapData>);
         m.remove(vni).map_err(map_err(maps::PORT_DEVS))
