@@ -1,5 +1,5 @@
 //! The benchmark report: Markdown ratios and targets, JSON round trip, SVG charts, from a
-//! synthetic run with all four paths and some records missing.
+//! synthetic run with all six paths and some records missing.
 
 #![allow(clippy::unwrap_used)] // test code: a failed set-up step should stop the test
 
@@ -62,9 +62,11 @@ fn rtt(path: PathKind, p50s: &[f64], p50: f64, p99: f64, p999: f64) -> Record {
     r
 }
 
-/// Kernel tcp_1 2.0, ours VXLAN 1.0 (×0.50, target missed), ours GENEVE 2.4 (×1.20, met);
-/// per core kernel 0.5, ours VXLAN 2.0 (×4.00, met), ours GENEVE no frames record;
-/// RTT p50 underlay 30, kernel 55, ours VXLAN 36.5 (+6.50, met), ours GENEVE 47 (+17.0, missed);
+/// Kernel tcp_1 2.0, kernel with offload on 4.0; ours VXLAN 1.0 (×0.50 and ×0.25, both targets
+/// missed), ours GENEVE 3.8 (×1.90 and ×0.95, both met), ours afxdp mode 0.8 (×0.40, ×0.20,
+/// not judged); per core kernel 0.5, offload on 0.55, ours VXLAN 2.0 (×4.00, met), ours GENEVE
+/// no frames record; RTT p50 underlay 30, kernel 55, offload on 40, ours VXLAN 36.5 (+6.50,
+/// met), ours GENEVE 47 (+17.0, missed), ours afxdp mode 75 (+45.0, met against 50);
 /// failover only for ours VXLAN (and a "not applicable" underlay record without samples).
 fn synthetic_run() -> Run {
     use PathKind::*;
@@ -95,6 +97,13 @@ fn synthetic_run() -> Run {
             &[("offered", 2.1), ("per_core", 0.5), ("cpu_cores", 2.0)],
         ),
         rtt(KernelVxlan, &[54.0, 55.0, 56.0], 55.0, 80.0, 120.0),
+        rec(KernelVxlanBest, m::TCP_1, "Gbit/s", &[3.9, 4.0, 4.1]),
+        rec(KernelVxlanBest, m::TCP_2, "Gbit/s", &[5.0]),
+        with_extra(
+            rec(KernelVxlanBest, m::FRAMES_64, "Mframes/s", &[1.0, 1.1, 1.2]),
+            &[("offered", 2.1), ("per_core", 0.55)],
+        ),
+        rtt(KernelVxlanBest, &[39.0, 40.0, 41.0], 40.0, 60.0, 100.0),
         rec(OursVxlan, m::TCP_1, "Gbit/s", &[0.9, 1.0, 1.1]),
         rec(OursVxlan, m::TCP_2, "Gbit/s", &[1.5, 1.6]),
         rec(OursVxlan, m::CPU_PER_GBIT, "CPU-s/Gbit", &[1.8]),
@@ -113,8 +122,10 @@ fn synthetic_run() -> Run {
             rec(OursVxlan, m::FAILOVER_UNPLANNED, "ms", &[40.0, 42.0, 45.0]),
             &[("max", 45.0), ("trials", 3.0), ("failed_requests", 1.0)],
         ),
-        rec(OursGeneve, m::TCP_1, "Gbit/s", &[2.2, 2.4, 2.5]),
+        rec(OursGeneve, m::TCP_1, "Gbit/s", &[3.6, 3.8, 3.9]),
         rtt(OursGeneve, &[46.0, 47.0, 48.0], 47.0, 66.0, 90.0),
+        rec(OursVxlanAfxdp, m::TCP_1, "Gbit/s", &[0.7, 0.8, 0.9]),
+        rtt(OursVxlanAfxdp, &[74.0, 75.0, 76.0], 75.0, 150.0, 400.0),
     ];
     Run {
         started_utc: "2026-11-23T10:04:05Z".into(),
@@ -134,6 +145,16 @@ fn synthetic_run() -> Run {
         ]),
         records,
     }
+}
+
+/// The cell of the table row whose label starts with `label` in the column headed `column`.
+fn cell(md: &str, label: &str, column: &str) -> String {
+    let header = row(md, "metric");
+    let i = header
+        .iter()
+        .position(|h| h == column)
+        .unwrap_or_else(|| panic!("no column {column:?} in {header:?}"));
+    row(md, label)[i].clone()
 }
 
 /// The cells of the table row whose label starts with `label`, label and direction included.
@@ -163,10 +184,16 @@ fn table_values_ratios_and_spread() {
             "direction",
             "underlay",
             "kernel VXLAN",
+            "kernel VXLAN (offload on)",
             "ours VXLAN",
             "ours VXLAN vs kernel",
+            "ours VXLAN vs kernel (offload on)",
             "ours GENEVE",
-            "ours GENEVE vs kernel"
+            "ours GENEVE vs kernel",
+            "ours GENEVE vs kernel (offload on)",
+            "ours VXLAN (afxdp mode)",
+            "ours VXLAN (afxdp mode) vs kernel",
+            "ours VXLAN (afxdp mode) vs kernel (offload on)",
         ]
     );
     assert_eq!(
@@ -176,36 +203,58 @@ fn table_values_ratios_and_spread() {
             "↑ better",
             "10.0 (9.50–10.2)",
             "2.00 (1.90–2.10)",
+            "4.00 (3.90–4.10)",
             "1.00 (0.900–1.10)",
             "×0.50",
-            "2.40 (2.20–2.50)",
-            "×1.20"
+            "×0.25",
+            "3.80 (3.60–3.90)",
+            "×1.90",
+            "×0.95",
+            "0.800 (0.700–0.900)",
+            "×0.40",
+            "×0.20",
         ]
     );
     // Two samples: no spread shown; GENEVE has no record: "–" and no ratio.
-    let tcp2 = row(&md, "TCP 2 streams");
-    assert_eq!(tcp2[4], "1.55");
-    assert_eq!(tcp2[5], "×0.62");
-    assert_eq!((tcp2[6].as_str(), tcp2[7].as_str()), ("–", "–"));
+    let tcp2 = |c: &str| cell(&md, "TCP 2 streams", c);
+    assert_eq!(tcp2("ours VXLAN"), "1.55");
+    assert_eq!(tcp2("ours VXLAN vs kernel"), "×0.62");
+    assert_eq!(tcp2("ours VXLAN vs kernel (offload on)"), "×0.31");
+    assert_eq!(tcp2("ours GENEVE"), "–");
+    assert_eq!(tcp2("ours GENEVE vs kernel"), "–");
+    assert_eq!(tcp2("ours GENEVE vs kernel (offload on)"), "–");
     let cpu = row(&md, "CPU per Gbit");
     assert_eq!(cpu[1], "↓ better");
     assert_eq!(cpu[2], "–");
-    assert_eq!((cpu[4].as_str(), cpu[5].as_str()), ("1.80", "×2.00"));
+    assert_eq!(cell(&md, "CPU per Gbit", "ours VXLAN"), "1.80");
+    assert_eq!(cell(&md, "CPU per Gbit", "ours VXLAN vs kernel"), "×2.00");
+    assert_eq!(
+        cell(&md, "CPU per Gbit", "ours VXLAN vs kernel (offload on)"),
+        "–",
+        "no CPU record for the offload-on kernel"
+    );
 
-    let per_core = row(&md, "64 B frames per core");
-    assert_eq!(per_core[3], "0.500");
-    assert!(per_core[4].starts_with("2.00"), "{per_core:?}");
-    assert_eq!(per_core[5], "×4.00");
+    let per_core = |c: &str| cell(&md, "64 B frames per core", c);
+    assert_eq!(per_core("kernel VXLAN"), "0.500");
+    assert_eq!(per_core("kernel VXLAN (offload on)"), "0.550");
+    assert!(per_core("ours VXLAN").starts_with("2.00"));
+    assert_eq!(per_core("ours VXLAN vs kernel"), "×4.00");
+    assert_eq!(per_core("ours VXLAN vs kernel (offload on)"), "×3.64");
     // The note of ours VXLAN's frames record is marked on its first row, not again.
-    let frames = row(&md, "64 B frames (Mframes/s)");
-    assert!(frames[4].ends_with("[^1]"), "{frames:?}");
-    assert!(!per_core[4].contains("[^"), "{per_core:?}");
+    assert!(
+        cell(&md, "64 B frames (Mframes/s)", "ours VXLAN").ends_with("[^1]"),
+        "{md}"
+    );
+    assert!(!per_core("ours VXLAN").contains("[^"));
 
-    let p99 = row(&md, "RTT p99 (µs)");
-    assert_eq!((p99[2].as_str(), p99[3].as_str()), ("45.0", "80.0"));
-    assert_eq!(p99[5], "×0.65");
-    let p999 = row(&md, "RTT p99.9");
-    assert_eq!(p999[6], "90.0");
+    let p99 = |c: &str| cell(&md, "RTT p99 (µs)", c);
+    assert_eq!(
+        (p99("underlay"), p99("kernel VXLAN")),
+        ("45.0".into(), "80.0".into())
+    );
+    assert_eq!(p99("ours VXLAN vs kernel"), "×0.65");
+    assert_eq!(p99("ours VXLAN vs kernel (offload on)"), "×0.87");
+    assert_eq!(cell(&md, "RTT p99.9", "ours GENEVE"), "90.0");
 }
 
 #[test]
@@ -213,6 +262,7 @@ fn added_rtt_over_underlay() {
     let run = synthetic_run();
     assert_eq!(run.added_rtt_p50(PathKind::Underlay), None);
     assert_eq!(run.added_rtt_p50(PathKind::KernelVxlan), Some(25.0));
+    assert_eq!(run.added_rtt_p50(PathKind::KernelVxlanBest), Some(10.0));
     assert_eq!(run.added_rtt_p50(PathKind::OursVxlan), Some(6.5));
     let md = report::markdown(&run);
     assert_eq!(
@@ -222,10 +272,16 @@ fn added_rtt_over_underlay() {
             "↓ better",
             "—",
             "+25.0",
+            "+10.0",
             "+6.50",
             "×0.26",
+            "×0.65",
             "+17.0",
-            "×0.68"
+            "×0.68",
+            "×1.70",
+            "+45.0",
+            "×1.80",
+            "×4.50",
         ]
     );
 }
@@ -233,16 +289,15 @@ fn added_rtt_over_underlay() {
 #[test]
 fn failover_rows_and_missing_paths() {
     let md = report::markdown(&synthetic_run());
-    let planned = row(&md, "failover planned, median");
+    let planned = |c: &str| cell(&md, "failover planned, median", c);
     // Underlay's record has no samples ("not applicable"): a dash with its footnote.
-    assert_eq!(planned[2], "–[^2]");
-    assert_eq!(planned[3], "–");
-    assert_eq!(planned[4], "12.0 (10.0–30.0)");
-    assert_eq!(planned[5], "–");
-    let planned_max = row(&md, "failover planned, max");
-    assert_eq!(planned_max[4], "30.0");
-    let unplanned_max = row(&md, "failover unplanned, max");
-    assert_eq!(unplanned_max[4], "45.0");
+    assert_eq!(planned("underlay"), "–[^2]");
+    assert_eq!(planned("kernel VXLAN"), "–");
+    assert_eq!(planned("ours VXLAN"), "12.0 (10.0–30.0)");
+    assert_eq!(planned("ours VXLAN vs kernel"), "–");
+    assert_eq!(planned("ours VXLAN (afxdp mode)"), "–");
+    assert_eq!(cell(&md, "failover planned, max", "ours VXLAN"), "30.0");
+    assert_eq!(cell(&md, "failover unplanned, max", "ours VXLAN"), "45.0");
     assert!(md.contains("[^2]: underlay, failover_planned: not applicable"));
     assert!(md.contains(
         "[^1]: ours VXLAN, frames_64: generator offered 2.1 Mframes/s; sink is the bottleneck"
@@ -261,6 +316,22 @@ fn header_and_explanation() {
     assert!(md.contains("## How to read this"));
     assert!(md.contains("median over 3 repetitions"));
     assert!(md.contains("copy mode"));
+    // Both baselines and every path's steering are explained.
+    for words in [
+        "\"vs kernel (offload on)\" column",
+        "TX checksum offload off on the vxlan devices",
+        "offload left on end to end",
+        "mode = \"xdp\"",
+        "mode = \"afxdp\"",
+        "RPS on `eth0`",
+        "NAPI runs threaded",
+        "runs in the worker's context",
+        "`gen_cpu_softirq`",
+        "`fast_path_share`",
+        "What cannot be made fair on veths",
+    ] {
+        assert!(md.contains(words), "{words:?} not in the explanation");
+    }
     for chart in [
         "throughput.svg",
         "frames.svg",
@@ -283,59 +354,103 @@ fn verdict(results: &[TargetResult], path: PathKind, target: usize) -> &Verdict 
 fn targets_met_missed_and_not_measured() {
     let run = synthetic_run();
     let t = report::targets(&run);
-    assert_eq!(t.len(), 6);
+    assert_eq!(
+        t.len(),
+        9,
+        "four targets for two fast-path rows, one for afxdp mode"
+    );
     use PathKind::*;
+    let missed = |value: f64, needed: f64| Verdict::Missed { value, needed };
+    assert_eq!(verdict(&t, OursVxlan, 1), &missed(0.5, 1.5));
+    assert_eq!(verdict(&t, OursGeneve, 1), &Verdict::Met { value: 1.9 });
+    assert_eq!(verdict(&t, OursVxlan, 2), &missed(0.25, 0.9));
+    assert_eq!(verdict(&t, OursGeneve, 2), &Verdict::Met { value: 0.95 });
+    assert_eq!(verdict(&t, OursVxlan, 3), &Verdict::Met { value: 4.0 });
+    assert_eq!(verdict(&t, OursGeneve, 3), &Verdict::NotMeasured);
+    assert_eq!(verdict(&t, OursVxlan, 4), &Verdict::Met { value: 6.5 });
+    assert_eq!(verdict(&t, OursGeneve, 4), &missed(17.0, 10.0));
     assert_eq!(
-        verdict(&t, OursVxlan, 1),
-        &Verdict::Missed {
-            value: 0.5,
-            needed: 1.0
-        }
+        verdict(&t, OursVxlanAfxdp, 5),
+        &Verdict::Met { value: 45.0 }
     );
-    assert_eq!(verdict(&t, OursGeneve, 1), &Verdict::Met { value: 1.2 });
-    assert_eq!(verdict(&t, OursVxlan, 2), &Verdict::Met { value: 4.0 });
-    assert_eq!(verdict(&t, OursGeneve, 2), &Verdict::NotMeasured);
-    assert_eq!(verdict(&t, OursVxlan, 3), &Verdict::Met { value: 6.5 });
-    assert_eq!(
-        verdict(&t, OursGeneve, 3),
-        &Verdict::Missed {
-            value: 17.0,
-            needed: 10.0
-        }
-    );
+    // Each target judges only its rows.
+    assert!(!t.iter().any(|r| r.path == OursVxlanAfxdp && r.target != 5));
+    assert!(!t.iter().any(|r| r.target == 5 && r.path != OursVxlanAfxdp));
 
     let md = report::markdown(&run);
+    let targets = targets_section(&md);
+    assert!(
+        targets.contains("| target | ours VXLAN | ours GENEVE | ours VXLAN (afxdp mode) |"),
+        "{targets}"
+    );
     assert_eq!(
         row(&md, "1. TCP 1 stream"),
         [
-            "1. TCP 1 stream vs kernel VXLAN ≥ ×1.0",
-            "missed: ×0.50, needs ×1.0",
-            "met (×1.20)"
+            "1. TCP 1 stream vs kernel VXLAN ≥ ×1.5",
+            "missed: ×0.50, needs ×1.5",
+            "met (×1.90)",
+            "—"
         ]
     );
     assert_eq!(
-        row(&md, "2. 64 B frames"),
+        row(&md, "2. TCP 1 stream"),
         [
-            "2. 64 B frames per core vs kernel VXLAN ≥ ×3.0",
+            "2. TCP 1 stream vs kernel VXLAN (offload on) ≥ ×0.9",
+            "missed: ×0.25, needs ×0.9",
+            "met (×0.95)",
+            "—"
+        ]
+    );
+    assert_eq!(
+        row(&md, "3. 64 B frames"),
+        [
+            "3. 64 B frames per core vs kernel VXLAN ≥ ×3.0",
             "met (×4.00)",
-            "not measured"
+            "not measured",
+            "—"
         ]
     );
     assert_eq!(
-        row(&md, "3. added RTT"),
+        row(&md, "4. added RTT"),
         [
-            "3. added RTT p50 over underlay ≤ 10 µs",
+            "4. added RTT p50 over underlay ≤ 10 µs",
             "met (+6.50 µs)",
-            "missed: +17.0 µs, needs ≤ 10 µs"
+            "missed: +17.0 µs, needs ≤ 10 µs",
+            "—"
         ]
+    );
+    assert_eq!(
+        row(&md, "5. added RTT"),
+        [
+            "5. added RTT p50 over underlay, afxdp mode ≤ 50 µs",
+            "—",
+            "—",
+            "met (+45.0 µs)"
+        ]
+    );
+    // The afxdp row misses when it adds more than 50 µs.
+    let mut slow = run.clone();
+    for r in &mut slow.records {
+        if r.path == OursVxlanAfxdp && r.measurement == m::RTT {
+            r.median = 95.0;
+            r.extra.insert("p50".into(), 95.0);
+        }
+    }
+    assert_eq!(
+        verdict(&report::targets(&slow), OursVxlanAfxdp, 5),
+        &missed(65.0, 50.0)
     );
 }
 
 #[test]
 fn without_kernel_or_underlay_nothing_is_claimed() {
     let mut run = synthetic_run();
-    run.records
-        .retain(|r| !matches!(r.path, PathKind::KernelVxlan | PathKind::Underlay));
+    run.records.retain(|r| {
+        !matches!(
+            r.path,
+            PathKind::KernelVxlan | PathKind::KernelVxlanBest | PathKind::Underlay
+        )
+    });
     let t = report::targets(&run);
     assert!(t.iter().all(|t| t.verdict == Verdict::NotMeasured), "{t:?}");
     let md = report::markdown(&run);
@@ -343,13 +458,40 @@ fn without_kernel_or_underlay_nothing_is_claimed() {
     assert!(
         !header
             .iter()
-            .any(|c| c == "kernel VXLAN" || c == "underlay")
+            .any(|c| c.starts_with("kernel VXLAN") || c == "underlay")
     );
-    let tcp = row(&md, "TCP 1 stream");
-    assert_eq!(tcp[3], "–", "no ratio without the kernel: {tcp:?}");
+    assert_eq!(
+        cell(&md, "TCP 1 stream", "ours VXLAN vs kernel"),
+        "–",
+        "no ratio without the kernel"
+    );
+    assert_eq!(
+        cell(&md, "TCP 1 stream", "ours VXLAN vs kernel (offload on)"),
+        "–"
+    );
     assert!(!md.contains("×0.50"));
     let targets = targets_section(&md);
-    assert_eq!(targets.matches("not measured").count(), 6, "{targets}");
+    assert_eq!(targets.matches("not measured").count(), 9, "{targets}");
+}
+
+/// Only the offload-on baseline is missing: its ratios and target are not claimed, the others
+/// are.
+#[test]
+fn each_baseline_on_its_own() {
+    let mut run = synthetic_run();
+    run.records.retain(|r| r.path != PathKind::KernelVxlanBest);
+    let t = report::targets(&run);
+    assert_eq!(verdict(&t, PathKind::OursGeneve, 2), &Verdict::NotMeasured);
+    assert_eq!(
+        verdict(&t, PathKind::OursGeneve, 1),
+        &Verdict::Met { value: 1.9 }
+    );
+    let md = report::markdown(&run);
+    assert_eq!(cell(&md, "TCP 1 stream", "ours GENEVE vs kernel"), "×1.90");
+    assert_eq!(
+        cell(&md, "TCP 1 stream", "ours GENEVE vs kernel (offload on)"),
+        "–"
+    );
 }
 
 #[test]
@@ -389,8 +531,10 @@ fn json_round_trip_and_files() {
     for slug in [
         "\"underlay\"",
         "\"kernel-vxlan\"",
+        "\"kernel-vxlan-best\"",
         "\"ours-vxlan\"",
         "\"ours-geneve\"",
+        "\"ours-vxlan-afxdp\"",
     ] {
         assert!(latest.contains(slug), "{slug} missing");
     }
@@ -434,7 +578,7 @@ fn nan_values_still_load() {
     let lines = report::load_records(&out.records_jsonl).unwrap();
     assert!(lines.last().unwrap().record.median.is_nan());
     let md = report::markdown(&back);
-    assert_eq!(row(&md, "64 B frames per core")[6], "–");
+    assert_eq!(cell(&md, "64 B frames per core", "ours GENEVE"), "–");
 }
 
 #[test]
@@ -541,7 +685,7 @@ fn charts_survive_sparse_data() {
     // Nothing to compare against: no ratio, every target "not measured".
     assert_eq!(
         row(&md, "TCP 1 stream"),
-        ["TCP 1 stream (Gbit/s)", "↑ better", "0", "–"]
+        ["TCP 1 stream (Gbit/s)", "↑ better", "0", "–", "–"]
     );
 
     // No records at all: no charts, a report that says so.
@@ -549,7 +693,7 @@ fn charts_survive_sparse_data() {
     assert!(report::planned_charts(&run).is_empty());
     let md = report::markdown(&run);
     assert!(!md.contains("## Charts"));
-    assert_eq!(targets_section(&md).matches("not measured").count(), 6);
+    assert_eq!(targets_section(&md).matches("not measured").count(), 9);
 }
 
 #[test]

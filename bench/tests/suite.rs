@@ -1,5 +1,7 @@
-//! The benchmark end to end at its smallest: one repetition of everything on every path, one
-//! failover trial of each kind on the kernel driver and on ours, then the report. Checks that
+//! The benchmark end to end at its smallest: one repetition of everything on every path (the
+//! underlay, the kernel driver with TX checksum offload off and on, ours on the fast path with
+//! VXLAN and GENEVE, ours in afxdp mode), one failover trial of each kind on the kernel driver
+//! and on ours, then the report. Checks that
 //! every record is there and plausible, not how fast anything is (that is the benchmark's
 //! job). Root required; uses the release binaries `cargo xtask test` builds.
 
@@ -62,6 +64,34 @@ fn smallest_benchmark_measures_every_path_and_writes_the_report() {
             f.median <= f.extra["offered"] * 1.01,
             "{p}: a path cannot deliver more than was offered: {f:?}"
         );
+        // Where the receive work ran is recorded for every path.
+        for k in ["sink_cpu_softirq", "gen_cpu_softirq", "sink_cpu_busy"] {
+            let v = f.extra[k];
+            assert!((0.0..=1.0).contains(&v), "{p} {k}: {v}");
+        }
+        // Which of our paths carried the bytes: the fast path in xdp mode, the workers alone
+        // in afxdp mode; the kernel's paths have no such counters.
+        for m in ["tcp_1", "frames_64"] {
+            let share = run
+                .record(p, m)
+                .and_then(|r| r.extra.get("fast_path_share"));
+            match p {
+                PathKind::OursVxlan | PathKind::OursGeneve => {
+                    let share = share
+                        .copied()
+                        .unwrap_or_else(|| panic!("{p} {m}: no share"));
+                    assert!(share >= 0.9, "{p} {m}: fast path share {share}");
+                }
+                PathKind::OursVxlanAfxdp => {
+                    assert_eq!(
+                        share,
+                        Some(&0.0),
+                        "{p} {m}: afxdp mode never takes the fast path"
+                    )
+                }
+                _ => assert_eq!(share, None, "{p} {m}"),
+            }
+        }
     }
     for p in [PathKind::KernelVxlan, PathKind::OursVxlan] {
         for m in ["failover_planned", "failover_unplanned"] {
@@ -70,13 +100,23 @@ fn smallest_benchmark_measures_every_path_and_writes_the_report() {
             assert!(r.median > 0.0 && r.median < 1000.0, "{p} {m}: {r:?}");
         }
     }
-    assert!(run.record(PathKind::Underlay, "failover_planned").is_none());
+    for p in [
+        PathKind::Underlay,
+        PathKind::KernelVxlanBest,
+        PathKind::OursGeneve,
+        PathKind::OursVxlanAfxdp,
+    ] {
+        assert!(run.record(p, "failover_planned").is_none(), "{p}");
+    }
 
     let dir = std::env::temp_dir().join(format!("ovl-bench-test-{}", std::process::id()));
     let out = report::write_outputs(&run, &dir).expect("write the report");
     let md = std::fs::read_to_string(&out.markdown).expect("report.md");
     assert!(
-        md.contains("## Targets") && md.contains("vs kernel"),
+        md.contains("## Targets")
+            && md.contains("| ours VXLAN vs kernel |")
+            && md.contains("| ours VXLAN vs kernel (offload on) |")
+            && md.contains("| kernel VXLAN (offload on) |"),
         "{md}"
     );
     assert_eq!(report::load(&out.latest_json).expect("load"), run);

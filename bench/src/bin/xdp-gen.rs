@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use bench::traffic::{DEFAULT_FRAME_LEN, Encap, FrameSpec, GenConfig, GenError, GenReport, run};
+use bench::traffic::{
+    DEFAULT_FRAME_LEN, Encap, FrameSpec, GenConfig, GenError, GenReport, run, run_live,
+};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -16,6 +18,16 @@ enum EncapArg {
     None,
     Vxlan,
     Geneve,
+}
+
+/// How frames reach the interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// A TX-only AF_XDP socket (copy mode on a veth: the kernel turns each frame into an skb).
+    Afxdp,
+    /// XDP frames, as a NIC driver hands them over: BPF_PROG_RUN with live frames redirects
+    /// the template out of --iface (whose veth peer needs an XDP program or GRO on).
+    XdpLive,
 }
 
 #[derive(Debug, Parser)]
@@ -43,6 +55,9 @@ struct Cli {
     /// Interface to send on.
     #[arg(long, value_name = "IF")]
     iface: String,
+    /// How the frames are handed to --iface.
+    #[arg(long, value_enum, default_value_t = ModeArg::Afxdp)]
+    mode: ModeArg,
     /// Queue of the interface to bind to.
     #[arg(long, default_value_t = 0)]
     queue: u32,
@@ -239,22 +254,10 @@ fn main_inner(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let stop = bench::signals::stop_flag().context("installing signal handlers")?;
     let mut last = GenReport::default();
-    let report = run(&cfg, &spec, &stop, |r| {
-        let dt = r.seconds - last.seconds;
-        let now = if dt > 0.0 {
-            (r.sent - last.sent) as f64 / dt
-        } else {
-            0.0
-        };
-        eprintln!(
-            "xdp-gen: {:6.1} s  sent {:>12}  {:>13} now  {:>13} average",
-            r.seconds,
-            r.sent,
-            rate(now),
-            rate(r.pps)
-        );
-        last = r.clone();
-    })
+    let report = match cli.mode {
+        ModeArg::Afxdp => run(&cfg, &spec, &stop, |r| progress(&mut last, r)),
+        ModeArg::XdpLive => run_live(&cfg, &spec, &stop, |r| progress(&mut last, r)),
+    }
     .with_context(|| format!("sending on {}", cfg.ifname))?;
     let mut out = std::io::stdout().lock();
     if cli.json {
@@ -269,6 +272,24 @@ fn main_inner(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("xdp-gen: no frame was sent");
         ExitCode::from(1)
     })
+}
+
+/// The once-a-second progress line on stderr.
+fn progress(last: &mut GenReport, r: &GenReport) {
+    let dt = r.seconds - last.seconds;
+    let now = if dt > 0.0 {
+        (r.sent - last.sent) as f64 / dt
+    } else {
+        0.0
+    };
+    eprintln!(
+        "xdp-gen: {:6.1} s  sent {:>12}  {:>13} now  {:>13} average",
+        r.seconds,
+        r.sent,
+        rate(now),
+        rate(r.pps)
+    );
+    *last = r.clone();
 }
 
 fn main() -> ExitCode {

@@ -11,8 +11,8 @@
 //! | `report.md` | [`markdown`] |
 //! | `throughput.svg`, `frames.svg`, `latency.svg`, `failover.svg` | the charts that have data |
 //!
-//! Ratios against the kernel VXLAN driver are the result; absolute numbers on a shared VM are
-//! noise.
+//! Ratios against the kernel VXLAN driver (as the lab runs it, and at its best with TX
+//! checksum offload on) are the result; absolute numbers on a shared VM are noise.
 
 mod chart;
 mod format;
@@ -25,7 +25,10 @@ use serde::{Deserialize, Serialize};
 
 pub use chart::{ChartKind, nines};
 pub use format::{ratio, sig3, signed};
-pub use markdown::{Better, TARGETS, TargetResult, Verdict, markdown, targets, verdict_text};
+pub use markdown::{
+    Better, Goal, TARGETS, Target, TargetResult, Verdict, judged_paths, markdown, targets,
+    verdict_text,
+};
 pub use record::{Machine, PathKind, Record, Run, measurement, median};
 
 /// Why reading or writing the report failed.

@@ -29,36 +29,72 @@ pub mod measurement {
 pub enum PathKind {
     /// The routed underlay alone, no overlay: the floor for latency, the ceiling for throughput.
     Underlay,
-    /// The kernel VXLAN driver: the baseline every ratio is taken against.
+    /// The kernel VXLAN driver as the lab runs it for interop: TX checksum offload off on the
+    /// vxlan devices (a veth never completes offloaded inner checksums, and only a kernel
+    /// receiver would tolerate them). The first baseline.
     KernelVxlan,
-    /// This data plane with VXLAN.
+    /// The kernel VXLAN driver at its best on veths: TX checksum offload left on end to end
+    /// (as a real NIC would complete the checksums), so GSO super-packets cross whole. Only
+    /// kernel receivers can take its traffic. The second baseline.
+    KernelVxlanBest,
+    /// This data plane with VXLAN, `[datapath] mode = "xdp"` (the fast path).
     OursVxlan,
-    /// This data plane with GENEVE.
+    /// This data plane with GENEVE, `mode = "xdp"` (the fast path).
     OursGeneve,
+    /// This data plane with VXLAN, `mode = "afxdp"`: every frame through the AF_XDP workers.
+    OursVxlanAfxdp,
 }
 
 impl PathKind {
     /// Every path, in the order the report shows them.
-    pub const ALL: [PathKind; 4] = [
+    pub const ALL: [PathKind; 6] = [
         PathKind::Underlay,
         PathKind::KernelVxlan,
+        PathKind::KernelVxlanBest,
         PathKind::OursVxlan,
         PathKind::OursGeneve,
+        PathKind::OursVxlanAfxdp,
     ];
+
+    /// The baselines every ratio of ours is taken against, in column order.
+    pub const BASELINES: [PathKind; 2] = [PathKind::KernelVxlan, PathKind::KernelVxlanBest];
 
     /// The serde name ("kernel-vxlan"), usable in file names and on command lines.
     pub fn slug(self) -> &'static str {
         match self {
             PathKind::Underlay => "underlay",
             PathKind::KernelVxlan => "kernel-vxlan",
+            PathKind::KernelVxlanBest => "kernel-vxlan-best",
             PathKind::OursVxlan => "ours-vxlan",
             PathKind::OursGeneve => "ours-geneve",
+            PathKind::OursVxlanAfxdp => "ours-vxlan-afxdp",
         }
+    }
+
+    /// The path whose [`PathKind::slug`] is `s`.
+    pub fn from_slug(s: &str) -> Option<PathKind> {
+        PathKind::ALL.into_iter().find(|p| p.slug() == s)
     }
 
     /// True for this project's data plane (the paths whose ratio against the kernel is the result).
     pub fn is_ours(self) -> bool {
-        matches!(self, PathKind::OursVxlan | PathKind::OursGeneve)
+        matches!(
+            self,
+            PathKind::OursVxlan | PathKind::OursGeneve | PathKind::OursVxlanAfxdp
+        )
+    }
+
+    /// True for the kernel VXLAN driver, either way it is set up.
+    pub fn is_kernel(self) -> bool {
+        matches!(self, PathKind::KernelVxlan | PathKind::KernelVxlanBest)
+    }
+
+    /// How a baseline is named in a ratio column: "vs kernel", "vs kernel (offload on)".
+    pub fn versus(self) -> &'static str {
+        match self {
+            PathKind::KernelVxlanBest => "vs kernel (offload on)",
+            _ => "vs kernel",
+        }
     }
 
     /// The path's colour in every chart, as RGB.
@@ -66,8 +102,10 @@ impl PathKind {
         match self {
             PathKind::Underlay => (127, 127, 127),
             PathKind::KernelVxlan => (31, 119, 180),
+            PathKind::KernelVxlanBest => (23, 190, 207),
             PathKind::OursVxlan => (255, 127, 14),
             PathKind::OursGeneve => (44, 160, 44),
+            PathKind::OursVxlanAfxdp => (214, 39, 40),
         }
     }
 }
@@ -77,8 +115,10 @@ impl fmt::Display for PathKind {
         f.write_str(match self {
             PathKind::Underlay => "underlay",
             PathKind::KernelVxlan => "kernel VXLAN",
+            PathKind::KernelVxlanBest => "kernel VXLAN (offload on)",
             PathKind::OursVxlan => "ours VXLAN",
             PathKind::OursGeneve => "ours GENEVE",
+            PathKind::OursVxlanAfxdp => "ours VXLAN (afxdp mode)",
         })
     }
 }
@@ -333,8 +373,34 @@ mod tests {
         }
         assert_eq!(PathKind::KernelVxlan.to_string(), "kernel VXLAN");
         assert_eq!(PathKind::OursGeneve.to_string(), "ours GENEVE");
+        assert_eq!(
+            PathKind::KernelVxlanBest.to_string(),
+            "kernel VXLAN (offload on)"
+        );
+        assert_eq!(
+            PathKind::OursVxlanAfxdp.to_string(),
+            "ours VXLAN (afxdp mode)"
+        );
         let p: PathKind = serde_json::from_str("\"ours-vxlan\"").unwrap_or(PathKind::Underlay);
         assert_eq!(p, PathKind::OursVxlan);
+        for p in PathKind::ALL {
+            assert_eq!(PathKind::from_slug(p.slug()), Some(p));
+        }
+        assert_eq!(
+            PathKind::from_slug("kernel-vxlan-best"),
+            Some(PathKind::KernelVxlanBest)
+        );
+        assert_eq!(
+            PathKind::from_slug("ours-vxlan-afxdp"),
+            Some(PathKind::OursVxlanAfxdp)
+        );
+        assert_eq!(PathKind::from_slug("kernel"), None);
+        // Every path has its own colour.
+        for (i, a) in PathKind::ALL.iter().enumerate() {
+            for b in &PathKind::ALL[..i] {
+                assert_ne!(a.color(), b.color(), "{a} and {b}");
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use ovl_lab::{FABRIC, Lab, LabError, WorkerTuning};
+use ovl_lab::{DatapathMode, FABRIC, Lab, LabError, WorkerTuning};
 use thiserror::Error;
 
 use crate::{
@@ -93,10 +93,17 @@ impl Settings {
             // Each sending host's worker on the generator's CPU, each receiving host's on
             // the sink CPU: two hosts squeezed onto two cores still get one core each.
             workers: WorkerTuning {
-                host_cpus: [("v1", 1), ("g1", 1), ("v2", 0), ("g2", 0)]
-                    .into_iter()
-                    .map(|(h, c)| (h.to_string(), vec![c]))
-                    .collect(),
+                host_cpus: [
+                    ("v1", 1),
+                    ("g1", 1),
+                    ("a1", 1),
+                    ("v2", 0),
+                    ("g2", 0),
+                    ("a2", 0),
+                ]
+                .into_iter()
+                .map(|(h, c)| (h.to_string(), vec![c]))
+                .collect(),
                 ..WorkerTuning::default()
             },
             gen_cpu: 1,
@@ -208,7 +215,8 @@ struct Samples {
     values: BTreeMap<(PathKind, &'static str), Vec<f64>>,
     extra: BTreeMap<(PathKind, &'static str, &'static str), Vec<f64>>,
     rtt: BTreeMap<PathKind, Vec<RttReport>>,
-    notes: BTreeMap<(PathKind, &'static str), String>,
+    /// The latest note of each kind (the third key) per path and measurement.
+    notes: BTreeMap<(PathKind, &'static str, &'static str), String>,
 }
 
 impl Samples {
@@ -217,6 +225,19 @@ impl Samples {
     }
     fn push_extra(&mut self, p: PathKind, m: &'static str, k: &'static str, v: f64) {
         self.extra.entry((p, m, k)).or_default().push(v);
+    }
+    fn note(&mut self, p: PathKind, m: &'static str, kind: &'static str, text: String) {
+        self.notes.insert((p, m, kind), text);
+    }
+    /// Every note of a record, joined.
+    fn notes_of(&self, p: PathKind, m: &str) -> Option<String> {
+        let all: Vec<&str> = self
+            .notes
+            .iter()
+            .filter(|((np, nm, _), _)| *np == p && *nm == m)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        (!all.is_empty()).then(|| all.join("; "))
     }
 }
 
@@ -260,10 +281,13 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
             Path::new(&s.bin("dataplane")?),
             s.workers.clone(),
             s.queues,
+            &s.paths,
         );
-        progress.line(&format!(
-            "lab {prefix}*: k1/k2 kernel VXLAN, v1/v2 ours VXLAN, g1/g2 ours GENEVE, one router"
-        ));
+        let pairs: Vec<String> = routes
+            .iter()
+            .map(|r| format!("{}/{} {}", r.src, r.dst, r.path))
+            .collect();
+        progress.line(&format!("lab {prefix}*: {}, one router", pairs.join(", ")));
         let mut lab = Lab::up(&spec)?;
         let servers = Servers::start(&mut lab, s, &routes)?;
         progress.step("lab up; iperf3 and echo servers running");
@@ -325,16 +349,18 @@ fn utc_seconds(t: SystemTime) -> String {
     }
 }
 
-/// What each destination host runs for the whole benchmark.
+/// What each destination host runs for the whole benchmark, and the tools run against it.
 struct Servers {
     rtt_probe: String,
     xdp_gen: String,
+    dataplane: String,
 }
 
 impl Servers {
     fn start(lab: &mut Lab, s: &Settings, routes: &[Route]) -> Result<Servers, SuiteError> {
         let rtt_probe = s.bin("rtt-probe")?;
         let xdp_gen = s.bin("xdp-gen")?;
+        let dataplane = s.bin("dataplane")?;
         let mut dsts: Vec<&str> = routes.iter().map(|r| r.dst).collect();
         dsts.dedup();
         let mut echoes = Vec::new();
@@ -371,7 +397,11 @@ impl Servers {
                 thread::sleep(Duration::from_millis(50));
             }
         }
-        Ok(Servers { rtt_probe, xdp_gen })
+        Ok(Servers {
+            rtt_probe,
+            xdp_gen,
+            dataplane,
+        })
     }
 }
 
@@ -418,11 +448,32 @@ fn measure_rep(
     let tag = format!("{p} rep {rep}/{}", s.reps);
 
     for streams in [1u32, 2] {
+        // Which of our paths carried the bytes: both ends' counters around the run.
+        let carried = |lab: &Lab| -> Result<Option<[DpStats; 2]>, SuiteError> {
+            if !p.is_ours() || streams != 1 {
+                return Ok(None);
+            }
+            Ok(Some([
+                dp_stats(lab, servers, r, r.src)?,
+                dp_stats(lab, servers, r, r.dst)?,
+            ]))
+        };
+        let before = carried(lab)?;
         let (res, cpu) = tcp(lab, r, dst, streams, s.tcp_secs)?;
+        let after = carried(lab)?;
         let gbps = res.received_bps / 1e9;
         let m = if streams == 1 { "tcp_1" } else { "tcp_2" };
         samples.push(p, m, gbps);
         samples.push_extra(p, m, "retransmits", res.retransmits as f64);
+        if let (Some([sb, db]), Some([sa, da])) = (&before, &after) {
+            let fast =
+                sa.tx.fast.saturating_sub(sb.tx.fast) + da.rx.fast.saturating_sub(db.rx.fast);
+            let workers = sa.tx.workers.saturating_sub(sb.tx.workers)
+                + da.rx.workers.saturating_sub(db.rx.workers);
+            if let Some(share) = fast_share(r, fast, workers, rep, samples, m) {
+                samples.push_extra(p, m, "fast_path_share", share);
+            }
+        }
         let mut msg = format!("{tag}: TCP {streams} stream(s) {gbps:.2} Gbit/s");
         if streams == 1 && gbps > 0.0 {
             let per_gbit = cpu.busy_s / (gbps * res.seconds);
@@ -445,14 +496,38 @@ fn measure_rep(
     samples.push_extra(p, "frames_64", "offered", f.offered_mpps);
     samples.push_extra(p, "frames_64", "sink_cpu_busy", f.sink_busy);
     samples.push_extra(p, "frames_64", "gen_cpu_busy", f.gen_busy);
+    samples.push_extra(p, "frames_64", "sink_cpu_softirq", f.sink_softirq);
+    samples.push_extra(p, "frames_64", "gen_cpu_softirq", f.gen_softirq);
+    if let Some((fast, workers)) = f.carried
+        && let Some(share) = fast_share(r, fast, workers, rep, samples, "frames_64")
+    {
+        samples.push_extra(p, "frames_64", "fast_path_share", share);
+    }
     if f.sink_busy > 0.05 {
         samples.push_extra(p, "frames_64", "per_core", f.delivered_mpps / f.sink_busy);
+    }
+    if f.gen_softirq > GEN_SOFTIRQ_LEAK {
+        // The generator's side of a veth runs no softirq of its own worth counting (its
+        // transmit runs in the generator's system calls): receive work that ran there escaped
+        // the steering, and per core counts only the sink's share of it.
+        samples.note(
+            p,
+            "frames_64",
+            "steering",
+            format!(
+                "{:.0}% of the generator CPU's time went to softirqs in rep {rep}: part of the \
+                 receiver's work ran outside the sink core, so per core flatters this path",
+                f.gen_softirq * 100.0
+            ),
+        );
     }
     if f.sink_busy < 0.9 {
         // All of the receiver's work is steered to the sink core (see `frames`): below
         // saturation the sending side was the limit, and "per core" extrapolates.
-        samples.notes.insert(
-            (p, "frames_64"),
+        samples.note(
+            p,
+            "frames_64",
+            "saturation",
             format!(
                 "{p}: the sink core was {:.0}% busy in rep {rep}: the sending side (the \
                  generator and the veth's transmit) was the limit, and per core extrapolates",
@@ -461,12 +536,14 @@ fn measure_rep(
         );
     }
     progress.step(&format!(
-        "{tag}: 64 B frames {:.3} Mframes/s delivered of {:.3} offered; sink CPU {:.0}% busy, \
-         generator CPU {:.0}%",
+        "{tag}: 64 B frames {:.3} Mframes/s delivered of {:.3} offered; sink CPU {:.0}% busy \
+         ({:.0}% softirq), generator CPU {:.0}% ({:.0}% softirq)",
         f.delivered_mpps,
         f.offered_mpps,
         f.sink_busy * 100.0,
-        f.gen_busy * 100.0
+        f.sink_softirq * 100.0,
+        f.gen_busy * 100.0,
+        f.gen_softirq * 100.0
     ));
     Ok(())
 }
@@ -545,7 +622,140 @@ struct FrameResult {
     /// Busy fraction (0..1) of the sink's and of the generator's CPU over the run.
     sink_busy: f64,
     gen_busy: f64,
+    /// Fraction (0..1) of the sink's and of the generator's CPU time spent in softirqs: where
+    /// the receive work ran that is not in a thread of its own.
+    sink_softirq: f64,
+    gen_softirq: f64,
+    /// Our receiver's decapsulated bytes: (fast path, workers); `None` on the kernel's paths.
+    carried: Option<(u64, u64)>,
 }
+
+/// Bytes one of our data planes carried in one direction, by who carried them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Carried {
+    /// The XDP/TC fast path.
+    fast: u64,
+    /// The AF_XDP workers.
+    workers: u64,
+}
+
+/// What `dataplane stats --json` says about one of our hosts.
+#[derive(Clone, Debug)]
+struct DpStats {
+    /// Decapsulated (underlay to overlay port) and encapsulated (overlay port to underlay).
+    rx: Carried,
+    tx: Carried,
+}
+
+/// Asks host `host`'s data plane for its counters, and checks that it runs in the mode the
+/// route's results are labelled with.
+fn dp_stats(lab: &Lab, servers: &Servers, r: &Route, host: &str) -> Result<DpStats, SuiteError> {
+    let sock = lab.control_socket(host).to_string_lossy().into_owned();
+    let out = exec(
+        lab,
+        host,
+        &[
+            servers.dataplane.as_str(),
+            "stats",
+            "--socket",
+            &sock,
+            "--json",
+        ],
+        Duration::from_secs(10),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .map_err(|e| step_err(format!("dataplane stats JSON of {host}"), e))?;
+    parse_dp_stats(&v, r.mode()).map_err(|e| step_err(format!("dataplane stats of {host}"), e))
+}
+
+/// The per-VNI byte counters of a `dataplane stats --json` snapshot: `fast` (the fast path's)
+/// and every queue's `ports` (the workers'). An error when the snapshot names a mode other
+/// than `expect`: the numbers would be labelled with the wrong path.
+fn parse_dp_stats(v: &serde_json::Value, expect: Option<DatapathMode>) -> Result<DpStats, String> {
+    let sum = |ports: &serde_json::Value, key: &str| -> u64 {
+        ports
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p[key].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let queues = v["queues"]
+        .as_array()
+        .ok_or_else(|| format!("no queues in {v}"))?;
+    let workers = |key: &str| queues.iter().map(|q| sum(&q["ports"], key)).sum::<u64>();
+    let mode = v["mode"].as_str().unwrap_or_default();
+    if let Some(m) = expect
+        && mode != m.as_str()
+    {
+        return Err(format!(
+            "runs in mode `{mode}`, the benchmark expects `{}`",
+            m.as_str()
+        ));
+    }
+    Ok(DpStats {
+        rx: Carried {
+            fast: sum(&v["fast"], "rx_bytes"),
+            workers: workers("rx_bytes"),
+        },
+        tx: Carried {
+            fast: sum(&v["fast"], "tx_bytes"),
+            workers: workers("tx_bytes"),
+        },
+    })
+}
+
+/// The fast path's share of the bytes our data planes carried in a measurement, with a note
+/// on the record when that does not match the route's mode: nearly everything on the fast
+/// path in xdp mode (the workers only learn new sources and flood), nothing in afxdp mode.
+fn fast_share(
+    r: &Route,
+    fast: u64,
+    workers: u64,
+    rep: usize,
+    samples: &mut Samples,
+    m: &'static str,
+) -> Option<f64> {
+    let total = fast + workers;
+    if total == 0 {
+        return None;
+    }
+    let share = fast as f64 / total as f64;
+    let what = if m == "frames_64" {
+        "the frames"
+    } else {
+        "the bytes"
+    };
+    match r.mode() {
+        Some(DatapathMode::Xdp) if share < FAST_SHARE_XDP => samples.note(
+            r.path,
+            m,
+            "fast_path",
+            format!(
+                "only {:.1}% of {what} took the fast path in rep {rep} (xdp mode); the rest \
+                 went through the AF_XDP workers",
+                share * 100.0
+            ),
+        ),
+        Some(DatapathMode::Afxdp) if fast > 0 => samples.note(
+            r.path,
+            m,
+            "fast_path",
+            format!(
+                "{:.1}% of {what} took the fast path in rep {rep}, although the data plane \
+                 runs in afxdp mode",
+                share * 100.0
+            ),
+        ),
+        _ => {}
+    }
+    Some(share)
+}
+
+/// Above this share of the generator CPU's time in softirqs, the frame test's steering leaked
+/// (measured: 0 % on every path when it works).
+const GEN_SOFTIRQ_LEAK: f64 = 0.05;
+
+/// Below this share of the bytes on the fast path, an xdp-mode measurement gets a note.
+const FAST_SHARE_XDP: f64 = 0.95;
 
 fn read_file_in(lab: &Lab, host: &str, path: &str) -> Result<String, SuiteError> {
     Ok(exec(lab, host, &["cat", path], Duration::from_secs(5))?
@@ -565,10 +775,6 @@ fn set_rps(lab: &Lab, host: &str, mask: u32) -> Result<(), SuiteError> {
     let script =
         format!("for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo {mask:x} > $f; done");
     exec(lab, host, &["sh", "-c", &script], Duration::from_secs(5)).map(|_| ())
-}
-
-fn p_is_ours(p: PathKind) -> bool {
-    matches!(p, PathKind::OursVxlan | PathKind::OursGeneve)
 }
 
 /// A host's `eth0` switched to threaded NAPI, its poll thread pinned to one CPU.
@@ -719,53 +925,91 @@ fn frames(
         ]);
     }
     let sink = r.sink_dev(lab.spec());
-    set_rps(lab, r.dst, 1 << s.sink_cpu)?;
-    // Our XDP program runs in the receiving veth's NAPI poll, which a veth runs on the
-    // sender's CPU: in a kernel thread pinned to the sink CPU instead, all of the path's
-    // receive work lands on one core, as RPS does for the kernel paths.
-    let napi = if p_is_ours(r.path) {
-        Some(NapiThread::steer(lab, r.dst, s.sink_cpu)?)
+    let dp_before = if r.path.is_ours() {
+        Some(dp_stats(lab, servers, r, r.dst)?)
     } else {
         None
     };
-    let before = rx_packets(lab, r.dst, &sink)?;
-    let cpu0 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
-    let out = exec(
-        lab,
-        FABRIC,
-        &args,
-        Duration::from_millis(s.frames_ms) + Duration::from_secs(20),
-    );
-    let cpu1 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
-    // Frames still in flight land within a few milliseconds.
-    thread::sleep(Duration::from_millis(100));
-    let after = rx_packets(lab, r.dst, &sink)?;
-    set_rps(lab, r.dst, 0)?;
-    if let Some(n) = napi {
-        n.restore(lab)?;
-    }
+    // The kernel's paths: no XDP on the receiver's eth0, so the veth hands each frame to the
+    // backlog, and RPS moves all of the receive (IP, UDP, VXLAN, the vxlan device's GRO cell,
+    // the inner stack) to the sink CPU.
+    set_rps(lab, r.dst, 1 << s.sink_cpu)?;
+    // Ours: the XDP program runs in the receiving veth's NAPI poll, which a veth runs on the
+    // sender's CPU; in a kernel thread pinned to the sink CPU instead. In xdp mode the
+    // program redirects into the overlay veth, whose NAPI that thread schedules, so the
+    // kernel side runs as a softirq on the same CPU; in afxdp mode the worker (pinned to the
+    // sink CPU by the settings) copies each frame there, and the overlay veth's receive runs
+    // in the worker's context. Either way, all of the path's receive work lands on one core.
+    let napi = if r.path.is_ours() {
+        match NapiThread::steer(lab, r.dst, s.sink_cpu) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                let _ = set_rps(lab, r.dst, 0);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let measured = (|| {
+        let before = rx_packets(lab, r.dst, &sink)?;
+        let cpu0 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
+        let out = exec(
+            lab,
+            FABRIC,
+            &args,
+            Duration::from_millis(s.frames_ms) + Duration::from_secs(20),
+        );
+        let cpu1 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
+        // Frames still in flight land within a few milliseconds.
+        thread::sleep(Duration::from_millis(100));
+        let after = rx_packets(lab, r.dst, &sink)?;
+        Ok::<_, SuiteError>((before, after, cpu0, cpu1, out))
+    })();
+    // Undone whatever happened in between.
+    let rps = set_rps(lab, r.dst, 0);
+    let restored = napi.map(|n| n.restore(lab)).transpose();
+    let (before, after, cpu0, cpu1, out) = measured?;
+    rps?;
+    restored?;
+    let carried = match dp_before {
+        Some(b) => {
+            let a = dp_stats(lab, servers, r, r.dst)?;
+            Some((
+                a.rx.fast.saturating_sub(b.rx.fast),
+                a.rx.workers.saturating_sub(b.rx.workers),
+            ))
+        }
+        None => None,
+    };
     let gen_report: GenReport = serde_json::from_str(out?.trim())
         .map_err(|e| step_err(format!("xdp-gen JSON ({})", r.path), e))?;
-    let busy = |cpu: u32| {
+    // (busy, softirq) fractions of one CPU over the run.
+    let share = |cpu: u32| {
         let (a, b) = (cpu0.get(cpu as usize), cpu1.get(cpu as usize));
         match (a, b) {
             (Some(a), Some(b)) => {
                 let d = b.busy_seconds_since(a);
                 if d.total_s > 0.0 {
-                    d.busy_s / d.total_s
+                    (d.busy_s / d.total_s, d.softirq_s / d.total_s)
                 } else {
-                    0.0
+                    (0.0, 0.0)
                 }
             }
-            _ => 0.0,
+            _ => (0.0, 0.0),
         }
     };
     let secs = gen_report.seconds.max(1e-3);
+    let (sink_busy, sink_softirq) = share(s.sink_cpu);
+    let (gen_busy, gen_softirq) = share(s.gen_cpu);
     Ok(FrameResult {
         offered_mpps: gen_report.sent as f64 / secs / 1e6,
         delivered_mpps: after.saturating_sub(before) as f64 / secs / 1e6,
-        sink_busy: busy(s.sink_cpu),
-        gen_busy: busy(s.gen_cpu),
+        sink_busy,
+        gen_busy,
+        sink_softirq,
+        gen_softirq,
+        carried,
     })
 }
 
@@ -820,8 +1064,84 @@ fn records_of(s: &Samples) -> Vec<Record> {
             samples: values.clone(),
             extra,
             curve,
-            note: s.notes.get(&(p, m)).cloned(),
+            note: s.notes_of(p, m),
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(mode: &str, fast_rx: u64, worker_rx: u64) -> serde_json::Value {
+        serde_json::json!({
+            "mode": mode,
+            "queues": [
+                {"queue": 0, "ports": [{"vni": 20, "rx_bytes": worker_rx, "tx_bytes": 7}]},
+                {"queue": 1, "ports": [{"vni": 20, "rx_bytes": 1, "tx_bytes": 1}]}
+            ],
+            "fast": [{"vni": 20, "rx_bytes": fast_rx, "tx_bytes": 50}]
+        })
+    }
+
+    #[test]
+    fn data_plane_counters_by_carrier_and_mode() {
+        let s = parse_dp_stats(&snapshot("xdp", 100, 5), Some(DatapathMode::Xdp)).unwrap();
+        assert_eq!((s.rx.fast, s.rx.workers), (100, 6));
+        assert_eq!((s.tx.fast, s.tx.workers), (50, 8));
+        // A data plane in another mode than the path's label is an error, not a number.
+        let err = parse_dp_stats(&snapshot("afxdp", 0, 5), Some(DatapathMode::Xdp)).unwrap_err();
+        assert!(err.contains("afxdp"), "{err}");
+        // No fast-path counters (afxdp mode, or an older data plane): zero.
+        let mut v = snapshot("afxdp", 0, 5);
+        v.as_object_mut().unwrap().remove("fast");
+        let s = parse_dp_stats(&v, Some(DatapathMode::Afxdp)).unwrap();
+        assert_eq!((s.rx.fast, s.rx.workers), (0, 6));
+        assert!(parse_dp_stats(&serde_json::json!({"mode": "xdp"}), None).is_err());
+    }
+
+    #[test]
+    fn a_share_that_does_not_match_the_mode_is_noted() {
+        let route = |p| Route::of(p).unwrap();
+        let mut s = Samples::default();
+        let share = fast_share(&route(PathKind::OursVxlan), 99, 1, 1, &mut s, "tcp_1");
+        assert_eq!(share, Some(0.99));
+        assert!(s.notes.is_empty());
+        fast_share(&route(PathKind::OursVxlan), 50, 50, 2, &mut s, "tcp_1");
+        let note = s.notes_of(PathKind::OursVxlan, "tcp_1").unwrap();
+        assert!(
+            note.contains("only 50.0% of the bytes") && note.contains("rep 2"),
+            "{note}"
+        );
+        assert_eq!(
+            fast_share(
+                &route(PathKind::OursVxlanAfxdp),
+                0,
+                10,
+                1,
+                &mut s,
+                "frames_64"
+            ),
+            Some(0.0)
+        );
+        assert!(s.notes_of(PathKind::OursVxlanAfxdp, "frames_64").is_none());
+        fast_share(
+            &route(PathKind::OursVxlanAfxdp),
+            1,
+            10,
+            1,
+            &mut s,
+            "frames_64",
+        );
+        assert!(s.notes_of(PathKind::OursVxlanAfxdp, "frames_64").is_some());
+        assert_eq!(
+            fast_share(&route(PathKind::OursGeneve), 0, 0, 1, &mut s, "tcp_1"),
+            None
+        );
+        // Notes of different kinds on one record are joined.
+        s.note(PathKind::OursVxlan, "tcp_1", "other", "second".into());
+        let joined = s.notes_of(PathKind::OursVxlan, "tcp_1").unwrap();
+        assert!(joined.contains("; second"), "{joined}");
+    }
 }
