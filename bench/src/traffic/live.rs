@@ -118,14 +118,7 @@ struct TestAttr {
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
     // SAFETY: `attr` is a live, correctly laid out prefix of `union bpf_attr` for `cmd`; the
     // kernel reads at most `size_of::<T>()` bytes of it and writes only into it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
     if rc < 0 {
         Err(std::io::Error::last_os_error())
     } else {
