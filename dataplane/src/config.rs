@@ -81,6 +81,7 @@ const WORKERS_KEYS: &[&str] = &[
     "frames_per_queue",
     "spin_us",
     "busy_poll_us",
+    "zero_copy",
 ];
 const STATS_KEYS: &[&str] = &["prometheus", "control_socket"];
 const FDB_KEYS: &[&str] = &["ageing_secs", "max_learned"];
@@ -191,6 +192,54 @@ pub struct Workers {
     /// (`napi_defer_hard_irqs`, `gro_flush_timeout`), so the workers run the receive
     /// processing themselves; 0: off.
     pub busy_poll_us: u32,
+    /// AF_XDP zero-copy for the underlay sockets.
+    pub zero_copy: ZeroCopy,
+}
+
+/// `[workers] zero_copy`: whether the underlay's AF_XDP sockets run zero-copy. The overlay
+/// ports are veths, which never do, and a UMEM takes the mode of its first socket, so with
+/// zero-copy possible the underlay gets a UMEM of its own and frames crossing between it and
+/// the ports are copied once in userspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Try zero-copy per underlay socket, fall back to copy mode (logged).
+    #[default]
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Copy mode, one UMEM shared by the underlay and the ports (no copy between them).
+    Off,
+}
+
+impl ZeroCopy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ZeroCopy::Auto => "auto",
+            ZeroCopy::On => "on",
+            ZeroCopy::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for ZeroCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ZeroCopy {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<ZeroCopy, ParseError> {
+        match s {
+            "auto" => Ok(ZeroCopy::Auto),
+            "on" => Ok(ZeroCopy::On),
+            "off" => Ok(ZeroCopy::Off),
+            _ => Err(ParseError(format!(
+                "expected \"auto\", \"on\" or \"off\", got {s:?}"
+            ))),
+        }
+    }
 }
 
 /// `[stats]`.
@@ -404,6 +453,7 @@ impl Default for Workers {
             frames_per_queue: DEFAULT_FRAMES_PER_QUEUE,
             spin_us: DEFAULT_SPIN_US,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
+            zero_copy: ZeroCopy::Auto,
         }
     }
 }
@@ -1438,6 +1488,7 @@ fn decode_workers(v: &Value, f: &str) -> Result<Workers, ConfigError> {
         busy_poll_us: s
             .opt("busy_poll_us", |v, f| int_in(v, f, BUSY_POLL_US))?
             .unwrap_or(d.busy_poll_us),
+        zero_copy: s.opt("zero_copy", parsed)?.unwrap_or(d.zero_copy),
     })
 }
 

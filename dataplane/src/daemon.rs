@@ -376,6 +376,7 @@ pub fn run(config_path: &Path) -> Result<()> {
                 ports: port_specs.clone(),
                 learn_refresh,
                 busy_poll_us: cfg.workers.busy_poll_us,
+                zero_copy: cfg.workers.zero_copy,
             },
             qc.clone(),
             learn_tx.clone(),

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod describe;
 pub mod encap;
 pub mod forward;
+pub mod layout;
 pub mod netns;
 pub mod pmtu;
 pub mod stats;

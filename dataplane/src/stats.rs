@@ -84,6 +84,8 @@ pub struct QueueCounters {
     pub xsk_rx_dropped: AtomicU64,
     pub xsk_fill_ring_empty: AtomicU64,
     pub xsk_tx_invalid: AtomicU64,
+    /// Each socket's interface and AF_XDP mode ("zero-copy" or "copy"), set once bound.
+    pub sockets: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl QueueCounters {
@@ -105,6 +107,7 @@ impl QueueCounters {
             xsk_rx_dropped: AtomicU64::new(0),
             xsk_fill_ring_empty: AtomicU64::new(0),
             xsk_tx_invalid: AtomicU64::new(0),
+            sockets: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -145,6 +148,9 @@ pub struct QueueSnapshot {
     pub icmp_frag_needed: u64,
     /// Fill ring found empty by the kernel (descriptors; not drops by themselves).
     pub xsk_fill_ring_empty: u64,
+    /// Each socket's interface and AF_XDP mode ("zero-copy" or "copy").
+    #[serde(default)]
+    pub sockets: Vec<(String, String)>,
 }
 
 /// One FDB entry: inner MAC `mac` of VNI `vni` lives behind VTEP `remote`.
@@ -222,6 +228,7 @@ impl Snapshot {
             learn_events: q.learn_events.load(Relaxed),
             icmp_frag_needed: q.icmp_frag_needed.load(Relaxed),
             xsk_fill_ring_empty: q.xsk_fill_ring_empty.load(Relaxed),
+            sockets: q.sockets.lock().map(|s| s.clone()).unwrap_or_default(),
         }
     }
 
@@ -360,6 +367,11 @@ impl Snapshot {
                 q.xsk_fill_ring_empty,
                 q.icmp_frag_needed
             );
+            if !q.sockets.is_empty() {
+                let socks: Vec<String> =
+                    q.sockets.iter().map(|(i, m)| format!("{i} {m}")).collect();
+                let _ = writeln!(s, "    AF_XDP sockets: {}", socks.join(", "));
+            }
             for (name, v) in q.drops.iter().filter(|(_, v)| *v != 0) {
                 let _ = writeln!(s, "    drop {name}: {v}");
             }

@@ -1,7 +1,9 @@
-//! One AF_XDP worker per queue: a UMEM shared by the underlay socket and one socket per overlay
-//! port, so a frame moves between them by descriptor, never copied in userspace (flood copies
-//! excepted). Every frame of the UMEM is always in exactly one place: the free list, a fill
-//! ring, or a TX ring awaiting completion; `Frames::check` proves it.
+//! One AF_XDP worker per queue: one socket on the underlay and one per overlay port. With
+//! `[workers] zero_copy = "off"` they share one UMEM and a frame moves between them by
+//! descriptor; otherwise (`layout`) the underlay socket has a UMEM of its own, so it can run
+//! zero-copy on a NIC that offers it, and a frame crossing between the underlay and a port is
+//! copied once. Every frame of a UMEM is always in exactly one place: the free list, a fill
+//! ring, or a TX ring awaiting completion; `frames_conserved` checks it.
 
 use std::{
     collections::HashMap,
@@ -19,12 +21,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ovl_common::{Encap, GENEVE_OPT_LEN, XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
-    config::{LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+    config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
 };
 
 use crate::{
+    config::ZeroCopy,
     encap::{MAX_OUTER, Outer, outer_header},
     forward::{self, Forward},
+    layout::{self, Bind},
     pmtu::frag_needed,
     stats::{QueueCounters, WorkerDrop, bump},
 };
@@ -61,6 +65,8 @@ pub struct WorkerSpec {
     pub learn_refresh: Duration,
     /// `SO_BUSY_POLL` µs for preferred busy polling of every socket; 0: off.
     pub busy_poll_us: u32,
+    /// Zero-copy for the underlay socket (decides the UMEM layout).
+    pub zero_copy: ZeroCopy,
 }
 
 /// How long an idle worker sleeps in poll() at most (it wakes on RX at once).
@@ -180,8 +186,19 @@ impl Frames {
     }
 }
 
+/// One UMEM and where its frames are.
+struct Pool {
+    umem: Umem,
+    frames: Frames,
+}
+
 /// One AF_XDP socket of the worker (underlay or an overlay port).
 struct Sock {
+    /// The pool (UMEM) its frames belong to.
+    pool: usize,
+    ifname: String,
+    /// The kernel runs it zero-copy.
+    zero_copy: bool,
     tx: TxQueue,
     rx: RxQueue,
     fq: FillQueue,
@@ -203,10 +220,9 @@ impl Sock {
 
 pub struct Worker {
     spec: WorkerSpec,
-    // Sockets before the UMEM: fields drop in order and the rings live in the UMEM's mapping.
+    // Sockets before the UMEMs: fields drop in order and the rings live in the UMEMs' mappings.
     socks: Vec<Sock>,
-    umem: Umem,
-    frames: Frames,
+    pools: Vec<Pool>,
     counters: Arc<QueueCounters>,
     /// The VNI of each overlay port, in port order.
     port_vnis: Vec<u32>,
@@ -217,6 +233,93 @@ pub struct Worker {
     from_control: Receiver<ToWorker>,
     resolve_asked: HashMap<Ipv4Addr, Instant>,
     next_xsk_stats: Instant,
+}
+
+/// Ring size for a pool shared by `members` sockets, and each socket's share of its frames.
+fn ring_size(frames: usize, members: usize) -> (u32, usize) {
+    let share = (frames / (2 * members.max(1))).max(16);
+    (share.next_power_of_two().clamp(64, 8192) as u32, share)
+}
+
+/// A UMEM of `spec.frames` frames for `members` sockets.
+fn new_pool(spec: &WorkerSpec, members: usize) -> Result<Pool, String> {
+    let (ring, _) = ring_size(spec.frames as usize, members);
+    let qsize = |n: u32| QueueSize::new(n).map_err(|e| format!("ring size {n}: {e}"));
+    let umem_cfg = UmemConfig::builder()
+        .fill_queue_size(qsize(ring)?)
+        .comp_queue_size(qsize(ring * 2)?)
+        .build()
+        .map_err(|e| format!("UMEM config: {e}"))?;
+    let count = spec
+        .frames
+        .try_into()
+        .map_err(|_| "zero frames".to_string())?;
+    let (umem, pristine) =
+        Umem::new(umem_cfg, count, false).map_err(|e| format!("create UMEM: {e}"))?;
+    let frame_size = match (pristine.first(), pristine.get(1)) {
+        (Some(a), Some(b)) => b.addr() - a.addr(),
+        _ => return Err("need at least two frames".into()),
+    };
+    Ok(Pool {
+        umem,
+        frames: Frames {
+            total: pristine.len(),
+            free: (0..pristine.len() as u32).rev().collect(),
+            pristine,
+            frame_size,
+        },
+    })
+}
+
+/// Binds an AF_XDP socket to `ifname` queue `queue` on `umem`.
+///
+/// # Safety
+/// As `xsk_rs::Socket::new`: each (interface, queue) pair is bound once.
+unsafe fn bind_socket(
+    umem: &Umem,
+    ifname: &str,
+    queue: u32,
+    ring: u32,
+    bind: Bind,
+) -> Result<(TxQueue, RxQueue, FillQueue, CompQueue), String> {
+    let qsize = |n: u32| QueueSize::new(n).map_err(|e| format!("ring size {n}: {e}"));
+    let flags = match bind {
+        Bind::ZeroCopy => BindFlags::XDP_ZEROCOPY,
+        Bind::Copy => BindFlags::XDP_COPY,
+    };
+    let cfg = SocketConfig::builder()
+        .rx_queue_size(qsize(ring)?)
+        .tx_queue_size(qsize(ring * 2)?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(flags)
+        .build();
+    let name = ifname
+        .parse()
+        .map_err(|_| format!("bad interface name {ifname}"))?;
+    // SAFETY: the caller's promise.
+    let (tx, rx, rings) =
+        unsafe { xsk_rs::Socket::new(cfg, umem, &name, queue) }.map_err(|e| e.to_string())?;
+    let (fq, cq) = rings.ok_or_else(|| "no fill/completion ring".to_string())?;
+    Ok((tx, rx, fq, cq))
+}
+
+/// Whether the kernel runs AF_XDP socket `fd` zero-copy (`XDP_OPTIONS`).
+fn is_zero_copy(fd: i32) -> bool {
+    const XDP_OPTIONS: libc::c_int = 8;
+    const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+    let mut flags: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: getsockopt on our own socket into a u32 of the given length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_OPTIONS,
+            (&mut flags as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && flags & XDP_OPTIONS_ZEROCOPY != 0
 }
 
 impl std::fmt::Debug for Worker {
@@ -238,51 +341,73 @@ impl Worker {
     ) -> Result<Worker, WorkerError> {
         let queue = spec.queue;
         let err = |what: String| WorkerError::Setup { queue, what };
-        let nsocks = 1 + spec.ports.len();
-        let frames = spec.frames as usize;
-        // Ring sizes: powers of two that can hold each socket's share of the frames.
-        let share = (frames / (2 * nsocks)).max(16);
-        let ring = share.next_power_of_two().clamp(64, 8192) as u32;
-        let qsize = |n: u32| QueueSize::new(n).map_err(|e| err(format!("ring size {n}: {e}")));
-        let umem_cfg = UmemConfig::builder()
-            .fill_queue_size(qsize(ring)?)
-            .comp_queue_size(qsize(ring * 2)?)
-            .build()
-            .map_err(|e| err(format!("UMEM config: {e}")))?;
-        let count = spec
-            .frames
-            .try_into()
-            .map_err(|_| err("zero frames".into()))?;
-        let (umem, pristine) =
-            Umem::new(umem_cfg, count, false).map_err(|e| err(format!("create UMEM: {e}")))?;
-        let frame_size = match (pristine.first(), pristine.get(1)) {
-            (Some(a), Some(b)) => b.addr() - a.addr(),
-            _ => return Err(err("need at least two frames".into())),
+        let layout = layout::layout(spec.zero_copy);
+        let nports = spec.ports.len();
+        // Sockets per pool: the underlay alone and the ports together, or all in one.
+        let members: Vec<usize> = if layout.split {
+            vec![1, nports]
+        } else {
+            vec![1 + nports]
         };
-        let sock_cfg = SocketConfig::builder()
-            .rx_queue_size(qsize(ring)?)
-            .tx_queue_size(qsize(ring * 2)?)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .build();
-        let mut socks = Vec::with_capacity(nsocks);
+        let mut pools = Vec::with_capacity(members.len());
+        let mut socks: Vec<Sock> = Vec::with_capacity(1 + nports);
         let names = std::iter::once(spec.underlay.clone())
             .chain(spec.ports.iter().map(|p| p.dp_interface.clone()));
-        for ifname in names {
-            let name = ifname
-                .parse()
-                .map_err(|_| err(format!("bad interface name {ifname}")))?;
-            // SAFETY: INHIBIT_PROG_LOAD is set (xsk-rs requires it when a UMEM is shared) and
-            // each (interface, queue) pair is bound once.
-            let (tx, rx, rings) = unsafe { xsk_rs::Socket::new(sock_cfg, &umem, &name, queue) }
-                .map_err(|e| err(format!("AF_XDP socket on {ifname} queue {queue}: {e}")))?;
-            let (fq, cq) =
-                rings.ok_or_else(|| err(format!("no fill/completion ring for {ifname}")))?;
+        for (i, ifname) in names.enumerate() {
+            let pool = if layout.split && i > 0 { 1 } else { 0 };
+            if pools.len() <= pool {
+                pools.push(new_pool(&spec, members[pool]).map_err(&err)?);
+            }
+            let (ring, share) = ring_size(spec.frames as usize, members[pool]);
+            let attempts = if i == 0 {
+                layout.underlay
+            } else {
+                std::slice::from_ref(&layout.ports)
+            };
+            let mut last_err = String::new();
+            let mut bound = None;
+            for (k, bind) in attempts.iter().enumerate() {
+                if k > 0 && i == 0 && socks.is_empty() {
+                    // A failed bind may leave the UMEM half set up: the retry gets a new one.
+                    pools[pool] = new_pool(&spec, members[pool]).map_err(&err)?;
+                }
+                // SAFETY: INHIBIT_PROG_LOAD is set (xsk-rs requires it when a UMEM is shared)
+                // and each (interface, queue) pair is bound once.
+                match unsafe { bind_socket(&pools[pool].umem, &ifname, queue, ring, *bind) } {
+                    Ok(b) => {
+                        bound = Some(b);
+                        break;
+                    }
+                    Err(e) => {
+                        if *bind == Bind::ZeroCopy && attempts.len() > k + 1 {
+                            tracing::info!(queue, interface = %ifname, "zero-copy bind refused ({e}); copy mode");
+                        }
+                        last_err = e;
+                    }
+                }
+            }
+            let (tx, rx, fq, cq) = bound.ok_or_else(|| {
+                err(format!(
+                    "AF_XDP socket on {ifname} queue {queue}: {last_err}"
+                ))
+            })?;
+            let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
+            tracing::info!(
+                queue,
+                interface = %ifname,
+                mode = if zero_copy { "zero-copy" } else { "copy" },
+                umem = pool,
+                "AF_XDP socket bound"
+            );
             set_tx_budget(tx.fd().as_raw_fd(), spec.batch);
             if spec.busy_poll_us > 0 {
                 set_busy_poll(tx.fd().as_raw_fd(), spec.busy_poll_us, spec.batch)
                     .map_err(|e| err(format!("busy polling on {ifname}: {e}")))?;
             }
             socks.push(Sock {
+                pool,
+                ifname,
+                zero_copy,
                 tx,
                 rx,
                 fq,
@@ -293,22 +418,23 @@ impl Worker {
                 pending: Vec::with_capacity(spec.batch * 4),
             });
         }
-        let free = (0..pristine.len() as u32).rev().collect();
-        counters
-            .frames_total
-            .store(pristine.len() as u64, Ordering::Relaxed);
+        let total: usize = pools.iter().map(|p| p.frames.total).sum();
+        counters.frames_total.store(total as u64, Ordering::Relaxed);
+        if let Ok(mut modes) = counters.sockets.lock() {
+            *modes = socks
+                .iter()
+                .map(|s| {
+                    let mode = if s.zero_copy { "zero-copy" } else { "copy" };
+                    (s.ifname.clone(), mode.to_string())
+                })
+                .collect();
+        }
         let batch = spec.batch;
         let port_vnis = spec.ports.iter().map(|p| p.vni).collect();
         let mut w = Worker {
             spec,
             socks,
-            umem,
-            frames: Frames {
-                total: pristine.len(),
-                pristine,
-                frame_size,
-                free,
-            },
+            pools,
             counters,
             port_vnis,
             nexthops: HashMap::new(),
@@ -417,11 +543,12 @@ impl Worker {
             loop {
                 let sock = &mut self.socks[s];
                 // SAFETY: completions return descriptors of frames we put on this socket's TX
-                // ring, all from this worker's UMEM.
+                // ring, all from its pool's UMEM.
                 let n = unsafe { sock.cq.consume(&mut self.scratch) };
                 sock.in_tx -= n.min(sock.in_tx);
+                let frames = &mut self.pools[sock.pool].frames;
                 for d in &self.scratch[..n] {
-                    self.frames.release(d);
+                    frames.release(d);
                 }
                 done += n;
                 if n < self.scratch.len() {
@@ -444,27 +571,33 @@ impl Worker {
         n
     }
 
-    fn meta(&self, desc: &FrameDesc) -> (Option<XdpMeta>, usize) {
-        // SAFETY: the frame came off an RX ring, so the kernel is done writing it.
-        let data = unsafe { self.umem.data(desc) };
+    fn meta(&self, pool: usize, desc: &FrameDesc) -> (Option<XdpMeta>, usize) {
+        // SAFETY: the frame came off an RX ring of this pool, so the kernel is done writing it.
+        let data = unsafe { self.pools[pool].umem.data(desc) };
         let bytes = data.contents();
         // SAFETY: frames start XDP_PACKET_HEADROOM (256) bytes into their chunk, so the 16
-        // bytes before are inside the mapping; copy mode copies the metadata there.
+        // bytes before are inside the mapping; copy mode copies the metadata there, zero-copy
+        // mode has it there already.
         let meta: XdpMeta =
             unsafe { std::ptr::read_unaligned(bytes.as_ptr().sub(XDP_META_LEN).cast::<XdpMeta>()) };
         ((meta.magic == XDP_META_MAGIC).then_some(meta), bytes.len())
     }
 
     fn handle_underlay(&mut self, desc: FrameDesc, now: Instant) {
-        let (meta, len) = self.meta(&desc);
+        let from = self.socks[0].pool;
+        let (meta, len) = self.meta(from, &desc);
         // SAFETY: the frame came off an RX ring and is ours until released or queued.
-        let data = unsafe { self.umem.data(&desc) };
+        let data = unsafe { self.pools[from].umem.data(&desc) };
         let decision = forward::from_underlay(meta, &self.port_vnis, data.contents());
         match decision {
             Forward::Deliver { port, learn } => {
                 if let Some(l) = learn {
                     self.learn(l.vni, l.mac, l.remote, now);
                 }
+                let to = self.socks[1 + port].pool;
+                let Some(desc) = self.cross(desc, from, to) else {
+                    return;
+                };
                 let c = &self.counters.ports[port];
                 bump(&c.rx_packets, 1);
                 bump(&c.rx_bytes, len as u64);
@@ -472,14 +605,44 @@ impl Worker {
             }
             Forward::Drop(why) => {
                 self.counters.count_drop(why, 1);
-                self.frames.release(&desc);
+                self.pools[from].frames.release(&desc);
             }
             // `from_underlay` decides nothing else; counted like bad metadata if it ever did.
             _ => {
                 self.counters.count_drop(WorkerDrop::BadMeta, 1);
-                self.frames.release(&desc);
+                self.pools[from].frames.release(&desc);
             }
         }
+    }
+
+    /// Moves frame `desc` of pool `from` to pool `to`: itself when they are one UMEM, else a
+    /// copy in a free frame of `to` (the original is released). None (counted) when `to` has
+    /// no free frame.
+    fn cross(&mut self, desc: FrameDesc, from: usize, to: usize) -> Option<FrameDesc> {
+        if from == to {
+            return Some(desc);
+        }
+        let out = self.pools[to].frames.take();
+        let copied = out.and_then(|mut out| {
+            // SAFETY: `desc` is an RX frame of `from` we own until released; `out` a free frame
+            // of `to` nobody else touches; different UMEMs.
+            let src = unsafe { self.pools[from].umem.data(&desc) };
+            // SAFETY: as above.
+            let mut dst = unsafe { self.pools[to].umem.data_mut(&mut out) };
+            let mut c = dst.cursor();
+            c.set_pos(0);
+            if c.write_all(src.contents()).is_ok() {
+                Some(out)
+            } else {
+                self.pools[to].frames.release(&out);
+                None
+            }
+        });
+        self.pools[from].frames.release(&desc);
+        if copied.is_none() {
+            self.counters.count_drop(WorkerDrop::NoFrame, 1);
+        }
+        copied
     }
 
     fn learn(&mut self, vni: u32, mac: [u8; 6], remote: Ipv4Addr, now: Instant) {
@@ -523,9 +686,14 @@ impl Worker {
     }
 
     fn handle_port(&mut self, p: usize, desc: FrameDesc, now: Instant) {
-        let (meta, len) = self.meta(&desc);
+        let from = self.socks[1 + p].pool;
+        let (meta, len) = self.meta(from, &desc);
         match forward::from_port(meta) {
             Forward::Transmit => {
+                let to = self.socks[0].pool;
+                let Some(desc) = self.cross(desc, from, to) else {
+                    return;
+                };
                 let c = &self.counters.ports[p];
                 bump(&c.tx_packets, 1);
                 bump(&c.tx_bytes, len as u64);
@@ -539,23 +707,23 @@ impl Worker {
                 for remote in targets {
                     self.encap_copy(p, &desc, remote, true, now);
                 }
-                self.frames.release(&desc);
+                self.pools[from].frames.release(&desc);
             }
             Forward::AnswerTooBig => {
                 self.answer_too_big(p, &desc);
-                self.frames.release(&desc);
+                self.pools[from].frames.release(&desc);
             }
             Forward::Encapsulate { remote } => {
                 self.encap_copy(p, &desc, remote, false, now);
-                self.frames.release(&desc);
+                self.pools[from].frames.release(&desc);
             }
             Forward::Drop(why) => {
                 self.counters.count_drop(why, 1);
-                self.frames.release(&desc);
+                self.pools[from].frames.release(&desc);
             }
             Forward::Deliver { .. } => {
                 self.counters.count_drop(WorkerDrop::BadMeta, 1);
-                self.frames.release(&desc);
+                self.pools[from].frames.release(&desc);
             }
         }
     }
@@ -586,7 +754,8 @@ impl Worker {
             }
             return;
         };
-        let Some(mut out) = self.frames.take() else {
+        let (from, to) = (self.socks[1 + p].pool, self.socks[0].pool);
+        let Some(mut out) = self.pools[to].frames.take() else {
             self.counters.count_drop(WorkerDrop::NoFrame, 1);
             return;
         };
@@ -601,13 +770,13 @@ impl Worker {
             encap: port.encap,
             geneve_option: port.geneve_option,
         };
-        // SAFETY: `desc` is an RX frame we own until released; `out` is a free frame nobody
-        // else touches. They are different frames.
-        let inner = unsafe { self.umem.data(desc) };
+        // SAFETY: `desc` is an RX frame of pool `from` we own until released; `out` is a free
+        // frame of pool `to` nobody else touches. They are different frames.
+        let inner = unsafe { self.pools[from].umem.data(desc) };
         let mut hdr = [0u8; MAX_OUTER];
         let written = outer_header(inner.contents(), &outer, &mut hdr);
         // SAFETY: as above.
-        let mut data = unsafe { self.umem.data_mut(&mut out) };
+        let mut data = unsafe { self.pools[to].umem.data_mut(&mut out) };
         let ok = match written {
             Some(n) => {
                 let mut c = data.cursor();
@@ -618,7 +787,7 @@ impl Worker {
         };
         if !ok {
             self.counters.count_drop(WorkerDrop::NoFrame, 1);
-            self.frames.release(&out);
+            self.pools[to].frames.release(&out);
             return;
         }
         let c = &self.counters.ports[p];
@@ -634,22 +803,23 @@ impl Worker {
     /// (already counted as `drop_tx_too_big` by the program).
     fn answer_too_big(&mut self, p: usize, desc: &FrameDesc) {
         let mtu = u16::try_from(self.spec.ports[p].mtu).unwrap_or(u16::MAX);
-        // SAFETY: `desc` came off an RX ring and is ours until released.
-        let frame = unsafe { self.umem.data(desc) };
+        let pool = self.socks[1 + p].pool;
+        // SAFETY: `desc` came off an RX ring of this pool and is ours until released.
+        let frame = unsafe { self.pools[pool].umem.data(desc) };
         let mut buf = [0u8; 128];
         let Some(n) = frag_needed(frame.contents(), mtu, &mut buf) else {
             return;
         };
-        let Some(mut out) = self.frames.take() else {
+        let Some(mut out) = self.pools[pool].frames.take() else {
             self.counters.count_drop(WorkerDrop::NoFrame, 1);
             return;
         };
         // SAFETY: a free frame nobody else touches.
-        let mut data = unsafe { self.umem.data_mut(&mut out) };
+        let mut data = unsafe { self.pools[pool].umem.data_mut(&mut out) };
         let mut c = data.cursor();
         c.set_pos(0);
         if c.write_all(&buf[..n]).is_err() {
-            self.frames.release(&out);
+            self.pools[pool].frames.release(&out);
             return;
         }
         bump(&self.counters.icmp_frag_needed, 1);
@@ -669,8 +839,9 @@ impl Worker {
             if dropped > 0 {
                 self.counters
                     .count_drop(WorkerDrop::TxRingFull, dropped as u64);
+                let frames = &mut self.pools[sock.pool].frames;
                 for d in &sock.pending[sent..] {
-                    self.frames.release(d);
+                    frames.release(d);
                 }
             }
             sock.pending.clear();
@@ -687,18 +858,19 @@ impl Worker {
     fn refill(&mut self) {
         for sock in &mut self.socks {
             let want = sock.fill_target.saturating_sub(sock.in_fill);
+            let frames = &mut self.pools[sock.pool].frames;
             // Keep a reserve for flood copies and TX: never hand the last frames to the kernel.
-            let reserve = self.frames.total / 8;
-            let can = want.min(self.frames.free.len().saturating_sub(reserve));
+            let reserve = frames.total / 8;
+            let can = want.min(frames.free.len().saturating_sub(reserve));
             if can < 16.min(want) || can == 0 {
                 continue;
             }
-            let descs: Vec<FrameDesc> = (0..can).filter_map(|_| self.frames.take()).collect();
+            let descs: Vec<FrameDesc> = (0..can).filter_map(|_| frames.take()).collect();
             // SAFETY: free frames belong to this UMEM and sit on no ring.
             let put = unsafe { sock.fq.produce(&descs) };
             sock.in_fill += put;
             for d in &descs[put..] {
-                self.frames.release(d);
+                frames.release(d);
             }
         }
     }
@@ -707,17 +879,21 @@ impl Worker {
         let fill: usize = self.socks.iter().map(|s| s.in_fill).sum();
         let tx: usize = self.socks.iter().map(|s| s.in_tx).sum();
         let c = &self.counters;
-        c.frames_free
-            .store(self.frames.free.len() as u64, Ordering::Relaxed);
+        let free: usize = self.pools.iter().map(|p| p.frames.free.len()).sum();
+        c.frames_free.store(free as u64, Ordering::Relaxed);
         c.frames_fill.store(fill as u64, Ordering::Relaxed);
         c.frames_tx.store(tx as u64, Ordering::Relaxed);
     }
 
-    /// Frames accounted for: free + on fill rings + on TX rings == total.
+    /// Frames accounted for, UMEM by UMEM: free + on its sockets' fill rings + on their TX
+    /// rings == total.
     pub fn frames_conserved(&self) -> bool {
-        let fill: usize = self.socks.iter().map(|s| s.in_fill).sum();
-        let tx: usize = self.socks.iter().map(|s| s.in_tx).sum();
-        self.frames.free.len() + fill + tx == self.frames.total
+        self.pools.iter().enumerate().all(|(i, pool)| {
+            let of_pool = || self.socks.iter().filter(move |s| s.pool == i);
+            let fill: usize = of_pool().map(|s| s.in_fill).sum();
+            let tx: usize = of_pool().map(|s| s.in_tx).sum();
+            pool.frames.free.len() + fill + tx == pool.frames.total
+        })
     }
 
     fn check_frames(&self) {

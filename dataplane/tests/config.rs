@@ -11,7 +11,7 @@ use std::{
 use dataplane::{
     config::{
         Config, ConfigError, Datapath, DatapathMode, FdbConfig, HostInfo, HostInterface, IpCidr,
-        StaticFdb, Stats, Underlay, Vni, Workers, XdpModeCfg, format_mac, parse_mac,
+        StaticFdb, Stats, Underlay, Vni, Workers, XdpModeCfg, ZeroCopy, format_mac, parse_mac,
     },
     netns,
 };
@@ -133,6 +133,7 @@ fn spec_example_parses_to_the_expected_struct() {
             frames_per_queue: 4096,
             spin_us: 0,
             busy_poll_us: 0,
+            zero_copy: ZeroCopy::Auto,
         },
         stats: Stats {
             prometheus: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -237,7 +238,8 @@ fn minimal_config_gets_defaults() {
             batch_size: 64,
             frames_per_queue: 4096,
             spin_us: 0,
-            busy_poll_us: 0
+            busy_poll_us: 0,
+            zero_copy: ZeroCopy::Auto
         }
     );
     assert_eq!(c.stats.prometheus, None);
@@ -343,6 +345,40 @@ fn unknown_keys_are_errors_naming_the_key() {
         "vni[0].geneve_option.crit",
         "unknown key",
     );
+}
+
+#[test]
+fn zero_copy_and_busy_poll_settings() {
+    let with = |line: &str| format!("[workers]\n{line}\n{MINIMAL}");
+    for (v, z) in [
+        ("auto", ZeroCopy::Auto),
+        ("on", ZeroCopy::On),
+        ("off", ZeroCopy::Off),
+    ] {
+        assert_eq!(
+            parse(&with(&format!("zero_copy = \"{v}\"")))
+                .workers
+                .zero_copy,
+            z
+        );
+    }
+    assert_invalid(
+        &with("zero_copy = \"yes\""),
+        "workers.zero_copy",
+        "expected \"auto\", \"on\" or \"off\"",
+    );
+    assert_invalid(
+        &with("zero_copy = true"),
+        "workers.zero_copy",
+        "expected a string",
+    );
+    assert_eq!(parse(&with("busy_poll_us = 50")).workers.busy_poll_us, 50);
+    assert_invalid(
+        &with("busy_poll_us = 20000"),
+        "workers.busy_poll_us",
+        "10000",
+    );
+    assert_invalid(&with("busy_poll_us = -1"), "workers.busy_poll_us", "");
 }
 
 #[test]

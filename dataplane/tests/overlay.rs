@@ -1144,3 +1144,42 @@ fn a_mac_moves_to_another_vtep_with_one_frame_and_live_entries_never_age(mode: D
     );
     assert!(ok, "pri reaches the moved MAC behind sec: {text}");
 }
+
+#[test]
+fn zero_copy_auto_gives_the_underlay_its_own_umem_and_off_shares_one() {
+    require_root();
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+    let client_ip = Ipv4Addr::new(192, 168, 0, 4);
+    // "afxdp" mode, so every frame crosses between the underlay's and the port's sockets.
+    for (zero_copy, umems) in [("off", 1u64), ("auto", 2)] {
+        let mut spec = client_and_pri("zc", 4789, DatapathMode::Afxdp);
+        spec.workers.zero_copy = Some(zero_copy.to_string());
+        let lab = Lab::up(&spec).expect("lab up");
+        assert!(lab.ping("client", pri_ip).expect("ping"));
+        assert_transfer(&lab, "client", "pri", pri_ip, 5200, 8 * MB);
+        assert_transfer(&lab, "pri", "client", client_ip, 5201, 8 * MB);
+        let s = stats(&lab, "pri");
+        let q = &s.queues[0];
+        // 4096 frames per UMEM (the default frames_per_queue).
+        assert_eq!(q.frames_total, 4096 * umems, "{zero_copy}: {q:?}");
+        assert_eq!(q.frames_free + q.frames_fill + q.frames_tx, q.frames_total);
+        // Veths never run zero-copy: "auto" fell back, per socket, and says so.
+        assert_eq!(
+            q.sockets,
+            [
+                ("eth0".to_string(), "copy".to_string()),
+                ("ovl0-dp".to_string(), "copy".to_string())
+            ],
+            "{zero_copy}"
+        );
+        assert_eq!(s.total_drops(), 0, "{zero_copy}:\n{}", s.render_text());
+    }
+    // "on" cannot bind on a veth: the run fails with a clear error instead of starting.
+    let mut spec = client_and_pri("zo", 4789, DatapathMode::Afxdp);
+    spec.workers.zero_copy = Some("on".to_string());
+    let Err(err) = Lab::up(&spec) else {
+        panic!("zero_copy = on must be refused on a veth");
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("AF_XDP socket on eth0"), "{msg}");
+}

@@ -45,6 +45,10 @@ struct Workers {
     frames_per_queue: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     spin_us: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    busy_poll_us: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zero_copy: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +129,8 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             batch_size: spec.workers.batch_size,
             frames_per_queue: spec.workers.frames_per_queue,
             spin_us: spec.workers.spin_us,
+            busy_poll_us: spec.workers.busy_poll_us,
+            zero_copy: spec.workers.zero_copy.clone(),
         },
         stats: Stats {
             // Each data plane has its own namespace, so the same loopback port never clashes.

@@ -263,6 +263,12 @@ pub struct WorkerTuning {
     pub batch_size: Option<u32>,
     pub frames_per_queue: Option<u32>,
     pub spin_us: Option<u32>,
+    /// `busy_poll_us` (preferred busy polling of the AF_XDP sockets).
+    #[serde(default)]
+    pub busy_poll_us: Option<u32>,
+    /// `zero_copy`: "auto", "on" or "off".
+    #[serde(default)]
+    pub zero_copy: Option<String>,
 }
 
 /// VNI, port and overlay subnet of the seed set-up.
