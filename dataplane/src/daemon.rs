@@ -441,6 +441,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     let mut ctl = Control {
         mode: cfg.datapath.mode,
+        fast_ports: Vec::new(),
         xdp,
         nl,
         underlay_index: underlay.index,
@@ -483,13 +484,32 @@ pub fn run(config_path: &Path) -> Result<()> {
                 .with_context(|| format!("add {a} to {}", v.interface))?;
         }
         if fast {
-            // Only now can the port take redirected frames; until this entry exists the
-            // ingress program hands them to the workers (counted as rx_fast_fallback).
-            ctl.xdp
-                .set_port_dev(v.id, rt.dp_index)
-                .with_context(|| format!("fast path to {}", v.interface))?;
+            // Only now can the port take redirected frames; until its device map entry exists
+            // the ingress program hands them to the workers (counted as rx_fast_fallback).
+            ctl.fast_ports.push(FastPort {
+                vni: v.id,
+                interface: v.interface.clone(),
+                kernel_index: rt.kernel_index,
+                dp_index: rt.dp_index,
+                in_map: false,
+            });
         }
         tracing::info!(vni = v.id, interface = %v.interface, "overlay port up");
+    }
+    // Carrier on a fresh veth follows "up" by a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        ctl.check_fast_ports();
+        if ctl.fast_ports.iter().all(|p| p.in_map) || Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(p) = ctl.fast_ports.iter().find(|p| !p.in_map) {
+        bail!(
+            "overlay port {} cannot take redirected frames (GRO off or link down)",
+            p.interface
+        );
     }
     println!(
         "dataplane ready: {} mode, underlay {} ({} XDP), {} VNI(s), {} queue(s), control socket {}",
@@ -509,10 +529,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     ctl.run(&term, &learn_rx, &req_rx);
 
     tracing::info!("stopping");
-    if fast {
-        for v in &cfg.vnis {
-            let _ = ctl.xdp.remove_port_dev(v.id);
-        }
+    for p in &ctl.fast_ports {
+        let _ = ctl.xdp.remove_port_dev(p.vni);
     }
     for id in tc_links {
         if let Err(e) = ctl.xdp.detach_tc_egress(id) {
@@ -594,8 +612,20 @@ fn attach_underlay(
     Ok(mode)
 }
 
+/// An overlay port as the fast path sees it.
+struct FastPort {
+    vni: u32,
+    interface: String,
+    kernel_index: u32,
+    dp_index: u32,
+    /// In the device map: the ingress program redirects to it.
+    in_map: bool,
+}
+
 struct Control {
     mode: DatapathMode,
+    /// The ports the fast path redirects to ("xdp" mode; empty otherwise).
+    fast_ports: Vec<FastPort>,
     xdp: XdpObject,
     nl: Netlink,
     underlay_index: u32,
@@ -627,6 +657,43 @@ impl Control {
                 next_tick += Duration::from_secs(1);
                 self.age();
                 self.refresh_nexthops();
+                self.check_fast_ports();
+            }
+        }
+    }
+
+    /// Keeps each port in the device map exactly while it can take redirected frames (up, and
+    /// GRO on so its veth runs NAPI): a redirect into a port that cannot take it would vanish
+    /// without a counter, a frame the workers deliver instead is counted (`rx_fast_fallback`).
+    fn check_fast_ports(&mut self) {
+        for p in &mut self.fast_ports {
+            let up = matches!(self.nl.link_by_index(p.kernel_index), Ok(Some(l)) if l.oper_up);
+            let gro = crate::netns::gro(&p.interface).unwrap_or(false);
+            let ready = up && gro;
+            if ready == p.in_map {
+                continue;
+            }
+            let result = if ready {
+                self.xdp.set_port_dev(p.vni, p.dp_index)
+            } else {
+                self.xdp.remove_port_dev(p.vni)
+            };
+            match result {
+                Ok(()) => {
+                    p.in_map = ready;
+                    if ready {
+                        tracing::info!(vni = p.vni, interface = %p.interface, "fast path to the port on");
+                    } else {
+                        tracing::warn!(
+                            vni = p.vni,
+                            interface = %p.interface,
+                            up,
+                            gro,
+                            "port cannot take redirected frames: the workers deliver its traffic until it can"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(vni = p.vni, "device map update: {e}"),
             }
         }
     }

@@ -1183,3 +1183,47 @@ fn zero_copy_auto_gives_the_underlay_its_own_umem_and_off_shares_one() {
     let msg = err.to_string();
     assert!(msg.contains("AF_XDP socket on eth0"), "{msg}");
 }
+
+#[test]
+fn a_port_that_cannot_take_redirects_falls_back_to_the_workers_and_comes_back() {
+    require_root();
+    let lab = Lab::up(&client_and_pri("gr", 4789, DatapathMode::Xdp)).expect("lab up");
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+    let ping = |lab: &Lab| {
+        let (ok, text) = sh(
+            lab,
+            "client",
+            &["ping", "-c", "5", "-i", "0.1", "-W", "1", "192.168.0.10"],
+        );
+        assert!(ok, "{text}");
+    };
+    assert!(lab.ping("client", pri_ip).expect("ping"));
+    let fallback = |lab: &Lab| stats(lab, "pri").xdp_counter("rx_fast_fallback");
+    let fast = |lab: &Lab| stats(lab, "pri").xdp_counter("rx_fast_vxlan");
+
+    // GRO off on ovl0: redirects into it would vanish, so the data plane takes the port out
+    // of the device map (checked every second) and the workers deliver, counted.
+    let (ok, text) = sh(&lab, "pri", &["ethtool", "-K", "ovl0", "gro", "off"]);
+    assert!(ok, "{text}");
+    thread::sleep(Duration::from_millis(1500));
+    let before = fallback(&lab);
+    ping(&lab);
+    assert!(
+        fallback(&lab) >= before + 5,
+        "delivered by the workers, counted"
+    );
+
+    // GRO back on: the fast path again.
+    let (ok, text) = sh(&lab, "pri", &["ethtool", "-K", "ovl0", "gro", "on"]);
+    assert!(ok, "{text}");
+    thread::sleep(Duration::from_millis(1500));
+    let (before_fast, before_fallback) = (fast(&lab), fallback(&lab));
+    ping(&lab);
+    assert!(
+        fast(&lab) >= before_fast + 5,
+        "the fast path carries it again"
+    );
+    assert_eq!(fallback(&lab), before_fallback);
+    let s = stats(&lab, "pri");
+    assert_eq!(s.total_drops(), 0, "{}", s.render_text());
+}
