@@ -472,7 +472,10 @@ impl Worker {
             // Copy-mode TX sends at most the kernel's budget (32) per kick: keep kicking
             // until every frame is out, or frames wait for the next unrelated wake-up.
             let tx_pending = self.socks.iter().any(|s| s.in_tx > 0);
-            if (tx_pending && idle < TX_DRAIN) || idle < self.spec.spin {
+            // A busy-polling worker never sleeps: its rounds are what runs the devices' NAPI
+            // (poll() would not busy-poll without the global sysctl), so it owns its core.
+            let busy = self.spec.busy_poll_us > 0;
+            if busy || (tx_pending && idle < TX_DRAIN) || idle < self.spec.spin {
                 std::hint::spin_loop();
                 continue;
             }
