@@ -98,7 +98,21 @@ fn main() -> ExitCode {
         Cmd::Demo => demo::run(),
         Cmd::Run { config } => dataplane::daemon::run(&config),
         Cmd::CheckConfig { config } => dataplane::config::Config::load(&config)
-            .map(|_| println!("{}: ok", config.display()))
+            .map(|(c, report)| {
+                let mtus: Vec<String> = c
+                    .vnis
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| format!("vni {} mtu {}", v.id, report.mtu(i)))
+                    .collect();
+                println!(
+                    "{}: ok ({} mode, zero_copy {}, {})",
+                    config.display(),
+                    c.datapath.mode,
+                    c.workers.zero_copy,
+                    mtus.join(", ")
+                )
+            })
             .map_err(Into::into),
         Cmd::Stats {
             socket,
