@@ -329,9 +329,27 @@ fn header_and_explanation() {
         "`gen_cpu_softirq`",
         "`fast_path_share`",
         "What cannot be made fair on veths",
+        "`skb_pp_cow_data`",
     ] {
         assert!(md.contains(words), "{words:?} not in the explanation");
     }
+    // A run whose generator handed XDP frames over says so, and how each path was steered then.
+    let mut live = synthetic_run();
+    live.settings
+        .insert("frames_via".to_string(), "xdp-live".to_string());
+    let md = report::markdown(&live);
+    for words in [
+        "as XDP frames, the way a NIC driver",
+        "with GRO on `eth0` during the test",
+        "its thread pinned to the sink CPU",
+        "runs in the worker's context",
+        "each path builds one skb per frame",
+        "two RCU grace periods a call",
+        "Ours in afxdp mode cannot take live frames",
+    ] {
+        assert!(md.contains(words), "{words:?} not in the explanation");
+    }
+    assert!(!md.contains("RPS on `eth0`"));
     for chart in [
         "throughput.svg",
         "frames.svg",

@@ -64,6 +64,17 @@ fn smallest_benchmark_measures_every_path_and_writes_the_report() {
             f.median <= f.extra["offered"] * 1.01,
             "{p}: a path cannot deliver more than was offered: {f:?}"
         );
+        // XDP frames, as a NIC hands them over, for every path but afxdp mode's (see the
+        // report); nothing arrived altered.
+        let live = f.extra["xdp_frames"];
+        let note = f.note.clone().unwrap_or_default();
+        if p == PathKind::OursVxlanAfxdp {
+            assert_eq!(live, 0.0, "{p}");
+            assert!(note.contains("sent as skbs"), "{p}: {note}");
+        } else {
+            assert_eq!(live, 1.0, "{p}");
+        }
+        assert!(!note.contains("arrived altered"), "{p}: {note}");
         // Where the receive work ran is recorded for every path.
         for k in ["sink_cpu_softirq", "gen_cpu_softirq", "sink_cpu_busy"] {
             let v = f.extra[k];

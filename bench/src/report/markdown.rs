@@ -595,35 +595,74 @@ fn write_how_to_read(out: &mut String, run: &Run) -> std::fmt::Result {
          overlay."
     )?;
     writeln!(out)?;
+    let live = run.settings.get("frames_via").map(String::as_str) == Some("xdp-live");
+    let (handed, steering, unfair) = if live {
+        (
+            "as XDP frames, the way a NIC driver hands received frames over (`xdp-gen --mode \
+             xdp-live`: `BPF_PROG_RUN` with live frames redirected out of the router's veth, on \
+             the generator's CPU), straight into the receiver's underlay veth",
+            "on every path the receiver's `eth0` takes them in its NAPI, which runs threaded, \
+             its thread pinned to the sink CPU (the underlay and both kernel paths: with GRO on \
+             `eth0` during the test, as a NIC has it, the skb built from each frame and the \
+             whole stack after it, IP, UDP, VXLAN decapsulation, the vxlan device's GRO cell and \
+             the inner stack, run in that thread; the two kernel paths do the same receive work \
+             here, offload only changes the sender). Ours (xdp mode): our XDP program \
+             decapsulates in that thread and redirects into the overlay veth, whose NAPI the \
+             thread schedules, so the overlay veth's receive and the kernel stack after it run \
+             as a softirq on the same CPU; the worker, pinned there too, sees only a new \
+             source's first frame. Ours (afxdp mode): the same NAPI thread runs XDP and the copy \
+             into the UMEM, the worker pinned to the sink CPU moves each frame to the overlay \
+             veth, and that veth's receive runs in the worker's context",
+            "each path builds one skb per frame (the kernel's at `eth0`, ours at the overlay \
+             veth), as with a NIC. The generator pauses between its calls (the kernel swaps its \
+             program in and out of the XDP dispatcher, two RCU grace periods a call), so the \
+             sink core idles for a part of the run on every path; per core divides by the busy \
+             share and is not affected. Ours in afxdp mode cannot take live frames: their pages \
+             return to the generator, which sends them again as they are, with what the \
+             receiver wrote into them, and in that mode our program writes its metadata over \
+             every frame's outer headers. That path is sent skbs through an AF_XDP socket \
+             instead (its note says so), so its per core also pays the veth's copy of each skb \
+             into a page of its own (`skb_pp_cow_data`), which no other path pays here. A \
+             frame of the test that our receiver's program passes to the kernel as not overlay \
+             traffic arrived altered: more than 1 % of them gets a note",
+        )
+    } else {
+        (
+            "through an AF_XDP socket in copy mode on the router's veth (on the generator's \
+             CPU), each frame an skb, straight into the receiver's underlay veth",
+            "underlay and both kernel paths: no XDP on the receiver's `eth0`, so the veth hands \
+             each frame to the backlog, and RPS on `eth0` moves the whole receive (IP, UDP, \
+             VXLAN decapsulation, the vxlan device's GRO cell, the inner stack) to the sink CPU; \
+             the two kernel paths do the same receive work here (offload only changes the \
+             sender). Ours (xdp mode): `eth0`'s NAPI runs threaded, its thread pinned to the \
+             sink CPU; our XDP program decapsulates there and redirects into the overlay veth, \
+             whose NAPI that thread schedules, so the overlay veth's receive and the kernel \
+             stack after it run as a softirq on the same CPU; the worker, pinned there too, \
+             sees only a new source's first frame. Ours (afxdp mode): the same pinned NAPI \
+             thread runs XDP and the copy into the UMEM, the worker pinned to the sink CPU moves \
+             each frame to the overlay veth, and that veth's receive runs in the worker's \
+             context",
+            "A frame reaches the receiver's `eth0` as the generator's skb; before an XDP program \
+             sees it the veth copies it into a page of its own (`skb_pp_cow_data`), and a \
+             redirected frame becomes a new skb on the overlay veth, where a NIC driver would \
+             give XDP its DMA buffer without a copy and the kernel paths keep the skb they got. \
+             That copy is in our per-core figure and in no kernel path's (`--frames-via \
+             xdp-live`, the default, avoids it)",
+        )
+    };
     writeln!(
         out,
-        "**64 B frames** is the rate of minimum-size frames (from an AF_XDP generator on the \
-         router, straight into the receiver's underlay veth, on the generator's CPU) the path \
-         delivers to its interface; per core divides it by the busy share of the one sink CPU \
-         all of the receiver's work is steered to, so it is one core's work on every path: \
-         underlay and both kernel paths: no XDP on the receiver's `eth0`, so the veth hands \
-         each frame to the backlog, and RPS on `eth0` moves the whole receive (IP, UDP, VXLAN \
-         decapsulation, the vxlan device's GRO cell, the inner stack) to the sink CPU; the two \
-         kernel paths do the same receive work here (offload only changes the sender). Ours \
-         (xdp mode): `eth0`'s NAPI runs threaded, its thread pinned to the sink CPU; our XDP \
-         program decapsulates there and redirects into the overlay veth, whose NAPI that thread \
-         schedules, so the overlay veth's receive and the kernel stack after it run as a \
-         softirq on the same CPU; the worker, pinned there too, sees only a new source's first \
-         frame. Ours (afxdp mode): the same pinned NAPI thread runs XDP and the copy into the \
-         UMEM, the worker pinned to the sink CPU moves each frame to the overlay veth, and that \
-         veth's receive runs in the worker's context. The check: the generator CPU's softirq \
-         share is recorded for every path (`gen_cpu_softirq`, next to `sink_cpu_softirq`), and a \
-         path whose receive work ran there gets a note; for ours, the share of the bytes that \
-         took the fast path (`fast_path_share`, from the data plane's counters) is recorded for \
-         TCP and the frames, with a note when it does not match the mode. What cannot be made \
-         fair on veths: a frame reaches the receiver's `eth0` as the generator's skb; before an \
-         XDP program sees it the veth copies it into a page of its own (`skb_pp_cow_data`), \
-         and a redirected frame becomes a new skb on the overlay veth, where a NIC driver would \
-         give XDP its DMA buffer without a copy and the kernel paths keep the skb they got. \
-         That copy is in our per-core figure and in no kernel path's; the sender's work (the \
-         generator and the veth's transmit) is in no path's. The lab is veth pairs in network \
-         namespaces on one shared 2-core VM: no NIC offloads, AF_XDP in copy mode, so this \
-         compares designs, not hardware limits."
+        "**64 B frames** is the rate of minimum-size frames the path delivers to its interface, \
+         sent {handed}; per core divides it by the busy share of the one sink CPU all of the \
+         receiver's work is steered to, so it is one core's work on every path: {steering}. \
+         The check: the generator CPU's softirq share is recorded for every path \
+         (`gen_cpu_softirq`, next to `sink_cpu_softirq`), and a path whose receive work ran \
+         there gets a note; for ours, the share of the bytes that took the fast path \
+         (`fast_path_share`, from the data plane's counters) is recorded for TCP and the frames, \
+         with a note when it does not match the mode. What cannot be made fair on veths: \
+         {unfair}. The sender's work (the generator and the veth's transmit) is in no path's \
+         figure. The lab is veth pairs in network namespaces on one shared 2-core VM: no NIC \
+         offloads, AF_XDP in copy mode, so this compares designs, not hardware limits."
     )?;
     writeln!(out)?;
     Ok(())

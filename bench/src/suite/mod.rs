@@ -62,6 +62,8 @@ pub struct Settings {
     pub rtt_count: u64,
     pub rtt_interval_us: u64,
     pub frames_ms: u64,
+    /// How the generator hands frames to the receiver's underlay veth.
+    pub frames_via: FramesVia,
     /// Failover trials per overlay (kernel VXLAN and ours); 0 skips them.
     pub failover_planned: usize,
     pub failover_unplanned: usize,
@@ -86,6 +88,7 @@ impl Settings {
             rtt_count: 3000,
             rtt_interval_us: 1000,
             frames_ms: 3000,
+            frames_via: FramesVia::XdpLive,
             failover_planned: 20,
             failover_unplanned: 10,
             paths: Route::ALL.iter().map(|r| r.path).collect(),
@@ -147,6 +150,7 @@ impl Settings {
         put("rtt_probes", self.rtt_count.to_string());
         put("rtt_interval_us", self.rtt_interval_us.to_string());
         put("frames_ms", self.frames_ms.to_string());
+        put("frames_via", self.frames_via.as_str().to_string());
         put("failover_planned_trials", self.failover_planned.to_string());
         put(
             "failover_unplanned_trials",
@@ -171,6 +175,26 @@ impl Settings {
             put("spin_us", f.to_string());
         }
         m
+    }
+}
+
+/// How the frame generator hands its frames to the receiver's underlay veth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramesVia {
+    /// As XDP frames (`xdp-gen --mode xdp-live`), the way a NIC driver hands received frames
+    /// over: the receiver's `eth0` takes them in its NAPI (an XDP program there, or GRO on).
+    XdpLive,
+    /// Through an AF_XDP socket in copy mode: each frame reaches the receiver as an skb, which
+    /// a veth copies once more before an XDP program may see it.
+    Skb,
+}
+
+impl FramesVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FramesVia::XdpLive => "xdp-live",
+            FramesVia::Skb => "skb",
+        }
     }
 }
 
@@ -506,6 +530,34 @@ fn measure_rep(
     if f.sink_busy > 0.05 {
         samples.push_extra(p, "frames_64", "per_core", f.delivered_mpps / f.sink_busy);
     }
+    samples.push_extra(p, "frames_64", "xdp_frames", if f.live { 1.0 } else { 0.0 });
+    if s.frames_via == FramesVia::XdpLive && !f.live {
+        samples.note(
+            p,
+            "frames_64",
+            "generator",
+            "sent as skbs through an AF_XDP socket, not as XDP frames like the other paths: \
+             live XDP frames return to the generator's page pool with what the receiver wrote \
+             into them, and in afxdp mode our program writes its metadata over every frame's \
+             outer headers; per core here includes the veth's copy of each skb"
+                .to_string(),
+        );
+    }
+    if let Some(passed) = f.passed
+        && passed as f64 > ALTERED_SHARE * f.sent as f64
+    {
+        samples.note(
+            p,
+            "frames_64",
+            "altered",
+            format!(
+                "{passed} of the {} frames sent in rep {rep} reached the receiver's program as \
+                 not overlay traffic for it (its pass counters): they arrived altered, and the \
+                 rate is not this path's",
+                f.sent
+            ),
+        );
+    }
     if f.gen_softirq > GEN_SOFTIRQ_LEAK {
         // The generator's side of a veth runs no softirq of its own worth counting (its
         // transmit runs in the generator's system calls): receive work that ran there escaped
@@ -521,9 +573,11 @@ fn measure_rep(
             ),
         );
     }
-    if f.sink_busy < 0.9 {
+    if f.sink_busy < 0.9 && f.delivered_mpps >= 0.9 * f.offered_mpps {
         // All of the receiver's work is steered to the sink core (see `frames`): below
-        // saturation the sending side was the limit, and "per core" extrapolates.
+        // saturation, with (nearly) everything delivered, the sending side was the limit, and
+        // "per core" extrapolates. (With frames dropped at the receiver, an idle share of the
+        // sink core is the generator's pauses between its calls.)
         samples.note(
             p,
             "frames_64",
@@ -617,6 +671,8 @@ fn rtt(
 }
 
 struct FrameResult {
+    /// Frames the generator sent.
+    sent: u64,
     offered_mpps: f64,
     delivered_mpps: f64,
     /// Busy fraction (0..1) of the sink's and of the generator's CPU over the run.
@@ -628,6 +684,11 @@ struct FrameResult {
     gen_softirq: f64,
     /// Our receiver's decapsulated bytes: (fast path, workers); `None` on the kernel's paths.
     carried: Option<(u64, u64)>,
+    /// Frames our receiver's program passed to the kernel during the test; `None` on the
+    /// kernel's paths.
+    passed: Option<u64>,
+    /// Whether the frames went as XDP frames (else as skbs).
+    live: bool,
 }
 
 /// Bytes one of our data planes carried in one direction, by who carried them.
@@ -645,6 +706,9 @@ struct DpStats {
     /// Decapsulated (underlay to overlay port) and encapsulated (overlay port to underlay).
     rx: Carried,
     tx: Carried,
+    /// Frames the underlay program passed to the kernel as not overlay traffic for us (its
+    /// `pass_*` counters): a frame of the test counted here arrived altered.
+    passed: u64,
 }
 
 /// Asks host `host`'s data plane for its counters, and checks that it runs in the mode the
@@ -691,7 +755,18 @@ fn parse_dp_stats(v: &serde_json::Value, expect: Option<DatapathMode>) -> Result
             m.as_str()
         ));
     }
+    // `xdp` is a list of [name, count] pairs.
+    let passed = v["xdp"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c[0].as_str().is_some_and(|n| n.starts_with("pass_")))
+                .filter_map(|c| c[1].as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
     Ok(DpStats {
+        passed,
         rx: Carried {
             fast: sum(&v["fast"], "rx_bytes"),
             workers: workers("rx_bytes"),
@@ -750,6 +825,11 @@ fn fast_share(
     Some(share)
 }
 
+/// Above this share of the frames sent passed to the kernel by our receiver's program, the
+/// frames arrived altered (measured: 0.03 %, the first frames of a new source, which the
+/// worker learns from).
+const ALTERED_SHARE: f64 = 0.01;
+
 /// Above this share of the generator CPU's time in softirqs, the frame test's steering leaked
 /// (measured: 0 % on every path when it works).
 const GEN_SOFTIRQ_LEAK: f64 = 0.05;
@@ -775,6 +855,44 @@ fn set_rps(lab: &Lab, host: &str, mask: u32) -> Result<(), SuiteError> {
     let script =
         format!("for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo {mask:x} > $f; done");
     exec(lab, host, &["sh", "-c", &script], Duration::from_secs(5)).map(|_| ())
+}
+
+/// Turns generic receive offload on `host`'s underlay on or off.
+fn set_gro(lab: &Lab, host: &str, on: bool) -> Result<(), SuiteError> {
+    let v = if on { "on" } else { "off" };
+    exec(
+        lab,
+        host,
+        &["ethtool", "-K", "eth0", "gro", v],
+        Duration::from_secs(5),
+    )
+    .map(|_| ())
+}
+
+/// What the frame test changed on the receiver to steer its work, to undo afterwards.
+struct Steering {
+    host: &'static str,
+    gro: bool,
+    rps: bool,
+    napi: Option<NapiThread>,
+}
+
+impl Steering {
+    /// Undoes everything, in reverse; the first error, if any.
+    fn undo(self, lab: &Lab) -> Result<(), SuiteError> {
+        let napi = self.napi.map(|n| n.restore(lab)).transpose().map(|_| ());
+        let rps = if self.rps {
+            set_rps(lab, self.host, 0)
+        } else {
+            Ok(())
+        };
+        let gro = if self.gro {
+            set_gro(lab, self.host, false)
+        } else {
+            Ok(())
+        };
+        napi.and(rps).and(gro)
+    }
 }
 
 /// A host's `eth0` switched to threaded NAPI, its poll thread pinned to one CPU.
@@ -924,33 +1042,58 @@ fn frames(
             "9",
         ]);
     }
+    // Live frames' pages come back to the generator's page pool once the receiver is done
+    // with them, with whatever the receiver wrote into them, and are sent again as they are.
+    // In afxdp mode our program writes its metadata over every frame's outer headers, so that
+    // path would be sent corrupted frames: it gets skbs (and a note says so).
+    let live = s.frames_via == FramesVia::XdpLive && r.mode() != Some(DatapathMode::Afxdp);
+    if live {
+        args.extend(["--mode", "xdp-live"]);
+    }
     let sink = r.sink_dev(lab.spec());
     let dp_before = if r.path.is_ours() {
         Some(dp_stats(lab, servers, r, r.dst)?)
     } else {
         None
     };
-    // The kernel's paths: no XDP on the receiver's eth0, so the veth hands each frame to the
-    // backlog, and RPS moves all of the receive (IP, UDP, VXLAN, the vxlan device's GRO cell,
-    // the inner stack) to the sink CPU.
-    set_rps(lab, r.dst, 1 << s.sink_cpu)?;
-    // Ours: the XDP program runs in the receiving veth's NAPI poll, which a veth runs on the
-    // sender's CPU; in a kernel thread pinned to the sink CPU instead. In xdp mode the
-    // program redirects into the overlay veth, whose NAPI that thread schedules, so the
-    // kernel side runs as a softirq on the same CPU; in afxdp mode the worker (pinned to the
-    // sink CPU by the settings) copies each frame there, and the overlay veth's receive runs
-    // in the worker's context. Either way, all of the path's receive work lands on one core.
-    let napi = if r.path.is_ours() {
-        match NapiThread::steer(lab, r.dst, s.sink_cpu) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                let _ = set_rps(lab, r.dst, 0);
-                return Err(e);
-            }
-        }
-    } else {
-        None
+    // All of the receiver's work goes to the sink CPU:
+    // - frames as skbs (`FramesVia::Skb`), the kernel's paths: no XDP on the receiver's eth0,
+    //   so the veth hands each frame to the backlog, and RPS moves all of the receive (IP,
+    //   UDP, VXLAN, the vxlan device's GRO cell, the inner stack) to the sink CPU;
+    // - XDP frames (`FramesVia::XdpLive`), the kernel's paths: they arrive in eth0's NAPI,
+    //   which needs GRO on there (as a NIC has it), and that NAPI runs threaded, its thread
+    //   pinned to the sink CPU, the whole stack after it in that thread (no RPS: it would only
+    //   queue the frames once more on the same CPU);
+    // - ours, either way: the XDP program runs in eth0's NAPI poll, which a veth runs on the
+    //   sender's CPU; in a kernel thread pinned to the sink CPU instead. In xdp mode the
+    //   program redirects into the overlay veth, whose NAPI that thread schedules, so the
+    //   kernel side runs as a softirq on the same CPU; in afxdp mode the worker (pinned to
+    //   the sink CPU by the settings) copies each frame there, and the overlay veth's receive
+    //   runs in the worker's context.
+    let mut steering = Steering {
+        host: r.dst,
+        gro: false,
+        rps: false,
+        napi: None,
     };
+    let set_up = (|| {
+        if live && !r.path.is_ours() {
+            set_gro(lab, r.dst, true)?;
+            steering.gro = true;
+        }
+        if !live {
+            set_rps(lab, r.dst, 1 << s.sink_cpu)?;
+            steering.rps = true;
+        }
+        if live || r.path.is_ours() {
+            steering.napi = Some(NapiThread::steer(lab, r.dst, s.sink_cpu)?);
+        }
+        Ok::<_, SuiteError>(())
+    })();
+    if let Err(e) = set_up {
+        let _ = steering.undo(lab);
+        return Err(e);
+    }
     let measured = (|| {
         let before = rx_packets(lab, r.dst, &sink)?;
         let cpu0 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
@@ -967,20 +1110,21 @@ fn frames(
         Ok::<_, SuiteError>((before, after, cpu0, cpu1, out))
     })();
     // Undone whatever happened in between.
-    let rps = set_rps(lab, r.dst, 0);
-    let restored = napi.map(|n| n.restore(lab)).transpose();
+    let undone = steering.undo(lab);
     let (before, after, cpu0, cpu1, out) = measured?;
-    rps?;
-    restored?;
-    let carried = match dp_before {
+    undone?;
+    let (carried, passed) = match dp_before {
         Some(b) => {
             let a = dp_stats(lab, servers, r, r.dst)?;
-            Some((
-                a.rx.fast.saturating_sub(b.rx.fast),
-                a.rx.workers.saturating_sub(b.rx.workers),
-            ))
+            (
+                Some((
+                    a.rx.fast.saturating_sub(b.rx.fast),
+                    a.rx.workers.saturating_sub(b.rx.workers),
+                )),
+                Some(a.passed.saturating_sub(b.passed)),
+            )
         }
-        None => None,
+        None => (None, None),
     };
     let gen_report: GenReport = serde_json::from_str(out?.trim())
         .map_err(|e| step_err(format!("xdp-gen JSON ({})", r.path), e))?;
@@ -1003,6 +1147,7 @@ fn frames(
     let (sink_busy, sink_softirq) = share(s.sink_cpu);
     let (gen_busy, gen_softirq) = share(s.gen_cpu);
     Ok(FrameResult {
+        sent: gen_report.sent,
         offered_mpps: gen_report.sent as f64 / secs / 1e6,
         delivered_mpps: after.saturating_sub(before) as f64 / secs / 1e6,
         sink_busy,
@@ -1010,6 +1155,8 @@ fn frames(
         sink_softirq,
         gen_softirq,
         carried,
+        passed,
+        live,
     })
 }
 
@@ -1081,7 +1228,8 @@ mod tests {
                 {"queue": 0, "ports": [{"vni": 20, "rx_bytes": worker_rx, "tx_bytes": 7}]},
                 {"queue": 1, "ports": [{"vni": 20, "rx_bytes": 1, "tx_bytes": 1}]}
             ],
-            "fast": [{"vni": 20, "rx_bytes": fast_rx, "tx_bytes": 50}]
+            "fast": [{"vni": 20, "rx_bytes": fast_rx, "tx_bytes": 50}],
+            "xdp": [["pass_non_ip", 2], ["pass_other_udp", 5], ["rx_vxlan", 9]]
         })
     }
 
@@ -1090,6 +1238,7 @@ mod tests {
         let s = parse_dp_stats(&snapshot("xdp", 100, 5), Some(DatapathMode::Xdp)).unwrap();
         assert_eq!((s.rx.fast, s.rx.workers), (100, 6));
         assert_eq!((s.tx.fast, s.tx.workers), (50, 8));
+        assert_eq!(s.passed, 7, "the pass_ counters only");
         // A data plane in another mode than the path's label is an error, not a number.
         let err = parse_dp_stats(&snapshot("afxdp", 0, 5), Some(DatapathMode::Xdp)).unwrap_err();
         assert!(err.contains("afxdp"), "{err}");
