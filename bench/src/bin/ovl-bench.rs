@@ -39,7 +39,7 @@ struct Cli {
     /// Where the report goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// About two minutes instead of about ten: fewer and shorter repetitions and trials.
+    /// About two minutes instead of about twelve: fewer and shorter repetitions and trials.
     #[arg(long)]
     quick: bool,
     /// Repetitions per path (default 7, or 2 with --quick).

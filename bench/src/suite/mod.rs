@@ -78,7 +78,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// About ten minutes on the 2-core VM.
+    /// About twelve minutes on the 2-core VM (six paths, seven repetitions, the failover trials).
     pub fn full(bin_dir: PathBuf) -> Self {
         Settings {
             bin_dir,
