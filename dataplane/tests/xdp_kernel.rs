@@ -1122,11 +1122,26 @@ fn tc_encapsulates_known_unicast_exactly_as_the_xdp_program_does() {
             expected_encap(&vxlan(VNI_VXLAN), 4789, &inner, sport)
         );
         assert_eq!(inet_checksum(&out.frame[14..34]), 0, "outer IPv4 checksum");
-        // The same flow keeps its source port (ECMP entropy per flow).
+        // The same flow keeps its source port, other flows get others (ECMP entropy per flow).
         assert_eq!(
             src_port_of(&env.tc(&inner, Counter::TcTxVxlan).frame),
             sport
         );
+        let ports: std::collections::HashSet<u16> = (0..8u16)
+            .map(|i| {
+                let f = inner_udp(
+                    INNER_B,
+                    INNER_A,
+                    [192, 168, 0, 4],
+                    [192, 168, 0, 10],
+                    40000 + i,
+                    5201,
+                    100,
+                );
+                src_port_of(&env.tc(&f, Counter::TcTxVxlan).frame)
+            })
+            .collect();
+        assert!(ports.len() >= 6, "8 flows, source ports {ports:?}");
 
         for (vni, opt) in [(VNI_GENEVE, &[][..]), (VNI_GENEVE_OPT, &GENEVE_OPT[..])] {
             env.obj

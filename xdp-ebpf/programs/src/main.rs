@@ -638,14 +638,16 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
         | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
         | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
         | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+    // The inner flow's hash (a socket's own, or dissected now): once the room is made the
+    // packet no longer parses as the inner flow.
+    // SAFETY: helper call on the program's own context.
+    let hash = unsafe { bpf_get_hash_recalc(skb) };
     if ctx
         .adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags)
         .is_err()
     {
         return (TC_OK, Counter::TcFallback);
     }
-    // SAFETY: helper call on the program's own context.
-    let hash = unsafe { bpf_get_hash_recalc(skb) };
     // Past GSO's 64 KB the length field is rewritten per segment anyway.
     let ip_len = (len + room - ETH_HLEN).min(0xffff) as u16;
     let mut hdr = [0u8; TC_HDR_OPT];
