@@ -65,6 +65,12 @@ struct Cli {
     /// sleeps (its default otherwise).
     #[arg(long)]
     spin_us: Option<u32>,
+    /// Our data plane's `workers.busy_poll_us`: preferred busy polling, the workers spinning
+    /// on their cores (off otherwise). Meant for the afxdp path alone, e.g. `--paths
+    /// underlay,kernel-vxlan,ours-vxlan-afxdp --busy-poll-us 50`: spinning workers take the
+    /// cores the fast path's kernel work needs.
+    #[arg(long)]
+    busy_poll_us: Option<u32>,
     /// How the frame test's generator hands frames to the receiver: `xdp-live` (XDP frames,
     /// as a NIC driver does; the default; ours in afxdp mode gets skbs all the same, see the
     /// report) or `skb` (an AF_XDP socket in copy mode for every path, each frame an skb that
@@ -143,6 +149,7 @@ fn run() -> Result<()> {
     s.workers.batch_size = cli.batch_size;
     s.workers.frames_per_queue = cli.frames_per_queue;
     s.workers.spin_us = cli.spin_us;
+    s.workers.busy_poll_us = cli.busy_poll_us;
     s.git_rev = cli.git_rev;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -174,6 +174,9 @@ impl Settings {
         if let Some(f) = self.workers.spin_us {
             put("spin_us", f.to_string());
         }
+        if let Some(f) = self.workers.busy_poll_us {
+            put("busy_poll_us", f.to_string());
+        }
         m
     }
 }
