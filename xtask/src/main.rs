@@ -59,11 +59,13 @@ enum Cmd {
         #[arg(long)]
         xdp: bool,
     },
-    /// The side-by-side benchmark: the underlay, the kernel VXLAN driver and our data plane
-    /// (VXLAN, GENEVE) in one lab, one run: iperf3 TCP (1 and 2 streams), CPU per Gbit,
-    /// 64-byte frame rate (AF_XDP generator), RTT percentiles, failover gaps. Builds release
-    /// binaries, prints the Markdown table, writes JSON, report.md and SVG charts to
-    /// target/bench/. About 10 minutes, `--quick` about 2. Root needed.
+    /// The side-by-side benchmark: the underlay, the kernel VXLAN driver (as the lab runs it,
+    /// and at its best with TX checksum offload on) and our data plane (fast path with VXLAN
+    /// and GENEVE, afxdp mode with VXLAN) in one lab, one run: iperf3 TCP (1 and 2 streams),
+    /// CPU per Gbit, 64-byte frame rate (XDP frames from the generator, as a NIC hands them
+    /// over), RTT percentiles, failover gaps. Builds release binaries, prints the Markdown
+    /// table, writes JSON, report.md and SVG charts to target/bench/. About 12 minutes,
+    /// `--quick` about 2. Root needed.
     Bench {
         /// Arguments for `ovl-bench` (see `cargo xtask bench -- --help`), e.g. `--quick`,
         /// `--paths ours-vxlan,kernel-vxlan`, `--no-failover`, `--batch-size 32`.
