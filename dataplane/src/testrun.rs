@@ -97,6 +97,27 @@ pub fn action_name(action: u32) -> &'static str {
     }
 }
 
+/// `bpf(BPF_PROG_TEST_RUN, attr)`.
+///
+/// # Safety
+/// Every pointer in `attr` must refer to a live buffer of at least the size `attr` gives it,
+/// writable where the kernel writes (`data_out`, `ctx_out`).
+unsafe fn test_run(attr: &mut TestAttr) -> Result<(), TestRunError> {
+    // SAFETY: `attr` is a `bpf_attr.test` whose pointers the caller vouches for.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            attr as *mut TestAttr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(TestRunError::Syscall(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Runs the XDP program `prog` once on `frame` as received on `ifindex` queue `queue`
 /// (`ifindex` 0 means the kernel's default, the loopback device's queue 0).
 pub fn run_xdp(
@@ -128,20 +149,10 @@ pub fn run_xdp(
         ctx_out: &mut ctx_out as *mut XdpMd as u64,
         ..TestAttr::default()
     };
-    // SAFETY: `attr` is a valid `bpf_attr.test` whose pointers refer to live buffers of the
+    // SAFETY: the pointers refer to `frame`, `out`, `ctx_in` and `ctx_out`, live and of the
     // sizes given; the kernel writes at most `data_size_out` bytes to `out` and one `XdpMd` to
     // `ctx_out`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestAttr,
-            std::mem::size_of::<TestAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(TestRunError::Syscall(std::io::Error::last_os_error()));
-    }
+    unsafe { test_run(&mut attr)? };
     let total = attr.data_size_out as usize;
     // The kernel puts the metadata first and reports its length as `data` in the output context.
     let meta_len = ctx_out.data as usize;
@@ -179,18 +190,8 @@ pub fn run_skb(prog: BorrowedFd<'_>, frame: &[u8]) -> Result<TestRun, TestRunErr
         repeat: 1,
         ..TestAttr::default()
     };
-    // SAFETY: as in `run_xdp`, without a context.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestAttr,
-            std::mem::size_of::<TestAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(TestRunError::Syscall(std::io::Error::last_os_error()));
-    }
+    // SAFETY: the pointers refer to `frame` and `out`, live and of the sizes given; no context.
+    unsafe { test_run(&mut attr)? };
     let total = attr.data_size_out as usize;
     if total > out.len() {
         return Err(TestRunError::BadContext {

@@ -1078,30 +1078,20 @@ fn known_sources_refresh_their_last_seen_stamp_at_most_every_quarter_second() {
 
         // An older stamp is refreshed by the next frame.
         let old = t0 - ovl_common::FDB_SEEN_REFRESH_NS - 1_000_000;
-        env.obj
-            .set_fdb(
-                key,
-                FdbEntry {
-                    remote_ip_be: be(REMOTE_IP),
-                    flags: 0,
-                    seen_ns: old,
-                },
-            )
-            .unwrap();
+        let stamp_old = |env: &mut Env| {
+            let e = FdbEntry {
+                remote_ip_be: be(REMOTE_IP),
+                flags: 0,
+                seen_ns: old,
+            };
+            env.obj.set_fdb(key, e).unwrap();
+        };
+        stamp_old(&mut env);
         env.ingress(&frame, Counter::RxFastVxlan);
         assert!(env.obj.fdb(key).unwrap().expect("entry").seen_ns >= t1);
 
         // A frame of a moved source leaves the stamp to userspace's learning.
-        env.obj
-            .set_fdb(
-                key,
-                FdbEntry {
-                    remote_ip_be: be(REMOTE_IP),
-                    flags: 0,
-                    seen_ns: old,
-                },
-            )
-            .unwrap();
+        stamp_old(&mut env);
         let (moved, _) = from_vtep(NO_NH_IP, INNER_B);
         env.ingress(&moved, Counter::RxVxlan);
         assert_eq!(env.obj.fdb(key).unwrap().expect("entry").seen_ns, old);
