@@ -25,9 +25,9 @@ use clap::Parser;
         lab runs it, and on: the driver at its best on veths) and our data plane (VXLAN and \
         GENEVE on the XDP fast path, VXLAN with every frame through the AF_XDP workers) side by \
         side, in one run on one lab of network namespaces: iperf3 TCP with 1 and \
-        2 streams, CPU time per gigabit, the rate of 64-byte frames from an AF_XDP generator, \
-        round-trip latency percentiles, and failover gaps (planned and link down) for the kernel \
-        driver and ours. Repetitions are interleaved across paths. Writes report.md, JSON and SVG \
+        2 streams, CPU time per gigabit, the rate of 64-byte frames handed over as XDP \
+        frames (as a NIC does), round-trip latency percentiles, and failover gaps (planned \
+        and link down) for the kernel driver and ours. Repetitions are interleaved across paths. Writes report.md, JSON and SVG \
         charts to --out and prints the Markdown table. Root needed. `cargo xtask bench` builds \
         everything and runs this."
 )]
