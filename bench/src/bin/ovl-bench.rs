@@ -27,9 +27,9 @@ use clap::Parser;
         side, in one run on one lab of network namespaces: iperf3 TCP with 1 and \
         2 streams, CPU time per gigabit, the rate of 64-byte frames handed over as XDP \
         frames (as a NIC does), round-trip latency percentiles, and failover gaps (planned \
-        and link down) for the kernel driver and ours. Repetitions are interleaved across paths. Writes report.md, JSON and SVG \
-        charts to --out and prints the Markdown table. Root needed. `cargo xtask bench` builds \
-        everything and runs this."
+        and link down) for the kernel driver and ours. Repetitions are interleaved across \
+        paths. Writes report.md, JSON and SVG charts to --out and prints the Markdown table. \
+        Root needed. `cargo xtask bench` builds everything and runs this."
 )]
 struct Cli {
     /// Directory with the release binaries (dataplane, controller, id-server, http-ping,
