@@ -37,6 +37,12 @@ use crate::{
 struct State {
     pid: u32,
     interfaces: Vec<String>,
+    /// An underlay whose TX checksum offload the run turned off.
+    #[serde(default)]
+    restore_tx_checksum: Option<String>,
+    /// sysfs files the run changed, with their old contents.
+    #[serde(default)]
+    restore_sysfs: Vec<(PathBuf, String)>,
 }
 
 fn state_path(sock: &Path) -> PathBuf {
@@ -87,6 +93,17 @@ fn clean_leftovers(nl: &Netlink, cfg: &Config) -> Result<()> {
                     "previous run did not stop cleanly; removing its leftovers"
                 );
                 names.extend(st.interfaces);
+                // Settings it changed on devices that outlive it (the underlay's).
+                for (path, old) in st.restore_sysfs.iter().rev() {
+                    if let Err(e) = fs::write(path, old) {
+                        tracing::warn!("restore {}: {e}", path.display());
+                    }
+                }
+                if let Some(ifname) = st.restore_tx_checksum
+                    && let Err(e) = crate::netns::set_tx_checksum(&ifname, true)
+                {
+                    tracing::warn!("turn TX checksum offload back on on {ifname}: {e}");
+                }
             }
             Err(e) => tracing::warn!(
                 "ignoring unreadable state file {}: {e}",
@@ -210,6 +227,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut state = State {
         pid: std::process::id(),
         interfaces: Vec::new(),
+        restore_tx_checksum: None,
+        restore_sysfs: Vec::new(),
     };
     for v in &cfg.vnis {
         state.interfaces.push(v.interface.clone());
@@ -286,6 +305,11 @@ pub fn run(config_path: &Path) -> Result<()> {
             host.set_sysfs(dir.join("gro_flush_timeout"), "200000")?;
         }
     }
+    // A run killed with SIGKILL never drops `host`: its successor restores these instead.
+    state.restore_tx_checksum = host.restore_tx_checksum.clone();
+    state.restore_sysfs = host.restore_sysfs.clone();
+    fs::write(&host.state_file, serde_json::to_vec(&state)?)
+        .with_context(|| format!("write {}", host.state_file.display()))?;
 
     // XDP programs and maps.
     let mut xdp = XdpObject::load().context("load XDP programs")?;

@@ -864,8 +864,14 @@ fn sigterm_removes_everything_and_a_killed_run_is_cleaned_up_on_restart(mode: Da
         !lab.control_socket("pri").exists(),
         "control socket removed"
     );
+    assert!(
+        underlay_tx_checksum(&lab),
+        "the underlay's TX checksum offload is as before the run"
+    );
 
     lab.restart_dataplane("pri").expect("restart");
+    // "xdp" mode on a veth underlay: the kernel completes checksums while the run lasts.
+    assert_eq!(underlay_tx_checksum(&lab), mode == DatapathMode::Afxdp);
     assert!(
         lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
             .expect("ping")
@@ -889,6 +895,23 @@ fn sigterm_removes_everything_and_a_killed_run_is_cleaned_up_on_restart(mode: Da
         lab.ping("client", Ipv4Addr::new(192, 168, 0, 10))
             .expect("ping after restart")
     );
+    // What the killed run changed on the underlay is undone by its successor, which then
+    // changes (and on SIGTERM restores) it itself.
+    lab.kill_dataplane("pri", Signal::Term).expect("signal");
+    lab.wait_dataplane("pri", Duration::from_secs(10))
+        .expect("wait")
+        .expect("exits on SIGTERM");
+    assert!(
+        underlay_tx_checksum(&lab),
+        "TX checksum offload back on after kill -9, restart and stop"
+    );
+}
+
+/// Whether pri's underlay `eth0` has TX checksum offload on (`ethtool -k`).
+fn underlay_tx_checksum(lab: &Lab) -> bool {
+    let (ok, text) = sh(lab, "pri", &["ethtool", "-k", "eth0"]);
+    assert!(ok, "{text}");
+    text.lines().any(|l| l.starts_with("tx-checksumming: on"))
 }
 
 #[test]
