@@ -400,8 +400,16 @@ fn programs_pass_everything_until_configured() {
 /// matches the frame and it is a counted drop.
 #[test]
 fn truncation_at_every_length() {
-    in_private_netns(|| {
-        let env = Env::new();
+    // The same verdicts with the fast path on: validation comes before any redirect.
+    for fast in [false, true] {
+        in_private_netns(move || truncation_at_every_length_in(fast));
+    }
+}
+
+fn truncation_at_every_length_in(fast: bool) {
+    {
+        let mut env = Env::new();
+        env.set_fast(fast);
         let vx = vxlan_frame(4789, VNI_VXLAN, &inner_frame(INNER_B, 18));
         let ge = geneve_frame(VNI_GENEVE_OPT, &GENEVE_OPT, &inner_frame(INNER_B, 18));
         for full in [vx, ge] {
@@ -419,15 +427,22 @@ fn truncation_at_every_length() {
         let mut tagged = eth(LOCAL_MAC, GW_MAC, 0x8100);
         tagged.extend_from_slice(&[0, 0x64, 0x08]);
         env.expect_pass(&tagged, Counter::PassTruncated);
-    });
+    }
 }
 
 /// Frames whose IP and UDP lengths agree with a truncated tunnel header or inner frame, as a
 /// broken or hostile sender would make them: cut at each header boundary inside the tunnel.
 #[test]
 fn consistent_truncation_inside_the_tunnel() {
-    in_private_netns(|| {
-        let env = Env::new();
+    for fast in [false, true] {
+        in_private_netns(move || consistent_truncation_inside_the_tunnel_in(fast));
+    }
+}
+
+fn consistent_truncation_inside_the_tunnel_in(fast: bool) {
+    {
+        let mut env = Env::new();
+        env.set_fast(fast);
         let inner = inner_frame(INNER_B, 18);
         // VXLAN header cut at every byte.
         for n in 0..8 {
@@ -451,7 +466,7 @@ fn consistent_truncation_inside_the_tunnel() {
                 Counter::DropInnerTruncated,
             );
         }
-    });
+    }
 }
 
 #[test]
