@@ -1250,3 +1250,39 @@ fn a_port_that_cannot_take_redirects_falls_back_to_the_workers_and_comes_back() 
     let s = stats(&lab, "pri");
     assert_eq!(s.total_drops(), 0, "{}", s.render_text());
 }
+
+#[test]
+fn busy_polling_workers_carry_traffic_and_the_devices_get_their_settings_back() {
+    require_root();
+    let mut spec = client_and_pri("bp", 4789, DatapathMode::Afxdp);
+    spec.workers.busy_poll_us = Some(50);
+    let mut lab = Lab::up(&spec).expect("lab up");
+    let read = |lab: &Lab, dev: &str, knob: &str| -> String {
+        let (ok, text) = sh(
+            lab,
+            "pri",
+            &["cat", &format!("/sys/class/net/{dev}/{knob}")],
+        );
+        assert!(ok, "{text}");
+        text.trim().to_string()
+    };
+    for dev in ["eth0", "ovl0-dp"] {
+        assert_eq!(read(&lab, dev, "napi_defer_hard_irqs"), "2", "{dev}");
+        assert_eq!(read(&lab, dev, "gro_flush_timeout"), "200000", "{dev}");
+    }
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+    let client_ip = Ipv4Addr::new(192, 168, 0, 4);
+    assert!(lab.ping("client", pri_ip).expect("ping"));
+    assert_transfer(&lab, "client", "pri", pri_ip, 5300, 8 * MB);
+    assert_transfer(&lab, "pri", "client", client_ip, 5301, 8 * MB);
+    let s = stats(&lab, "pri");
+    assert_mode_carried(&s, DatapathMode::Afxdp, 8 * MB as u64);
+    assert_eq!(s.total_drops(), 0, "{}", s.render_text());
+
+    lab.kill_dataplane("pri", Signal::Term).expect("signal");
+    lab.wait_dataplane("pri", Duration::from_secs(10))
+        .expect("wait")
+        .expect("exits on SIGTERM");
+    assert_eq!(read(&lab, "eth0", "napi_defer_hard_irqs"), "0", "restored");
+    assert_eq!(read(&lab, "eth0", "gro_flush_timeout"), "0", "restored");
+}
