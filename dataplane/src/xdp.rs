@@ -172,8 +172,11 @@ fn xdp_ref(ebpf: &Ebpf, p: Program) -> Result<&Xdp, XdpError> {
         .map_err(|source| XdpError::Program { name, source })
 }
 
-fn xdp_mut(ebpf: &mut Ebpf, p: Program) -> Result<&mut Xdp, XdpError> {
-    let name = p.name();
+/// Program `name` of the object as its type `T` (`Xdp`, `SchedClassifier`).
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, XdpError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or(XdpError::Missing {
             kind: "program",
@@ -183,15 +186,12 @@ fn xdp_mut(ebpf: &mut Ebpf, p: Program) -> Result<&mut Xdp, XdpError> {
         .map_err(|source| XdpError::Program { name, source })
 }
 
+fn xdp_mut(ebpf: &mut Ebpf, p: Program) -> Result<&mut Xdp, XdpError> {
+    program_mut(ebpf, p.name())
+}
+
 fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, XdpError> {
-    let name = TC_EGRESS;
-    ebpf.program_mut(name)
-        .ok_or(XdpError::Missing {
-            kind: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| XdpError::Program { name, source })
+    program_mut(ebpf, TC_EGRESS)
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> XdpError {

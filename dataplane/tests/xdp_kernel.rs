@@ -141,6 +141,15 @@ impl Env {
         }
     }
 
+    /// Makes the test's overlay port (`lo`) a port of `vni`.
+    fn port_vni(&mut self, vni: u32) {
+        let info = PortInfo {
+            vni,
+            xsk_base: PORT_XSK_BASE,
+        };
+        self.obj.set_port(self.lo, info).unwrap();
+    }
+
     /// Runs `p` on `frame` and checks that exactly `counter` moved, by one.
     fn run(&self, p: Program, frame: &[u8], counter: Counter) -> dataplane::testrun::TestRun {
         let before = self.obj.counters().unwrap();
@@ -687,15 +696,7 @@ fn geneve_encap_without_and_with_an_option() {
         let mut env = Env::new();
         let inner = inner_frame(INNER_B, 300);
         for (vni, opt) in [(VNI_GENEVE, &[][..]), (VNI_GENEVE_OPT, &GENEVE_OPT[..])] {
-            env.obj
-                .set_port(
-                    env.lo,
-                    PortInfo {
-                        vni,
-                        xsk_base: PORT_XSK_BASE,
-                    },
-                )
-                .unwrap();
+            env.port_vni(vni);
             let out = env.egress(&inner, Counter::TxGeneve);
             assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
             let sport = src_port_of(&out.frame);
@@ -877,15 +878,7 @@ fn userspace_encap_matches_the_program_byte_for_byte() {
             (VNI_GENEVE_OPT, Encap::Geneve, 6081, Some(GENEVE_OPT)),
         ];
         for (vni, encap, port, opt) in cases {
-            env.obj
-                .set_port(
-                    env.lo,
-                    PortInfo {
-                        vni,
-                        xsk_base: PORT_XSK_BASE,
-                    },
-                )
-                .unwrap();
+            env.port_vni(vni);
             for inner in [
                 inner_frame(INNER_B, 300),
                 inner_udp(
@@ -1149,15 +1142,7 @@ fn tc_encapsulates_known_unicast_exactly_as_the_xdp_program_does() {
         assert!(ports.len() >= 6, "8 flows, source ports {ports:?}");
 
         for (vni, opt) in [(VNI_GENEVE, &[][..]), (VNI_GENEVE_OPT, &GENEVE_OPT[..])] {
-            env.obj
-                .set_port(
-                    env.lo,
-                    PortInfo {
-                        vni,
-                        xsk_base: PORT_XSK_BASE,
-                    },
-                )
-                .unwrap();
+            env.port_vni(vni);
             let out = env.tc(&inner, Counter::TcTxGeneve);
             assert_eq!(out.action, TC_ACT_REDIRECT);
             let sport = src_port_of(&out.frame);
