@@ -455,7 +455,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     let _ = fs::remove_file(&sock_path);
     let listener = UnixListener::bind(&sock_path)
         .with_context(|| format!("bind control socket {}", sock_path.display()))?;
-    spawn_control_socket(listener, req_tx.clone())?;
+    let health: Health = Arc::new(std::sync::RwLock::new(Ok(())));
+    spawn_control_socket(listener, req_tx.clone(), health.clone())?;
     if let Some(addr) = cfg.stats.prometheus {
         let l =
             TcpListener::bind(addr).with_context(|| format!("bind Prometheus endpoint {addr}"))?;
@@ -464,6 +465,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
 
     let mut ctl = Control {
+        health,
+        worker_handles: handles,
         mode: cfg.datapath.mode,
         fast_ports: Vec::new(),
         xdp,
@@ -562,7 +565,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    for h in handles {
+    for h in ctl.worker_handles.drain(..) {
         let _ = h.join();
     }
     for (p, id) in links.into_iter().rev() {
@@ -579,6 +582,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     println!("dataplane stopped");
     Ok(())
 }
+
+/// How often the control loop judges whether it can forward (the answer to `ping`).
+const HEALTH_EVERY: Duration = Duration::from_millis(100);
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which stamps FDB entries.
 pub fn monotonic_ns() -> u64 {
@@ -647,6 +653,10 @@ struct FastPort {
 }
 
 struct Control {
+    /// Whether frames can be carried, as the control socket reports it.
+    health: Health,
+    /// The workers' threads (a finished one cannot carry anything).
+    worker_handles: Vec<JoinHandle<()>>,
     mode: DatapathMode,
     /// The ports the fast path redirects to ("xdp" mode; empty otherwise).
     fast_ports: Vec<FastPort>,
@@ -669,7 +679,12 @@ struct Control {
 impl Control {
     fn run(&mut self, term: &AtomicBool, events: &Receiver<FromWorker>, reqs: &Receiver<Request>) {
         let mut next_tick = Instant::now() + Duration::from_secs(1);
+        let mut next_health = Instant::now();
         while !term.load(Ordering::Relaxed) {
+            if Instant::now() >= next_health {
+                next_health = Instant::now() + HEALTH_EVERY;
+                self.judge_health();
+            }
             select! {
                 recv(events) -> m => if let Ok(m) = m { self.on_worker(m) },
                 recv(reqs) -> r => if let Ok(Request::Snapshot(reply)) = r {
@@ -684,6 +699,48 @@ impl Control {
                 self.check_fast_ports();
             }
         }
+    }
+
+    /// Judges whether frames can be carried and publishes it for `ping`: the underlay the
+    /// programs were attached to is still there (a device deleted and re-created has a new
+    /// index and neither our XDP program nor our sockets) and has carrier, every worker runs,
+    /// and at least one remote VTEP's next hop is resolved.
+    fn judge_health(&mut self) {
+        let verdict = self.forwarding_problem().map_or(Ok(()), Err);
+        let Ok(mut h) = self.health.write() else {
+            return;
+        };
+        if *h != verdict {
+            match &verdict {
+                Ok(()) => tracing::info!("healthy: able to forward again"),
+                Err(why) => tracing::warn!("unhealthy: {why}"),
+            }
+            *h = verdict;
+        }
+    }
+
+    fn forwarding_problem(&self) -> Option<String> {
+        match self.nl.link_by_name(&self.underlay_name) {
+            Ok(Some(l)) if l.index != self.underlay_index => {
+                return Some(format!(
+                    "underlay {} was replaced (index {} -> {}): the programs and sockets are on the old device",
+                    self.underlay_name, self.underlay_index, l.index
+                ));
+            }
+            Ok(Some(l)) if !l.oper_up => {
+                return Some(format!("underlay {} has no carrier", self.underlay_name));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Some(format!("underlay {} is gone", self.underlay_name)),
+            Err(e) => return Some(format!("underlay {}: {e}", self.underlay_name)),
+        }
+        if let Some(i) = self.worker_handles.iter().position(JoinHandle::is_finished) {
+            return Some(format!("worker {i} has stopped"));
+        }
+        if !self.nexthops.is_empty() && self.nexthops.values().all(Option::is_none) {
+            return Some("no remote VTEP's next hop is resolved".into());
+        }
+        None
     }
 
     /// Keeps each port in the device map exactly while it can take redirected frames (up, and
@@ -948,7 +1005,15 @@ fn ask_snapshot(reqs: &Sender<Request>) -> Option<Snapshot> {
 
 /// The control socket: one request line per connection (`ping`, `stats`, `stats json`,
 /// `metrics`), one answer, then close.
-fn spawn_control_socket(listener: UnixListener, reqs: Sender<Request>) -> Result<()> {
+/// Whether the data plane can forward: `Ok`, or why not. Shared by the control loop, which
+/// judges it, and the control socket, which answers `ping` with it.
+type Health = Arc<std::sync::RwLock<Result<(), String>>>;
+
+fn spawn_control_socket(
+    listener: UnixListener,
+    reqs: Sender<Request>,
+    health: Health,
+) -> Result<()> {
     thread::Builder::new()
         .name("ovl-control".into())
         .spawn(move || {
@@ -961,7 +1026,13 @@ fn spawn_control_socket(listener: UnixListener, reqs: Sender<Request>) -> Result
                     continue;
                 }
                 let answer = match line.trim() {
-                    "ping" => "pong\n".to_string(),
+                    // `pong` only while frames can be carried: the controller takes a member
+                    // that answers anything else as unhealthy.
+                    "ping" => match health.read().map(|h| h.clone()) {
+                        Ok(Ok(())) => "pong\n".to_string(),
+                        Ok(Err(why)) => format!("unhealthy: {why}\n"),
+                        Err(_) => "unhealthy: health state unreadable\n".to_string(),
+                    },
                     "stats" => ask_snapshot(&reqs)
                         .map_or_else(|| "error: control loop busy\n".into(), |s| s.render_text()),
                     "stats json" => ask_snapshot(&reqs).map_or_else(

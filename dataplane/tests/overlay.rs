@@ -1286,3 +1286,77 @@ fn busy_polling_workers_carry_traffic_and_the_devices_get_their_settings_back() 
     assert_eq!(read(&lab, "eth0", "napi_defer_hard_irqs"), "0", "restored");
     assert_eq!(read(&lab, "eth0", "gro_flush_timeout"), "0", "restored");
 }
+
+/// `ping` on pri's control socket, as the controller asks it.
+fn dataplane_ping(lab: &Lab) -> String {
+    let sock = lab.control_socket("pri");
+    dataplane::daemon::request(&sock, "ping").unwrap_or_else(|e| format!("error: {e}"))
+}
+
+both_modes!(a_replaced_underlay_makes_the_data_plane_answer_unhealthy);
+fn a_replaced_underlay_makes_the_data_plane_answer_unhealthy(mode: DatapathMode) {
+    require_root();
+    let lab = Lab::up(&client_and_pri("hu", 4789, mode)).expect("lab up");
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+    assert!(lab.ping("client", pri_ip).expect("ping"));
+    assert_eq!(dataplane_ping(&lab).trim(), "pong");
+
+    // The host-servicing event of a cloud VM: the underlay device disappears and comes back
+    // with the same name and address but a new index, without our program or sockets.
+    let fabric = lab.ns("fabric");
+    let pri = lab.ns("pri");
+    let gw = lab.gateway_ip("pri").expect("gateway").to_string();
+    let me = lab.underlay_ip("pri").expect("pri").to_string();
+    let (ok, text) = sh(&lab, "pri", &["ip", "link", "del", "eth0"]);
+    assert!(ok, "{text}");
+    let steps: [&[&str]; 6] = [
+        &[
+            "ip", "-n", &fabric, "link", "add", "to-pri", "type", "veth", "peer", "name", "eth0",
+            "netns", &pri,
+        ],
+        &[
+            "ip",
+            "-n",
+            &fabric,
+            "addr",
+            "add",
+            &format!("{gw}/24"),
+            "dev",
+            "to-pri",
+        ],
+        &["ip", "-n", &fabric, "link", "set", "to-pri", "up"],
+        &[
+            "ip",
+            "-n",
+            &pri,
+            "addr",
+            "add",
+            &format!("{me}/24"),
+            "dev",
+            "eth0",
+        ],
+        &["ip", "-n", &pri, "link", "set", "eth0", "up"],
+        &["ip", "-n", &pri, "route", "replace", "default", "via", &gw],
+    ];
+    for args in steps {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The underlay works again for the kernel, but not for the data plane: it says so.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let answer = dataplane_ping(&lab);
+        if answer.starts_with("unhealthy: underlay eth0 was replaced") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ping answered {answer:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
