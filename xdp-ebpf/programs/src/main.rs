@@ -479,8 +479,6 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     };
     let ip_len = IPV4_HLEN + UDP_HLEN + tun_len + frame_len;
     let outer_len = ETH_HLEN + ip_len - frame_len;
-    let udp_port = vinfo.udp_port;
-    let opt = vinfo.geneve_opt;
     meta.kind = MetaKind::Encapped as u8;
 
     // SAFETY: helper call on the program's own context.
@@ -490,53 +488,23 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     }
     let data = ctx.data();
     let end = ctx.data_end();
-    if data + ETH_HLEN + IPV4_HLEN + UDP_HLEN + GENEVE_HLEN + GENEVE_OPT_LEN > end {
+    if data + OUTER_MAX > end {
         // Cannot happen (the inner frame is at least 14 bytes); keeps the verifier informed.
         return drop(Counter::DropInternal);
     }
 
-    write_bytes(data, nh_mac);
-    write_bytes(data + 6, cfg.local_mac);
-    write_bytes(data + 12, ETH_P_IPV4.to_be_bytes());
-
-    let ip = data + ETH_HLEN;
-    let ip_len16 = ip_len as u16;
-    const TTL_PROTO: u16 = (64 << 8) | IPPROTO_UDP as u16;
-    const DF: u16 = 0x4000;
-    let csum = !fold(
-        0x4500
-            + ip_len16 as u32
-            + DF as u32
-            + TTL_PROTO as u32
-            + sum_be32(cfg.local_ip_be)
-            + sum_be32(remote),
-    );
-    let [l0, l1] = ip_len16.to_be_bytes();
-    let [c0, c1] = csum.to_be_bytes();
-    write_bytes(
-        ip,
-        [0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1],
-    );
-    write_bytes(ip + 12, cfg.local_ip_be.to_ne_bytes());
-    write_bytes(ip + 16, remote.to_ne_bytes());
-
-    let udp = ip + IPV4_HLEN;
-    let [s0, s1] = src_port.to_be_bytes();
-    let [d0, d1] = udp_port.to_be_bytes();
-    let [u0, u1] = (ip_len16 - IPV4_HLEN as u16).to_be_bytes();
-    write_bytes(udp, [s0, s1, d0, d1, u0, u1, 0, 0]);
-
-    let tun = udp + UDP_HLEN;
-    let v = vni.to_be_bytes();
+    let outer = outer_header(cfg, nh_mac, remote, vinfo, vni, src_port, ip_len as u16);
+    let mut base = [0u8; OUTER_BASE];
+    base.copy_from_slice(&outer[..OUTER_BASE]);
+    write_bytes(data, base);
+    if opt_len != 0 {
+        let mut opt = [0u8; GENEVE_OPT_LEN];
+        opt.copy_from_slice(&outer[OUTER_BASE..]);
+        write_bytes(data + OUTER_BASE, opt);
+    }
     let counter = if geneve {
-        let [p0, p1] = ETH_P_TEB.to_be_bytes();
-        write_bytes(tun, [(opt_len / 4) as u8, 0, p0, p1, v[1], v[2], v[3], 0]);
-        if opt_len != 0 {
-            write_bytes(tun + GENEVE_HLEN, opt);
-        }
         Counter::TxGeneve
     } else {
-        write_bytes(tun, [VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
         Counter::TxVxlan
     };
     to_socket(ctx, meta, slot, counter)
@@ -551,7 +519,7 @@ pub fn ovl_overlay_tc_egress(ctx: TcContext) -> i32 {
 
 /// Outer Ethernet, IPv4, UDP and tunnel header, then the inner Ethernet header: what the TC
 /// program writes in front of the inner L3 packet, without and with the GENEVE option.
-const TC_HDR: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+const TC_HDR: usize = OUTER_BASE + ETH_HLEN;
 const TC_HDR_OPT: usize = TC_HDR + GENEVE_OPT_LEN;
 
 /// TC verdicts (`TC_ACT_OK`, `TC_ACT_SHOT`), as i32: the bindings type them differently per
@@ -650,35 +618,16 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     }
     // Past GSO's 64 KB the length field is rewritten per segment anyway.
     let ip_len = (len + room - ETH_HLEN).min(0xffff) as u16;
+    let src_port = ovl_common::src_port_from_hash(hash);
+    let outer = outer_header(cfg, nh.mac, remote, vinfo, vni, src_port, ip_len);
     let mut hdr = [0u8; TC_HDR_OPT];
-    hdr[0..6].copy_from_slice(&nh.mac);
-    hdr[6..12].copy_from_slice(&cfg.local_mac);
-    hdr[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
-    let ipo = ETH_HLEN;
-    write_ipv4(&mut hdr, ipo, ip_len, cfg.local_ip_be, remote);
-    let udp = ipo + IPV4_HLEN;
-    hdr[udp..udp + 2].copy_from_slice(&ovl_common::src_port_from_hash(hash).to_be_bytes());
-    hdr[udp + 2..udp + 4].copy_from_slice(&vinfo.udp_port.to_be_bytes());
-    hdr[udp + 4..udp + 6].copy_from_slice(&(ip_len.saturating_sub(IPV4_HLEN as u16)).to_be_bytes());
-    let tun = udp + UDP_HLEN;
-    let v = vni.to_be_bytes();
+    hdr[..OUTER_MAX].copy_from_slice(&outer);
     let counter = if geneve {
-        let [p0, p1] = ETH_P_TEB.to_be_bytes();
-        let opt_words = if with_opt {
-            (GENEVE_OPT_LEN / 4) as u8
-        } else {
-            0
-        };
-        hdr[tun..tun + 8].copy_from_slice(&[opt_words, 0, p0, p1, v[1], v[2], v[3], 0]);
-        if with_opt {
-            hdr[tun + 8..tun + 16].copy_from_slice(&vinfo.geneve_opt);
-        }
         Counter::TcTxGeneve
     } else {
-        hdr[tun..tun + 8].copy_from_slice(&[VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
         Counter::TcTxVxlan
     };
-    let inner = tun + tun_len;
+    let inner = ETH_HLEN + IPV4_HLEN + UDP_HLEN + tun_len;
     hdr[inner..inner + ETH_HLEN].copy_from_slice(&eth);
     let stored = if with_opt {
         ctx.store(0, &hdr, 0)
@@ -703,20 +652,67 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     (action as i32, counter)
 }
 
-/// An outer IPv4 header (no options, DF, TTL 64, UDP) with its checksum at `hdr[at..at + 20]`.
+/// Outer Ethernet, IPv4 and UDP headers and the tunnel header without option.
+const OUTER_BASE: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
+/// The same with the GENEVE option.
+const OUTER_MAX: usize = OUTER_BASE + GENEVE_OPT_LEN;
+
+/// The outer headers both egress programs put in front of an inner frame for `remote_be`:
+/// Ethernet to the next hop `nh_mac`; IPv4 without options, DF, TTL 64, `ip_len` bytes, its
+/// checksum; UDP from `src_port` to the VNI's port, checksum 0; VXLAN, or GENEVE with the
+/// VNI's option in the last 8 bytes (unused without one).
 #[inline(always)]
-fn write_ipv4(hdr: &mut [u8], at: usize, ip_len: u16, src_be: u32, dst_be: u32) {
+fn outer_header(
+    cfg: &Config,
+    nh_mac: [u8; 6],
+    remote_be: u32,
+    vinfo: &VniInfo,
+    vni: u32,
+    src_port: u16,
+    ip_len: u16,
+) -> [u8; OUTER_MAX] {
     const TTL_PROTO: u16 = (64 << 8) | IPPROTO_UDP as u16;
     const DF: u16 = 0x4000;
+    let mut h = [0u8; OUTER_MAX];
+    h[0..6].copy_from_slice(&nh_mac);
+    h[6..12].copy_from_slice(&cfg.local_mac);
+    h[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+    let ip = ETH_HLEN;
     let csum = !fold(
-        0x4500 + ip_len as u32 + DF as u32 + TTL_PROTO as u32 + sum_be32(src_be) + sum_be32(dst_be),
+        0x4500
+            + ip_len as u32
+            + DF as u32
+            + TTL_PROTO as u32
+            + sum_be32(cfg.local_ip_be)
+            + sum_be32(remote_be),
     );
     let [l0, l1] = ip_len.to_be_bytes();
     let [c0, c1] = csum.to_be_bytes();
-    let h = [0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1];
-    hdr[at..at + 12].copy_from_slice(&h);
-    hdr[at + 12..at + 16].copy_from_slice(&src_be.to_ne_bytes());
-    hdr[at + 16..at + 20].copy_from_slice(&dst_be.to_ne_bytes());
+    h[ip..ip + 12].copy_from_slice(&[0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1]);
+    h[ip + 12..ip + 16].copy_from_slice(&cfg.local_ip_be.to_ne_bytes());
+    h[ip + 16..ip + 20].copy_from_slice(&remote_be.to_ne_bytes());
+    let udp = ip + IPV4_HLEN;
+    h[udp..udp + 2].copy_from_slice(&src_port.to_be_bytes());
+    h[udp + 2..udp + 4].copy_from_slice(&vinfo.udp_port.to_be_bytes());
+    h[udp + 4..udp + 6].copy_from_slice(&ip_len.saturating_sub(IPV4_HLEN as u16).to_be_bytes());
+    let tun = udp + UDP_HLEN;
+    let v = vni.to_be_bytes();
+    if vinfo.encap == Encap::Geneve as u8 {
+        let with_opt = vinfo.geneve_opt_len as usize == GENEVE_OPT_LEN;
+        let words = if with_opt {
+            (GENEVE_OPT_LEN / 4) as u8
+        } else {
+            0
+        };
+        let [p0, p1] = ETH_P_TEB.to_be_bytes();
+        h[tun..tun + 8].copy_from_slice(&[words, 0, p0, p1, v[1], v[2], v[3], 0]);
+        if with_opt {
+            h[OUTER_BASE..].copy_from_slice(&vinfo.geneve_opt);
+        }
+    } else {
+        h[tun..tun + 8].copy_from_slice(&[VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
+    }
+    h
 }
 
 /// Hash of the inner flow for the outer source port: MAC addresses, and for IPv4 the
