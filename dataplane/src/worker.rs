@@ -82,32 +82,44 @@ const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
 
+/// `setsockopt(fd, level, opt, &value)` for an int option.
+fn set_int_opt(
+    fd: i32,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a plain setsockopt on our own socket with a correctly sized int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Preferred busy polling on socket `fd` (the kernel's AF_XDP documentation): the worker's
 /// own syscalls run the device's NAPI, and the device defers its interrupts meanwhile.
 fn set_busy_poll(fd: i32, usecs: u32, budget: usize) -> std::io::Result<()> {
-    let set = |opt: libc::c_int, v: libc::c_int| {
-        // SAFETY: a plain setsockopt on our own socket with a correctly sized int.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    set(SO_PREFER_BUSY_POLL, 1)?;
-    set(
+    let sol = libc::SOL_SOCKET;
+    set_int_opt(fd, sol, SO_PREFER_BUSY_POLL, 1)?;
+    set_int_opt(
+        fd,
+        sol,
         libc::SO_BUSY_POLL,
         libc::c_int::try_from(usecs).unwrap_or(libc::c_int::MAX),
     )?;
-    set(
+    set_int_opt(
+        fd,
+        sol,
         SO_BUSY_POLL_BUDGET,
         libc::c_int::try_from(budget).unwrap_or(64),
     )
@@ -116,18 +128,8 @@ fn set_busy_poll(fd: i32, usecs: u32, budget: usize) -> std::io::Result<()> {
 /// Lets one kick send a whole batch; on older kernels the call fails and the default stays
 /// (the worker then kicks again while frames remain on the ring).
 fn set_tx_budget(fd: i32, batch: usize) {
-    let budget = libc::c_uint::try_from(batch.max(32)).unwrap_or(libc::c_uint::MAX);
-    // SAFETY: a plain setsockopt on our own socket with a correctly sized value.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_XDP,
-            XDP_MAX_TX_SKB_BUDGET,
-            (&budget as *const libc::c_uint).cast(),
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
+    let budget = libc::c_int::try_from(batch.max(32)).unwrap_or(libc::c_int::MAX);
+    if set_int_opt(fd, libc::SOL_XDP, XDP_MAX_TX_SKB_BUDGET, budget).is_err() {
         tracing::debug!("XDP_MAX_TX_SKB_BUDGET not supported; TX budget stays 32 per kick");
     }
 }
@@ -303,6 +305,19 @@ unsafe fn bind_socket(
     Ok((tx, rx, fq, cq))
 }
 
+/// Writes `parts` one after the other into frame `out` of `umem`, from its start; false if
+/// they do not fit.
+///
+/// # Safety
+/// `out` is a frame of `umem` that nobody else (kernel or other code) touches meanwhile.
+unsafe fn write_frame(umem: &Umem, out: &mut FrameDesc, parts: &[&[u8]]) -> bool {
+    // SAFETY: the caller's promise.
+    let mut data = unsafe { umem.data_mut(out) };
+    let mut c = data.cursor();
+    c.set_pos(0);
+    parts.iter().all(|p| c.write_all(p).is_ok())
+}
+
 /// Whether the kernel runs AF_XDP socket `fd` zero-copy (`XDP_OPTIONS`).
 fn is_zero_copy(fd: i32) -> bool {
     const XDP_OPTIONS: libc::c_int = 8;
@@ -367,7 +382,7 @@ impl Worker {
             let mut last_err = String::new();
             let mut bound = None;
             for (k, bind) in attempts.iter().enumerate() {
-                if k > 0 && i == 0 && socks.is_empty() {
+                if k > 0 {
                     // A failed bind may leave the UMEM half set up: the retry gets a new one.
                     pools[pool] = new_pool(&spec, members[pool]).map_err(&err)?;
                 }
@@ -631,10 +646,7 @@ impl Worker {
             // of `to` nobody else touches; different UMEMs.
             let src = unsafe { self.pools[from].umem.data(&desc) };
             // SAFETY: as above.
-            let mut dst = unsafe { self.pools[to].umem.data_mut(&mut out) };
-            let mut c = dst.cursor();
-            c.set_pos(0);
-            if c.write_all(src.contents()).is_ok() {
+            if unsafe { write_frame(&self.pools[to].umem, &mut out, &[src.contents()]) } {
                 Some(out)
             } else {
                 self.pools[to].frames.release(&out);
@@ -778,14 +790,15 @@ impl Worker {
         let inner = unsafe { self.pools[from].umem.data(desc) };
         let mut hdr = [0u8; MAX_OUTER];
         let written = outer_header(inner.contents(), &outer, &mut hdr);
-        // SAFETY: as above.
-        let mut data = unsafe { self.pools[to].umem.data_mut(&mut out) };
         let ok = match written {
-            Some(n) => {
-                let mut c = data.cursor();
-                c.set_pos(0);
-                c.write_all(&hdr[..n]).is_ok() && c.write_all(inner.contents()).is_ok()
-            }
+            // SAFETY: as above.
+            Some(n) => unsafe {
+                write_frame(
+                    &self.pools[to].umem,
+                    &mut out,
+                    &[&hdr[..n], inner.contents()],
+                )
+            },
             None => false,
         };
         if !ok {
@@ -818,10 +831,7 @@ impl Worker {
             return;
         };
         // SAFETY: a free frame nobody else touches.
-        let mut data = unsafe { self.pools[pool].umem.data_mut(&mut out) };
-        let mut c = data.cursor();
-        c.set_pos(0);
-        if c.write_all(&buf[..n]).is_err() {
+        if !unsafe { write_frame(&self.pools[pool].umem, &mut out, &[&buf[..n]]) } {
             self.pools[pool].frames.release(&out);
             return;
         }
