@@ -37,12 +37,43 @@ use crate::{
 struct State {
     pid: u32,
     interfaces: Vec<String>,
+    /// Settings the run changed on devices that outlive it.
+    #[serde(default)]
+    restore: Restore,
+}
+
+/// Settings a run changed on devices it did not create (the underlay's), to set back when it
+/// stops, or by its successor when it was killed.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Restore {
     /// An underlay whose TX checksum offload the run turned off.
-    #[serde(default)]
-    restore_tx_checksum: Option<String>,
+    tx_checksum: Option<String>,
     /// sysfs files the run changed, with their old contents.
-    #[serde(default)]
-    restore_sysfs: Vec<(PathBuf, String)>,
+    sysfs: Vec<(PathBuf, String)>,
+}
+
+impl Restore {
+    /// Writes `value` to sysfs file `path`, remembering the old value.
+    fn set_sysfs(&mut self, path: PathBuf, value: &str) -> Result<()> {
+        let old = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        fs::write(&path, value).with_context(|| format!("write {value} to {}", path.display()))?;
+        self.sysfs.push((path, old.trim().to_string()));
+        Ok(())
+    }
+
+    /// Sets everything back, in reverse, logging what fails.
+    fn undo(&mut self) {
+        for (path, old) in self.sysfs.drain(..).rev() {
+            if let Err(e) = fs::write(&path, &old) {
+                tracing::warn!("restore {}: {e}", path.display());
+            }
+        }
+        if let Some(ifname) = self.tx_checksum.take()
+            && let Err(e) = crate::netns::set_tx_checksum(&ifname, true)
+        {
+            tracing::warn!("turn TX checksum offload back on on {ifname}: {e}");
+        }
+    }
 }
 
 fn state_path(sock: &Path) -> PathBuf {
@@ -87,23 +118,13 @@ fn clean_leftovers(nl: &Netlink, cfg: &Config) -> Result<()> {
     let mut names: Vec<String> = Vec::new();
     if let Ok(text) = fs::read_to_string(&state_file) {
         match serde_json::from_str::<State>(&text) {
-            Ok(st) => {
+            Ok(mut st) => {
                 tracing::warn!(
                     pid = st.pid,
                     "previous run did not stop cleanly; removing its leftovers"
                 );
                 names.extend(st.interfaces);
-                // Settings it changed on devices that outlive it (the underlay's).
-                for (path, old) in st.restore_sysfs.iter().rev() {
-                    if let Err(e) = fs::write(path, old) {
-                        tracing::warn!("restore {}: {e}", path.display());
-                    }
-                }
-                if let Some(ifname) = st.restore_tx_checksum
-                    && let Err(e) = crate::netns::set_tx_checksum(&ifname, true)
-                {
-                    tracing::warn!("turn TX checksum offload back on on {ifname}: {e}");
-                }
+                st.restore.undo();
             }
             Err(e) => tracing::warn!(
                 "ignoring unreadable state file {}: {e}",
@@ -154,34 +175,13 @@ struct Host {
     nl: Netlink,
     created: Vec<u32>,
     state_file: PathBuf,
-    /// An underlay whose TX checksum offload the run turned off, to turn back on.
-    restore_tx_checksum: Option<String>,
-    /// sysfs files the run changed, with their old contents.
-    restore_sysfs: Vec<(PathBuf, String)>,
-}
-
-impl Host {
-    /// Writes `value` to sysfs file `path`, remembering the old value to restore.
-    fn set_sysfs(&mut self, path: PathBuf, value: &str) -> Result<()> {
-        let old = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        fs::write(&path, value).with_context(|| format!("write {value} to {}", path.display()))?;
-        self.restore_sysfs.push((path, old.trim().to_string()));
-        Ok(())
-    }
+    /// What the run changed on the underlay, to set back.
+    restore: Restore,
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        for (path, old) in self.restore_sysfs.drain(..).rev() {
-            if let Err(e) = fs::write(&path, &old) {
-                tracing::warn!("restore {}: {e}", path.display());
-            }
-        }
-        if let Some(ifname) = self.restore_tx_checksum.take()
-            && let Err(e) = crate::netns::set_tx_checksum(&ifname, true)
-        {
-            tracing::warn!("turn TX checksum offload back on on {ifname}: {e}");
-        }
+        self.restore.undo();
         for idx in self.created.drain(..).rev() {
             if let Err(e) = self.nl.link_delete(idx)
                 && e.errno() != Some(libc::ENODEV)
@@ -227,8 +227,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut state = State {
         pid: std::process::id(),
         interfaces: Vec::new(),
-        restore_tx_checksum: None,
-        restore_sysfs: Vec::new(),
+        restore: Restore::default(),
     };
     for v in &cfg.vnis {
         state.interfaces.push(v.interface.clone());
@@ -240,11 +239,11 @@ pub fn run(config_path: &Path) -> Result<()> {
         nl: Netlink::open()?,
         created: Vec::new(),
         state_file,
-        restore_tx_checksum: None,
-        restore_sysfs: Vec::new(),
+        restore: Restore::default(),
     };
-    if cfg.datapath.mode == DatapathMode::Xdp {
-        complete_underlay_checksums(&cfg.underlay.interface, &mut host)?;
+    let fast = cfg.datapath.mode == DatapathMode::Xdp;
+    if fast {
+        complete_underlay_checksums(&cfg.underlay.interface, &mut host.restore)?;
     }
 
     // Overlay ports: the kernel side gets the address, the data plane side the XDP program.
@@ -270,7 +269,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         nl.link_set_mac(kernel.index, mac)?;
         // The kernel must finish checksums itself: nothing after XDP would.
         crate::netns::disable_tx_checksum(&v.interface)?;
-        if cfg.datapath.mode == DatapathMode::Xdp {
+        if fast {
             // The ingress fast path redirects into `dp`, which delivers on this end only while
             // it runs NAPI (GRO on); otherwise the frames vanish without a trace.
             crate::netns::set_gro(&v.interface, true)?;
@@ -301,13 +300,14 @@ pub fn run(config_path: &Path) -> Result<()> {
             .chain(cfg.vnis.iter().map(|v| v.dp_interface()));
         for dev in devs {
             let dir = Path::new("/sys/class/net").join(&dev);
-            host.set_sysfs(dir.join("napi_defer_hard_irqs"), "2")?;
-            host.set_sysfs(dir.join("gro_flush_timeout"), "200000")?;
+            host.restore
+                .set_sysfs(dir.join("napi_defer_hard_irqs"), "2")?;
+            host.restore
+                .set_sysfs(dir.join("gro_flush_timeout"), "200000")?;
         }
     }
     // A run killed with SIGKILL never drops `host`: its successor restores these instead.
-    state.restore_tx_checksum = host.restore_tx_checksum.clone();
-    state.restore_sysfs = host.restore_sysfs.clone();
+    state.restore = host.restore.clone();
     fs::write(&host.state_file, serde_json::to_vec(&state)?)
         .with_context(|| format!("write {}", host.state_file.display()))?;
 
@@ -345,7 +345,6 @@ pub fn run(config_path: &Path) -> Result<()> {
         xdp.set_port(rt.dp_index, info)?;
         xdp.set_port(rt.kernel_index, info)?;
     }
-    let fast = cfg.datapath.mode == DatapathMode::Xdp;
     xdp.set_config(ovl_common::Config {
         local_ip_be: be(cfg.underlay.local_ip),
         underlay_mtu: u16::try_from(underlay.mtu).unwrap_or(u16::MAX),
@@ -604,13 +603,13 @@ fn be(ip: Ipv4Addr) -> u32 {
 /// veth never does and passes the partial state to a kernel receiver only, so a receiver that
 /// decapsulates in XDP (ours) would see bad checksums. On a veth underlay the kernel must
 /// therefore finish checksums (and segment GSO packets) in software before the frame leaves.
-fn complete_underlay_checksums(ifname: &str, host: &mut Host) -> Result<()> {
+fn complete_underlay_checksums(ifname: &str, restore: &mut Restore) -> Result<()> {
     let driver = crate::netns::driver(ifname).unwrap_or_default();
     if driver != "veth" || !crate::netns::tx_checksum(ifname)? {
         return Ok(());
     }
     crate::netns::set_tx_checksum(ifname, false)?;
-    host.restore_tx_checksum = Some(ifname.to_string());
+    restore.tx_checksum = Some(ifname.to_string());
     tracing::info!(
         underlay = ifname,
         "TX checksum offload off on the veth underlay while running: nothing would complete the fast path's checksums"
