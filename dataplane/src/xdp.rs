@@ -161,8 +161,11 @@ macro_rules! map_ref {
     }};
 }
 
-fn xdp_ref(ebpf: &Ebpf, p: Program) -> Result<&Xdp, XdpError> {
-    let name = p.name();
+/// Program `name` of the object as its type `T`, read-only.
+fn program_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, XdpError>
+where
+    &'a T: TryFrom<&'a aya::programs::Program, Error = ProgramError>,
+{
     ebpf.program(name)
         .ok_or(XdpError::Missing {
             kind: "program",
@@ -170,6 +173,10 @@ fn xdp_ref(ebpf: &Ebpf, p: Program) -> Result<&Xdp, XdpError> {
         })?
         .try_into()
         .map_err(|source| XdpError::Program { name, source })
+}
+
+fn xdp_ref(ebpf: &Ebpf, p: Program) -> Result<&Xdp, XdpError> {
+    program_ref(ebpf, p.name())
 }
 
 /// Program `name` of the object as its type `T` (`Xdp`, `SchedClassifier`).
@@ -226,15 +233,7 @@ impl XdpObject {
     /// The TC egress program's file descriptor.
     pub fn tc_program_fd(&self) -> Result<BorrowedFd<'_>, XdpError> {
         let name = TC_EGRESS;
-        let p: &SchedClassifier = self
-            .ebpf
-            .program(name)
-            .ok_or(XdpError::Missing {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(|source| XdpError::Program { name, source })?;
+        let p: &SchedClassifier = program_ref(&self.ebpf, name)?;
         let fd = p
             .fd()
             .map_err(|source| XdpError::Program { name, source })?;
