@@ -486,6 +486,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         port_names: vnis.iter().map(|r| (r.id, r.interface.clone())).collect(),
         started: Instant::now(),
         last_provoke: HashMap::new(),
+        unroutable: HashSet::new(),
     };
     for v in &cfg.vnis {
         for r in v.flood.iter().chain(v.fdb.iter().map(|f| &f.remote)) {
@@ -673,6 +674,8 @@ struct Control {
     port_names: Vec<(u32, String)>,
     started: Instant,
     last_provoke: HashMap<Ipv4Addr, Instant>,
+    /// Remotes whose missing route was already reported.
+    unroutable: HashSet<Ipv4Addr>,
 }
 
 impl Control {
@@ -696,6 +699,11 @@ impl Control {
                 self.age();
                 self.refresh_nexthops();
                 self.check_fast_ports();
+            } else if self.nexthops.values().any(Option::is_none) {
+                // An unresolved next hop makes us unhealthy: look again every pass (the
+                // provoking datagram is rate-limited), not once a second, so a member whose
+                // link came back is ready in tens of milliseconds.
+                self.refresh_unresolved();
             }
         }
     }
@@ -863,6 +871,18 @@ impl Control {
         }
     }
 
+    fn refresh_unresolved(&mut self) {
+        let remotes: Vec<Ipv4Addr> = self
+            .nexthops
+            .iter()
+            .filter(|(_, mac)| mac.is_none())
+            .map(|(r, _)| *r)
+            .collect();
+        for r in remotes {
+            self.refresh_one(r);
+        }
+    }
+
     fn refresh_nexthops(&mut self) {
         let remotes: Vec<Ipv4Addr> = self.nexthops.keys().copied().collect();
         for r in remotes {
@@ -876,6 +896,7 @@ impl Control {
     fn refresh_one(&mut self, remote: Ipv4Addr) {
         let found = match self.nl.route_get(IpAddr::V4(remote)) {
             Ok(route) => {
+                self.unroutable.remove(&remote);
                 if route.oif != self.underlay_index {
                     tracing::warn!(%remote, oif = route.oif, "remote VTEP is not reached through the underlay {}", self.underlay_name);
                 }
@@ -889,7 +910,10 @@ impl Control {
                 }
             }
             Err(e) => {
-                tracing::warn!(%remote, "no route to remote VTEP: {e}");
+                // Once per outage, not on every look.
+                if self.unroutable.insert(remote) {
+                    tracing::warn!(%remote, "no route to remote VTEP: {e}");
+                }
                 None
             }
         };
