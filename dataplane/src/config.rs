@@ -73,7 +73,14 @@ const GENEVE_OPT_WORDS: u8 = 1;
 
 const TOP_KEYS: &[&str] = &["underlay", "datapath", "workers", "stats", "fdb", "vni"];
 const DATAPATH_KEYS: &[&str] = &["mode"];
-const UNDERLAY_KEYS: &[&str] = &["interface", "local_ip", "xdp_mode"];
+const UNDERLAY_KEYS: &[&str] = &[
+    "interface",
+    "interfaces",
+    "local_ip",
+    "xdp_mode",
+    "failback",
+    "failback_hold_ms",
+];
 const WORKERS_KEYS: &[&str] = &[
     "queues",
     "cpus",
@@ -111,13 +118,42 @@ pub struct Config {
     pub vnis: Vec<Vni>,
 }
 
-/// `[underlay]`: the NIC the ingress program attaches to and our VTEP address on it.
+/// `[underlay]`: the NICs (uplinks) the ingress program attaches to and our VTEP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Underlay {
-    pub interface: String,
+    /// Uplinks in order of preference (`interface = "x"` is a list of one). We send on one
+    /// at a time (active-backup) and receive on every present one.
+    pub interfaces: Vec<String>,
     pub local_ip: Ipv4Addr,
     pub xdp_mode: XdpModeCfg,
+    /// Go back to a more preferred uplink when it returns (after `failback_hold`).
+    pub failback: bool,
+    /// How long a returning uplink must stay up before it takes the traffic back.
+    pub failback_hold: Duration,
 }
+
+impl Underlay {
+    /// The most preferred uplink (names the default control socket).
+    pub fn primary(&self) -> &str {
+        self.interfaces.first().map_or("", String::as_str)
+    }
+
+    /// One uplink, failback on with the default hold-down.
+    pub fn single(interface: &str, local_ip: Ipv4Addr) -> Underlay {
+        Underlay {
+            interfaces: vec![interface.to_string()],
+            local_ip,
+            xdp_mode: XdpModeCfg::default(),
+            failback: true,
+            failback_hold: Duration::from_millis(DEFAULT_FAILBACK_HOLD_MS),
+        }
+    }
+}
+
+/// Default hold-down before failback: longer than the 1-3 s period of a thrashing link.
+pub const DEFAULT_FAILBACK_HOLD_MS: u64 = 5_000;
+/// Range of `underlay.failback_hold_ms`.
+pub const FAILBACK_HOLD_MS: RangeInclusive<u64> = 0..=600_000;
 
 /// `[datapath]`: where frames are forwarded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -559,10 +595,12 @@ pub struct HostInterface {
 /// What the host checks found out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostReport {
-    /// MTU of the underlay interface.
+    /// MTU of the underlay (the smallest of the present uplinks').
     pub underlay_mtu: u32,
     /// Effective overlay MTU of every VNI, in the order of [`Config::vnis`].
     pub vnis: Vec<VniMtu>,
+    /// Configured uplinks with no device now (attached when they appear).
+    pub absent_uplinks: Vec<String>,
 }
 
 /// The effective overlay MTU of one VNI: the configured one, or underlay MTU - overhead.
@@ -749,13 +787,27 @@ impl Config {
     pub fn check_host(&self, host: &HostInfo) -> Result<HostReport, ConfigError> {
         self.validate()?;
         let u = &self.underlay;
-        let Some(iface) = host.interface(&u.interface) else {
+        let present: Vec<&HostInterface> = u
+            .interfaces
+            .iter()
+            .filter_map(|n| host.interface(n))
+            .collect();
+        let field = if u.interfaces.len() == 1 {
+            "underlay.interface"
+        } else {
+            "underlay.interfaces"
+        };
+        let Some(first) = present.first() else {
             let have: Vec<&str> = host.interfaces.iter().map(|i| i.name.as_str()).collect();
+            let wanted = if u.interfaces.len() == 1 {
+                format!("{:?}", u.primary())
+            } else {
+                format!("of {:?}", u.interfaces)
+            };
             return Err(invalid(
-                "underlay.interface",
+                field,
                 format!(
-                    "no interface {:?} in this network namespace (it has: {})",
-                    u.interface,
+                    "no interface {wanted} in this network namespace (it has: {})",
                     if have.is_empty() {
                         "none".to_string()
                     } else {
@@ -764,7 +816,8 @@ impl Config {
                 ),
             ));
         };
-        if !iface.ipv4.contains(&u.local_ip) {
+        if !present.iter().any(|i| i.ipv4.contains(&u.local_ip)) {
+            let iface = first;
             let elsewhere = host
                 .interfaces
                 .iter()
@@ -777,14 +830,24 @@ impl Config {
                 let list: Vec<String> = iface.ipv4.iter().map(Ipv4Addr::to_string).collect();
                 format!("{} has {}", iface.name, list.join(", "))
             };
+            let on = if present.len() == 1 {
+                iface.name.clone()
+            } else {
+                "any present uplink".to_string()
+            };
             return Err(invalid(
                 "underlay.local_ip",
-                format!(
-                    "{} is not configured on {} ({has}{elsewhere})",
-                    u.local_ip, iface.name
-                ),
+                format!("{} is not configured on {on} ({has}{elsewhere})", u.local_ip),
             ));
         }
+        // Every uplink may carry the traffic: the overlay must fit the smallest.
+        let underlay_mtu = present.iter().map(|i| i.mtu).min().unwrap_or(first.mtu);
+        let absent: Vec<String> = u
+            .interfaces
+            .iter()
+            .filter(|n| host.interface(n).is_none())
+            .cloned()
+            .collect();
         if let Some(cpus) = &self.workers.cpus
             && !host.cpus.is_empty()
         {
@@ -805,10 +868,9 @@ impl Config {
         for (i, vni) in self.vnis.iter().enumerate() {
             let field = format!("vni[{i}].mtu");
             let overhead = vni.overhead();
-            let max = iface.mtu.saturating_sub(overhead);
+            let max = underlay_mtu.saturating_sub(overhead);
             let formula = format!(
-                "underlay MTU {} - {} overhead {overhead} = {max}",
-                iface.mtu,
+                "underlay MTU {underlay_mtu} - {} overhead {overhead} = {max}",
                 encap_name(vni.encap)
             );
             let min = min_mtu(vni);
@@ -828,9 +890,18 @@ impl Config {
             vnis.push(VniMtu { id: vni.id, mtu });
         }
         Ok(HostReport {
-            underlay_mtu: iface.mtu,
+            underlay_mtu,
             vnis,
+            absent_uplinks: absent,
         })
+    }
+
+    /// Where the sockets sit in the XSKMAP.
+    pub fn xsk_slots(&self) -> ovl_common::XskSlots {
+        ovl_common::XskSlots {
+            queues: self.workers.queues,
+            uplinks: self.underlay.interfaces.len() as u32,
+        }
     }
 
     /// Checks ranges and the rules across fields, without looking at the host. `parse` runs
@@ -845,7 +916,33 @@ impl Config {
 
     fn validate_underlay(&self) -> Result<(), ConfigError> {
         let u = &self.underlay;
-        check_ifname("underlay.interface", &u.interface, IFNAMSIZ - 1, "")?;
+        if u.interfaces.is_empty() {
+            return Err(invalid("underlay.interfaces", "must name at least one uplink"));
+        }
+        let max = ovl_common::UPLINK_ENTRIES as usize;
+        if u.interfaces.len() > max {
+            return Err(invalid(
+                "underlay.interfaces",
+                format!("{} uplinks; at most {max}", u.interfaces.len()),
+            ));
+        }
+        for (i, name) in u.interfaces.iter().enumerate() {
+            let field = if u.interfaces.len() == 1 {
+                "underlay.interface".to_string()
+            } else {
+                format!("underlay.interfaces[{i}]")
+            };
+            check_ifname(&field, name, IFNAMSIZ - 1, "")?;
+            if u.interfaces[..i].contains(name) {
+                return Err(invalid(field, format!("{name:?} is listed twice")));
+            }
+        }
+        if u.failback_hold > Duration::from_millis(*FAILBACK_HOLD_MS.end()) {
+            return Err(invalid(
+                "underlay.failback_hold_ms",
+                format!("at most {} ms", FAILBACK_HOLD_MS.end()),
+            ));
+        }
         check_unicast_v4("underlay.local_ip", u.local_ip, "the VTEP address")
     }
 
@@ -973,20 +1070,21 @@ impl Config {
         if self.vnis.is_empty() {
             return Err(invalid("vni", "no [[vni]]; at least one is required"));
         }
-        // The underlay's queues and every overlay port's queues share the XSKMAP.
-        let slots = self.workers.queues as usize * (self.vnis.len() + 1);
-        if slots > XSK_SLOTS as usize {
+        // Every uplink's queues and every overlay port's queues share the XSKMAP.
+        let slots = self.xsk_slots().needed(self.vnis.len() as u32);
+        if slots > XSK_SLOTS {
             return Err(invalid(
                 "vni",
                 format!(
-                    "{} VNIs with {} queues need {slots} AF_XDP socket slots; there are {XSK_SLOTS}",
+                    "{} VNIs and {} uplinks with {} queues need {slots} AF_XDP socket slots; there are {XSK_SLOTS}",
                     self.vnis.len(),
+                    self.underlay.interfaces.len(),
                     self.workers.queues
                 ),
             ));
         }
         let local_ip = self.underlay.local_ip;
-        let underlay = self.underlay.interface.as_str();
+        let uplinks = &self.underlay.interfaces;
         let mut ids: HashMap<u32, usize> = HashMap::new();
         let mut ports: HashMap<u16, (Encap, u32)> = HashMap::new();
         // Every kernel-side and data-plane-side name, with the VNI index that uses it.
@@ -1033,10 +1131,10 @@ impl Config {
             );
             check_ifname(&f("interface"), &vni.interface, MAX_OVERLAY_IFNAME, &why)?;
             for name in [vni.interface.clone(), vni.dp_interface()] {
-                if name == underlay {
+                if uplinks.contains(&name) {
                     return Err(invalid(
                         f("interface"),
-                        format!("{name:?} is the underlay interface"),
+                        format!("{name:?} is an underlay interface"),
                     ));
                 }
                 if let Some(j) = names.get(&name) {
@@ -1424,8 +1522,8 @@ fn decode(root: &Table) -> Result<Config, ConfigError> {
     let datapath = top.opt("datapath", decode_datapath)?.unwrap_or_default();
     let workers = top.opt("workers", decode_workers)?.unwrap_or_default();
     let stats = top
-        .opt("stats", |v, f| decode_stats(v, f, &underlay.interface))?
-        .unwrap_or_else(|| Stats::default_for(&underlay.interface));
+        .opt("stats", |v, f| decode_stats(v, f, underlay.primary()))?
+        .unwrap_or_else(|| Stats::default_for(underlay.primary()));
     let fdb = top.opt("fdb", decode_fdb)?.unwrap_or_default();
     let vnis = top
         .opt("vni", |v, f| {
@@ -1448,10 +1546,43 @@ fn decode(root: &Table) -> Result<Config, ConfigError> {
 
 fn decode_underlay(v: &Value, f: &str) -> Result<Underlay, ConfigError> {
     let s = Section::open(f, v, UNDERLAY_KEYS)?;
+    let one = s.opt("interface", |v, f| string(v, f).map(str::to_string))?;
+    let many = s.opt("interfaces", |v, f| {
+        array(v, f)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| string(v, &format!("{f}[{i}]")).map(str::to_string))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let interfaces = match (one, many) {
+        (Some(i), None) => vec![i],
+        (None, Some(list)) => list,
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                s.field("interfaces"),
+                "give either interface or interfaces, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                s.field("interface"),
+                "missing; give the underlay NIC (interface = \"eth0\") or uplinks in order of preference (interfaces = [\"vf0\", \"eth0\"])",
+            ));
+        }
+    };
     Ok(Underlay {
-        interface: s.req("interface", |v, f| string(v, f).map(str::to_string))?,
+        interfaces,
         local_ip: s.req("local_ip", ipv4)?,
         xdp_mode: s.opt("xdp_mode", parsed)?.unwrap_or_default(),
+        failback: s
+            .opt("failback", |v, f| {
+                v.as_bool().ok_or_else(|| type_error(f, "a boolean", v))
+            })?
+            .unwrap_or(true),
+        failback_hold: Duration::from_millis(
+            s.opt("failback_hold_ms", |v, f| int_in(v, f, FAILBACK_HOLD_MS))?
+                .unwrap_or(DEFAULT_FAILBACK_HOLD_MS),
+        ),
     })
 }
 

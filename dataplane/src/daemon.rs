@@ -14,7 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    thread::{self, JoinHandle},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -22,18 +22,20 @@ use anyhow::{Context, Result, bail};
 use aya::programs::{XdpMode, xdp::XdpLinkId};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use ovl_common::{FDB_FLAG_STATIC, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniInfo};
-use ovl_netlink::{Netlink, format_mac};
+use ovl_netlink::{LinkWatcher, Netlink, WatchEvent, format_mac};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, DatapathMode, XdpModeCfg},
     stats::{QueueCounters, Snapshot},
-    worker::{FromWorker, PortSpec, ToWorker, Worker, WorkerSpec},
+    uplink::{Action as UplinkAction, Cause, Seen, Uplinks},
+    worker::{FromWorker, PortSpec, ToWorker, WorkerSpec},
+    workerset::WorkerSet,
     xdp::{Program, XdpObject},
 };
 
 /// What a run created, written before it creates anything so a successor can undo it.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
     pid: u32,
     interfaces: Vec<String>,
@@ -46,8 +48,9 @@ struct State {
 /// stops, or by its successor when it was killed.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Restore {
-    /// An underlay whose TX checksum offload the run turned off.
-    tx_checksum: Option<String>,
+    /// Uplinks whose TX checksum offload the run turned off.
+    #[serde(default)]
+    tx_checksum: Vec<String>,
     /// sysfs files the run changed, with their old contents.
     sysfs: Vec<(PathBuf, String)>,
 }
@@ -68,10 +71,10 @@ impl Restore {
                 tracing::warn!("restore {}: {e}", path.display());
             }
         }
-        if let Some(ifname) = self.tx_checksum.take()
-            && let Err(e) = crate::netns::set_tx_checksum(&ifname, true)
-        {
-            tracing::warn!("turn TX checksum offload back on on {ifname}: {e}");
+        for ifname in self.tx_checksum.drain(..).rev() {
+            if let Err(e) = crate::netns::set_tx_checksum(&ifname, true) {
+                tracing::warn!("turn TX checksum offload back on on {ifname}: {e}");
+            }
         }
     }
 }
@@ -216,12 +219,32 @@ pub fn run(config_path: &Path) -> Result<()> {
     let nl = Netlink::open().context("netlink")?;
     clean_leftovers(&nl, &cfg)?;
 
-    let underlay = nl
-        .link_by_name(&cfg.underlay.interface)?
-        .with_context(|| format!("underlay interface {} vanished", cfg.underlay.interface))?;
-    let local_mac = underlay
-        .mac
-        .with_context(|| format!("underlay interface {} has no MAC address", underlay.name))?;
+    // Which uplinks are there now; the control loop follows them from here on.
+    let mut uplinks = Uplinks::new(
+        &cfg.underlay.interfaces,
+        cfg.underlay.failback,
+        cfg.underlay.failback_hold,
+    );
+    let started_at = Instant::now();
+    let mut first_actions = Vec::new();
+    for (u, name) in cfg.underlay.interfaces.iter().enumerate() {
+        first_actions.extend(uplinks.observe(u, seen(&nl, name)?, started_at));
+    }
+    let present: Vec<String> = uplinks
+        .links()
+        .iter()
+        .filter(|l| l.seen.index().is_some())
+        .map(|l| l.name.clone())
+        .collect();
+    let first_mac_of = |name: &str| -> Result<[u8; 6]> {
+        nl.link_by_name(name)?
+            .and_then(|l| l.mac)
+            .with_context(|| format!("underlay interface {name} has no MAC address"))
+    };
+    let local_mac = match uplinks.active() {
+        Some((u, _)) => first_mac_of(&cfg.underlay.interfaces[u])?,
+        None => first_mac_of(present.first().context("no uplink is present")?)?,
+    };
 
     let state_file = state_path(&sock_path);
     let mut state = State {
@@ -243,7 +266,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     };
     let fast = cfg.datapath.mode == DatapathMode::Xdp;
     if fast {
-        complete_underlay_checksums(&cfg.underlay.interface, &mut host.restore)?;
+        for name in &present {
+            complete_underlay_checksums(name, &mut host.restore)?;
+        }
     }
 
     // Overlay ports: the kernel side gets the address, the data plane side the XDP program.
@@ -296,7 +321,10 @@ pub fn run(config_path: &Path) -> Result<()> {
     if cfg.workers.busy_poll_us > 0 {
         // Preferred busy polling: interrupts (here: NAPI reschedules) stay deferred while the
         // workers poll, up to 2 x 200 µs before the device takes over again.
-        let devs = std::iter::once(cfg.underlay.interface.clone())
+        // Uplinks that appear later run without (the workers still poll them).
+        let devs = present
+            .iter()
+            .cloned()
             .chain(cfg.vnis.iter().map(|v| v.dp_interface()));
         for dev in devs {
             let dir = Path::new("/sys/class/net").join(&dev);
@@ -336,29 +364,32 @@ pub fn run(config_path: &Path) -> Result<()> {
             )?;
         }
     }
+    let slots = cfg.xsk_slots();
     for (i, rt) in vnis.iter().enumerate() {
         let info = PortInfo {
             vni: rt.id,
-            xsk_base: queues * (1 + i as u32),
+            xsk_base: slots.port_base(i as u32),
         };
         // The XDP program knows the port by the data plane's end, the TC one by the kernel's.
         xdp.set_port(rt.dp_index, info)?;
         xdp.set_port(rt.kernel_index, info)?;
     }
-    xdp.set_config(ovl_common::Config {
+    let base_config = ovl_common::Config {
         local_ip_be: be(cfg.underlay.local_ip),
-        underlay_mtu: u16::try_from(underlay.mtu).unwrap_or(u16::MAX),
+        underlay_mtu: u16::try_from(report.underlay_mtu).unwrap_or(u16::MAX),
         enabled: 1,
         fast_path: u8::from(fast),
         local_mac,
         _pad1: [0; 2],
-        underlay_ifindex: underlay.index,
+        // Set when an uplink is activated.
+        underlay_ifindex: 0,
         _pad2: 0,
-    })?;
+    };
+    xdp.set_config(base_config)?;
 
-    // Workers and their sockets.
+    // Workers: one per queue, (re)started by the control loop with sockets on every present
+    // uplink and every overlay port.
     let (learn_tx, learn_rx) = bounded::<FromWorker>(4096);
-    let stop = Arc::new(AtomicBool::new(false));
     let port_specs: Vec<PortSpec> = cfg
         .vnis
         .iter()
@@ -375,75 +406,34 @@ pub fn run(config_path: &Path) -> Result<()> {
         .collect();
     let learn_refresh =
         (cfg.fdb.ageing / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let mut worker_ctl: Vec<Sender<ToWorker>> = Vec::new();
-    let mut counters: Vec<Arc<QueueCounters>> = Vec::new();
-    let mut workers = Vec::new();
-    for q in 0..queues {
-        let cpu = cfg
-            .workers
-            .cpus
-            .as_ref()
-            .and_then(|c| c.get(q as usize).copied());
-        let qc = Arc::new(QueueCounters::new(q, cpu, port_specs.len()));
-        let (ctl_tx, ctl_rx) = bounded::<ToWorker>(1024);
-        let w = Worker::new(
-            WorkerSpec {
-                queue: q,
-                cpu,
-                batch: cfg.workers.batch_size as usize,
-                frames: cfg.workers.frames_per_queue,
-                spin: Duration::from_micros(u64::from(cfg.workers.spin_us)),
-                underlay: cfg.underlay.interface.clone(),
-                local_mac,
-                local_ip: cfg.underlay.local_ip,
-                ports: port_specs.clone(),
-                learn_refresh,
-                busy_poll_us: cfg.workers.busy_poll_us,
-                zero_copy: cfg.workers.zero_copy,
-            },
-            qc.clone(),
-            learn_tx.clone(),
-            ctl_rx,
-        )?;
-        let fds = w.fds();
-        xdp.set_xsk(q, fds[0])?;
-        for i in 0..vnis.len() {
-            xdp.set_xsk(queues * (1 + i as u32) + q, fds[1 + i])?;
-        }
-        worker_ctl.push(ctl_tx);
-        counters.push(qc);
-        workers.push(w);
-    }
-
-    // Attach last: until now the programs would have had nowhere to send frames.
-    let mut links: Vec<(Program, XdpLinkId)> = Vec::new();
-    let mode = attach_underlay(&mut xdp, &cfg, &mut links)?;
-    for v in &cfg.vnis {
-        let id = xdp
-            .attach(Program::OverlayEgress, &v.dp_interface(), mode)
-            .with_context(|| format!("attach egress program to {}", v.dp_interface()))?;
-        links.push((Program::OverlayEgress, id));
-    }
-    let mut tc_links = Vec::new();
-    if fast {
-        for v in &cfg.vnis {
-            let id = xdp
-                .attach_tc_egress(&v.interface)
-                .with_context(|| format!("attach TC egress program to {}", v.interface))?;
-            tc_links.push(id);
-        }
-    }
-
-    let handles: Vec<JoinHandle<()>> = workers
-        .into_iter()
-        .map(|w| {
-            let stop = stop.clone();
-            thread::Builder::new()
-                .name("ovl-worker".into())
-                .spawn(move || w.run(&stop))
+    let cpus: Vec<Option<usize>> = (0..queues as usize)
+        .map(|q| cfg.workers.cpus.as_ref().and_then(|c| c.get(q).copied()))
+        .collect();
+    let counters: Vec<Arc<QueueCounters>> = (0..queues)
+        .map(|q| {
+            Arc::new(QueueCounters::new(
+                q,
+                cpus[q as usize],
+                port_specs.len(),
+            ))
         })
-        .collect::<std::io::Result<_>>()
-        .context("spawn worker")?;
+        .collect();
+    let template = WorkerSpec {
+        queue: 0,
+        cpu: None,
+        batch: cfg.workers.batch_size as usize,
+        frames: cfg.workers.frames_per_queue,
+        spin: Duration::from_micros(u64::from(cfg.workers.spin_us)),
+        uplinks: Vec::new(),
+        active: None,
+        local_mac,
+        local_ip: cfg.underlay.local_ip,
+        ports: port_specs,
+        learn_refresh,
+        busy_poll_us: cfg.workers.busy_poll_us,
+        zero_copy: cfg.workers.zero_copy,
+    };
+    let workers = WorkerSet::new(template, cpus, counters, learn_tx, slots);
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -463,15 +453,27 @@ pub fn run(config_path: &Path) -> Result<()> {
         tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
     }
 
+    let (link_tx, link_rx) = bounded::<(Instant, WatchEvent)>(1024);
+    spawn_link_watcher(link_tx, term.clone())?;
     let mut ctl = Control {
         health,
-        worker_handles: handles,
+        workers,
         mode: cfg.datapath.mode,
         fast_ports: Vec::new(),
         xdp,
         nl,
-        underlay_index: underlay.index,
-        underlay_name: cfg.underlay.interface.clone(),
+        uplinks,
+        uplink_names: cfg.underlay.interfaces.clone(),
+        attached: HashMap::new(),
+        xdp_mode: cfg.underlay.xdp_mode,
+        attach_mode: None,
+        base_config,
+        fast,
+        restore: Restore::default(),
+        state: state.clone(),
+        state_file: state_path(&sock_path),
+        last_switch: None,
+        by_uplink: HashMap::new(),
         static_fdb: cfg
             .vnis
             .iter()
@@ -481,13 +483,38 @@ pub fn run(config_path: &Path) -> Result<()> {
         ageing: cfg.fdb.ageing,
         max_learned: cfg.fdb.max_learned,
         nexthops: HashMap::new(),
-        workers: worker_ctl,
-        counters,
         port_names: vnis.iter().map(|r| (r.id, r.interface.clone())).collect(),
         started: Instant::now(),
         last_provoke: HashMap::new(),
         unroutable: HashSet::new(),
     };
+    // Attach to the uplinks there are, start the workers, activate one.
+    ctl.apply(first_actions, started_at);
+    if ctl.attached.is_empty() {
+        bail!("could not attach to any uplink (see the warnings above)");
+    }
+    if !ctl.workers.running() {
+        bail!("the workers could not start (see the errors above)");
+    }
+    let mode = ctl.attach_mode.unwrap_or(XdpMode::Skb);
+    let mut links: Vec<(Program, XdpLinkId)> = Vec::new();
+    for v in &cfg.vnis {
+        let id = ctl
+            .xdp
+            .attach(Program::OverlayEgress, &v.dp_interface(), mode)
+            .with_context(|| format!("attach egress program to {}", v.dp_interface()))?;
+        links.push((Program::OverlayEgress, id));
+    }
+    let mut tc_links = Vec::new();
+    if fast {
+        for v in &cfg.vnis {
+            let id = ctl
+                .xdp
+                .attach_tc_egress(&v.interface)
+                .with_context(|| format!("attach TC egress program to {}", v.interface))?;
+            tc_links.push(id);
+        }
+    }
     for v in &cfg.vnis {
         for r in v.flood.iter().chain(v.fdb.iter().map(|f| &f.remote)) {
             ctl.nexthops.entry(*r).or_insert(None);
@@ -538,10 +565,13 @@ pub fn run(config_path: &Path) -> Result<()> {
             p.interface
         );
     }
+    let active = ctl
+        .uplinks
+        .active()
+        .map_or("none", |(u, _)| cfg.underlay.interfaces[u].as_str());
     println!(
-        "dataplane ready: {} mode, underlay {} ({} XDP), {} VNI(s), {} queue(s), control socket {}",
+        "dataplane ready: {} mode, underlay {active} ({} XDP), {} VNI(s), {} queue(s), control socket {}",
         cfg.datapath.mode,
-        cfg.underlay.interface,
         if mode == XdpMode::Skb {
             "skb"
         } else {
@@ -553,7 +583,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     );
     let _ = std::io::stdout().flush();
 
-    ctl.run(&term, &learn_rx, &req_rx);
+    ctl.run(&term, &learn_rx, &req_rx, &link_rx);
 
     tracing::info!("stopping");
     for p in &ctl.fast_ports {
@@ -564,18 +594,20 @@ pub fn run(config_path: &Path) -> Result<()> {
             tracing::warn!("detach TC: {e}");
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for h in ctl.worker_handles.drain(..) {
-        let _ = h.join();
-    }
+    ctl.workers.stop_all();
     for (p, id) in links.into_iter().rev() {
         if let Err(e) = ctl.xdp.detach(p, id) {
             tracing::warn!("detach: {e}");
         }
     }
+    let attached: Vec<usize> = ctl.attached.keys().copied().collect();
+    for u in attached {
+        ctl.detach_uplink(u);
+    }
     for slot in 0..ovl_common::XSK_SLOTS {
         let _ = ctl.xdp.unset_xsk(slot);
     }
+    ctl.restore.undo();
     drop(ctl);
     drop(host);
     let _ = fs::remove_file(&sock_path);
@@ -610,7 +642,7 @@ fn complete_underlay_checksums(ifname: &str, restore: &mut Restore) -> Result<()
         return Ok(());
     }
     crate::netns::set_tx_checksum(ifname, false)?;
-    restore.tx_checksum = Some(ifname.to_string());
+    restore.tx_checksum.push(ifname.to_string());
     tracing::info!(
         underlay = ifname,
         "TX checksum offload off on the veth underlay while running: nothing would complete the fast path's checksums"
@@ -618,28 +650,75 @@ fn complete_underlay_checksums(ifname: &str, restore: &mut Restore) -> Result<()
     Ok(())
 }
 
+/// Attaches the ingress program to uplink `ifname`, in driver mode if `xdp_mode` allows and
+/// the driver can, else SKB mode.
 fn attach_underlay(
     xdp: &mut XdpObject,
-    cfg: &Config,
-    links: &mut Vec<(Program, XdpLinkId)>,
-) -> Result<XdpMode> {
-    let ifname = &cfg.underlay.interface;
-    let try_mode = |xdp: &mut XdpObject, mode| xdp.attach(Program::UnderlayIngress, ifname, mode);
-    let (id, mode) = match cfg.underlay.xdp_mode {
-        XdpModeCfg::Driver => (try_mode(xdp, XdpMode::Driver)?, XdpMode::Driver),
-        XdpModeCfg::Skb => (try_mode(xdp, XdpMode::Skb)?, XdpMode::Skb),
-        XdpModeCfg::Auto => match try_mode(xdp, XdpMode::Driver) {
+    ifname: &str,
+    xdp_mode: XdpModeCfg,
+) -> Result<(XdpLinkId, XdpMode)> {
+    let mut try_mode = |mode| xdp.attach(Program::UnderlayIngress, ifname, mode);
+    Ok(match xdp_mode {
+        XdpModeCfg::Driver => (try_mode(XdpMode::Driver)?, XdpMode::Driver),
+        XdpModeCfg::Skb => (try_mode(XdpMode::Skb)?, XdpMode::Skb),
+        XdpModeCfg::Auto => match try_mode(XdpMode::Driver) {
             Ok(id) => (id, XdpMode::Driver),
             Err(e) => {
                 tracing::warn!(
                     "driver-mode XDP on {ifname} failed ({e}); falling back to SKB mode"
                 );
-                (try_mode(xdp, XdpMode::Skb)?, XdpMode::Skb)
+                (try_mode(XdpMode::Skb)?, XdpMode::Skb)
             }
         },
-    };
-    links.push((Program::UnderlayIngress, id));
-    Ok(mode)
+    })
+}
+
+/// What netlink says about uplink `name` now.
+fn seen(nl: &Netlink, name: &str) -> Result<Seen> {
+    Ok(match nl.link_by_name(name)? {
+        None => Seen::Absent,
+        Some(l) if l.oper_up => Seen::Up { index: l.index },
+        Some(l) => Seen::Down { index: l.index },
+    })
+}
+
+/// Forwards link notifications, stamped with when they were read, to the control loop, so
+/// it reacts to an uplink's carrier loss or removal at once rather than on its next poll.
+fn spawn_link_watcher(tx: Sender<(Instant, WatchEvent)>, term: Arc<AtomicBool>) -> Result<()> {
+    let mut watcher = LinkWatcher::open().context("subscribe to link changes")?;
+    thread::Builder::new()
+        .name("ovl-links".into())
+        .spawn(move || {
+            while !term.load(Ordering::Relaxed) {
+                match watcher.wait_events(Duration::from_millis(200)) {
+                    Ok(events) => {
+                        let at = Instant::now();
+                        for ev in events {
+                            if tx.send((at, ev)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("link notifications: {e}");
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        })
+        .context("spawn link watcher")?;
+    Ok(())
+}
+
+/// The last change of the active uplink.
+#[derive(Clone, Debug)]
+struct Switch {
+    from: Option<String>,
+    to: Option<String>,
+    cause: Cause,
+    /// From reading the event to telling the programs and workers.
+    took: Duration,
+    at: Instant,
 }
 
 /// An overlay port as the fast path sees it.
@@ -655,31 +734,52 @@ struct FastPort {
 struct Control {
     /// Whether frames can be carried, as the control socket reports it.
     health: Health,
-    /// The workers' threads (a finished one cannot carry anything).
-    worker_handles: Vec<JoinHandle<()>>,
+    workers: WorkerSet,
     mode: DatapathMode,
     /// The ports the fast path redirects to ("xdp" mode; empty otherwise).
     fast_ports: Vec<FastPort>,
     xdp: XdpObject,
     nl: Netlink,
-    underlay_index: u32,
-    underlay_name: String,
+    uplinks: Uplinks,
+    uplink_names: Vec<String>,
+    /// Uplinks with the ingress program attached: position -> (device index, link).
+    attached: HashMap<usize, (u32, XdpLinkId)>,
+    xdp_mode: XdpModeCfg,
+    /// How the first uplink attached (the overlay ports' programs follow it).
+    attach_mode: Option<XdpMode>,
+    /// The programs' config without the active uplink's index and MAC.
+    base_config: ovl_common::Config,
+    fast: bool,
+    /// Settings changed on uplinks that appeared while running.
+    restore: Restore,
+    /// The state file's contents as the run started (plus `restore` when written again).
+    state: State,
+    state_file: PathBuf,
+    last_switch: Option<Switch>,
+    /// Next-hop MAC of each remote VTEP through each uplink device (index, remote), so a
+    /// switch finds the new uplink's next hops already resolved.
+    by_uplink: HashMap<(u32, Ipv4Addr), [u8; 6]>,
     static_fdb: HashMap<(u32, [u8; 6]), Ipv4Addr>,
     learned: HashMap<(u32, [u8; 6]), (Ipv4Addr, Instant)>,
     ageing: Duration,
     max_learned: usize,
+    /// Next hops through the active uplink: what the program and the workers use.
     nexthops: HashMap<Ipv4Addr, Option<[u8; 6]>>,
-    workers: Vec<Sender<ToWorker>>,
-    counters: Vec<Arc<QueueCounters>>,
     port_names: Vec<(u32, String)>,
     started: Instant,
-    last_provoke: HashMap<Ipv4Addr, Instant>,
+    last_provoke: HashMap<(u32, Ipv4Addr), Instant>,
     /// Remotes whose missing route was already reported.
     unroutable: HashSet<Ipv4Addr>,
 }
 
 impl Control {
-    fn run(&mut self, term: &AtomicBool, events: &Receiver<FromWorker>, reqs: &Receiver<Request>) {
+    fn run(
+        &mut self,
+        term: &AtomicBool,
+        events: &Receiver<FromWorker>,
+        reqs: &Receiver<Request>,
+        links: &Receiver<(Instant, WatchEvent)>,
+    ) {
         let mut next_tick = Instant::now() + Duration::from_secs(1);
         let mut next_health = Instant::now();
         while !term.load(Ordering::Relaxed) {
@@ -688,14 +788,22 @@ impl Control {
                 self.judge_health();
             }
             select! {
+                recv(links) -> e => if let Ok((at, e)) = e { self.on_link_event(at, e) },
                 recv(events) -> m => if let Ok(m) = m { self.on_worker(m) },
                 recv(reqs) -> r => if let Ok(Request::Snapshot(reply)) = r {
                     let _ = reply.send(self.snapshot());
                 },
                 default(Duration::from_millis(50)) => {}
             }
+            let now = Instant::now();
+            if self.uplinks.next_deadline().is_some_and(|d| now >= d) {
+                let actions = self.uplinks.tick(now);
+                self.apply(actions, now);
+            }
             if Instant::now() >= next_tick {
                 next_tick += Duration::from_secs(1);
+                // Level-triggered too: a lost notification costs at most this second.
+                self.reobserve_uplinks();
                 self.age();
                 self.refresh_nexthops();
                 self.check_fast_ports();
@@ -727,27 +835,251 @@ impl Control {
     }
 
     fn forwarding_problem(&self) -> Option<String> {
-        match self.nl.link_by_name(&self.underlay_name) {
-            Ok(Some(l)) if l.index != self.underlay_index => {
-                return Some(format!(
-                    "underlay {} was replaced (index {} -> {}): the programs and sockets are on the old device",
-                    self.underlay_name, self.underlay_index, l.index
-                ));
-            }
-            Ok(Some(l)) if !l.oper_up => {
-                return Some(format!("underlay {} has no carrier", self.underlay_name));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => return Some(format!("underlay {} is gone", self.underlay_name)),
-            Err(e) => return Some(format!("underlay {}: {e}", self.underlay_name)),
+        let Some((u, _)) = self.uplinks.active() else {
+            let states: Vec<String> = self
+                .uplinks
+                .links()
+                .iter()
+                .map(|l| {
+                    let st = match l.seen {
+                        Seen::Absent => "absent",
+                        Seen::Down { .. } => "no carrier",
+                        Seen::Up { .. } => "up",
+                    };
+                    format!("{} {st}", l.name)
+                })
+                .collect();
+            return Some(format!(
+                "no uplink can carry traffic ({})",
+                states.join(", ")
+            ));
+        };
+        if !self.attached.contains_key(&u) {
+            return Some(format!(
+                "active uplink {} has no XDP program",
+                self.uplink_names[u]
+            ));
         }
-        if let Some(i) = self.worker_handles.iter().position(JoinHandle::is_finished) {
+        if !self.workers.running() || !self.workers.has_uplink(u) {
+            return Some(format!(
+                "no AF_XDP sockets on active uplink {}",
+                self.uplink_names[u]
+            ));
+        }
+        if let Some(i) = self.workers.finished() {
             return Some(format!("worker {i} has stopped"));
         }
         if !self.nexthops.is_empty() && self.nexthops.values().all(Option::is_none) {
             return Some("no remote VTEP's next hop is resolved".into());
         }
         None
+    }
+
+    /// A link notification: an uplink changed (carrier, index) or went away.
+    fn on_link_event(&mut self, at: Instant, e: WatchEvent) {
+        let (name, seen) = match &e {
+            WatchEvent::Link(l) => (
+                l.name.as_str(),
+                if l.oper_up {
+                    Seen::Up { index: l.index }
+                } else {
+                    Seen::Down { index: l.index }
+                },
+            ),
+            WatchEvent::LinkRemoved(l) => (l.name.as_str(), Seen::Absent),
+            WatchEvent::Overrun => {
+                self.reobserve_uplinks();
+                return;
+            }
+            _ => return,
+        };
+        let Some(u) = self.uplink_names.iter().position(|n| n == name) else {
+            return;
+        };
+        // A removal of an index we no longer track is old news.
+        if seen == Seen::Absent
+            && let WatchEvent::LinkRemoved(l) = &e
+            && self.uplinks.links()[u].seen.index() != Some(l.index)
+        {
+            return;
+        }
+        let actions = self.uplinks.observe(u, seen, at);
+        self.apply(actions, at);
+    }
+
+    /// Reads every uplink's state from the kernel and acts on what changed.
+    fn reobserve_uplinks(&mut self) {
+        for u in 0..self.uplink_names.len() {
+            let Ok(seen) = seen(&self.nl, &self.uplink_names[u]) else {
+                continue;
+            };
+            let now = Instant::now();
+            let actions = self.uplinks.observe(u, seen, now);
+            self.apply(actions, now);
+        }
+    }
+
+    /// Carries out the uplink selection's actions; the workers are restarted once at the end
+    /// if the set of devices changed.
+    fn apply(&mut self, actions: Vec<UplinkAction>, at: Instant) {
+        let mut rebuild = false;
+        for a in actions {
+            match a {
+                UplinkAction::Attach { uplink, index } => {
+                    self.attach_uplink(uplink, index);
+                    rebuild = true;
+                }
+                UplinkAction::Forget { uplink, index } => {
+                    tracing::warn!(uplink = %self.uplink_names[uplink], index, "uplink device gone");
+                    self.detach_uplink(uplink);
+                    self.by_uplink.retain(|(i, _), _| *i != index);
+                    rebuild = true;
+                }
+                UplinkAction::Activate {
+                    uplink,
+                    index,
+                    cause,
+                } => self.activate(Some((uplink, index)), cause, at),
+                UplinkAction::Deactivate { cause } => self.activate(None, cause, at),
+            }
+        }
+        if rebuild {
+            self.restart_workers();
+        }
+    }
+
+    fn attach_uplink(&mut self, u: usize, index: u32) {
+        let name = self.uplink_names[u].clone();
+        self.detach_uplink(u);
+        if self.fast {
+            let before = self.restore.tx_checksum.len();
+            if let Err(e) = complete_underlay_checksums(&name, &mut self.restore) {
+                tracing::warn!(uplink = %name, "{e:#}");
+            }
+            if self.restore.tx_checksum.len() != before {
+                self.write_state();
+            }
+        }
+        match attach_underlay(&mut self.xdp, &name, self.xdp_mode) {
+            Ok((id, mode)) => {
+                self.attach_mode.get_or_insert(mode);
+                self.attached.insert(u, (index, id));
+                if let Err(e) = self
+                    .xdp
+                    .set_uplink(index, self.workers_slots().uplink_base(u as u32))
+                {
+                    tracing::warn!(uplink = %name, "uplink map: {e}");
+                }
+                tracing::info!(uplink = %name, index, ?mode, "uplink attached");
+            }
+            Err(e) => tracing::warn!(uplink = %name, index, "attach ingress program: {e:#}"),
+        }
+    }
+
+    /// Forgets uplink `u`'s program (detached if its device still exists) and map entry.
+    fn detach_uplink(&mut self, u: usize) {
+        let Some((index, id)) = self.attached.remove(&u) else {
+            return;
+        };
+        let _ = self.xdp.remove_uplink(index);
+        let _ = self.xdp.detach(Program::UnderlayIngress, id);
+    }
+
+    fn workers_slots(&self) -> ovl_common::XskSlots {
+        ovl_common::XskSlots {
+            queues: self.workers.counters().len() as u32,
+            uplinks: self.uplink_names.len() as u32,
+        }
+    }
+
+    /// Starts a worker generation with sockets on every attached uplink.
+    fn restart_workers(&mut self) {
+        let mut list: Vec<(usize, String)> = self
+            .attached
+            .keys()
+            .map(|&u| (u, self.uplink_names[u].clone()))
+            .collect();
+        list.sort();
+        let active = self.uplinks.active().map(|(u, _)| u);
+        let t = Instant::now();
+        let mac = self.base_config.local_mac;
+        if let Err(e) = self
+            .workers
+            .start(&mut self.xdp, &list, active, mac, &self.nexthops)
+        {
+            tracing::error!("restarting the workers: {e:#}");
+            return;
+        }
+        let names: Vec<&str> = list.iter().map(|(_, n)| n.as_str()).collect();
+        tracing::info!(
+            uplinks = ?names,
+            took_ms = t.elapsed().as_secs_f64() * 1e3,
+            generation = self.workers.generations,
+            "workers bound to the uplinks"
+        );
+    }
+
+    /// Makes uplink `to` (position, device index) the one we send on, or none.
+    fn activate(&mut self, to: Option<(usize, u32)>, cause: Cause, at: Instant) {
+        let from = self.last_switch.as_ref().and_then(|s| s.to.clone());
+        let mut cfg = self.base_config;
+        if let Some((u, index)) = to {
+            match self.nl.link_by_index(index) {
+                Ok(Some(l)) => {
+                    if let Some(mac) = l.mac {
+                        cfg.local_mac = mac;
+                    }
+                }
+                _ => tracing::warn!(uplink = %self.uplink_names[u], "uplink vanished while being activated"),
+            }
+            cfg.underlay_ifindex = index;
+        }
+        self.base_config.local_mac = cfg.local_mac;
+        if let Err(e) = self.xdp.set_config(cfg) {
+            tracing::error!("program config: {e}");
+        }
+        self.workers
+            .set_active(to.map(|(u, _)| u), cfg.local_mac);
+        // The new uplink's next hops, as far as they are known already.
+        let remotes: Vec<Ipv4Addr> = self.nexthops.keys().copied().collect();
+        for r in remotes {
+            let mac = to.and_then(|(_, i)| self.by_uplink.get(&(i, r)).copied());
+            self.publish_nexthop(r, mac);
+        }
+        let took = at.elapsed();
+        let to_name = to.map(|(u, _)| self.uplink_names[u].clone());
+        match (&to_name, cause) {
+            (Some(n), Cause::Start) => tracing::info!(uplink = %n, "sending on uplink"),
+            (Some(n), _) => tracing::warn!(
+                from = from.as_deref().unwrap_or("none"),
+                to = %n,
+                %cause,
+                took_us = took.as_micros() as u64,
+                "uplink switched"
+            ),
+            (None, _) => tracing::warn!(%cause, "no uplink can carry traffic"),
+        }
+        self.last_switch = Some(Switch {
+            from,
+            to: to_name,
+            cause,
+            took,
+            at,
+        });
+        self.refresh_unresolved();
+    }
+
+    /// Writes the state file again with what the run changed since it started.
+    fn write_state(&self) {
+        let mut st = self.state.clone();
+        st.restore
+            .tx_checksum
+            .extend(self.restore.tx_checksum.iter().cloned());
+        if let Ok(bytes) = serde_json::to_vec(&st)
+            && let Err(e) = fs::write(&self.state_file, bytes)
+        {
+            tracing::warn!("write {}: {e}", self.state_file.display());
+        }
     }
 
     /// Keeps each port in the device map exactly while it can take redirected frames (up, and
@@ -890,33 +1222,62 @@ impl Control {
         }
     }
 
-    /// Looks up the outer next-hop MAC for `remote` in the kernel (route, then neighbour) and
-    /// pushes changes to the XDP map and the workers. An unresolved neighbour is provoked with
-    /// a datagram to the discard port, so the kernel ARPs for it.
+    /// Looks up the outer next-hop MAC for `remote` through every attached uplink with
+    /// carrier (route through that device, then its neighbour entry) and publishes the active
+    /// uplink's. An unresolved neighbour is provoked with a datagram to the discard port sent
+    /// out of that device, so the kernel ARPs for it there.
     fn refresh_one(&mut self, remote: Ipv4Addr) {
-        let found = match self.nl.route_get(IpAddr::V4(remote)) {
-            Ok(route) => {
-                self.unroutable.remove(&remote);
-                if route.oif != self.underlay_index {
-                    tracing::warn!(%remote, oif = route.oif, "remote VTEP is not reached through the underlay {}", self.underlay_name);
-                }
-                let via = route.gateway.unwrap_or(IpAddr::V4(remote));
-                match self.nl.neighbour(route.oif, via) {
-                    Ok(Some(n)) if n.is_usable() => n.mac,
-                    _ => {
-                        self.provoke(via);
-                        None
+        let devices: Vec<(u32, String)> = self
+            .uplinks
+            .links()
+            .iter()
+            .filter_map(|l| match l.seen {
+                Seen::Up { index } => Some((index, l.name.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut routed = false;
+        let mut last_err = None;
+        for (index, name) in devices {
+            let mac = match self.nl.route_get_via(IpAddr::V4(remote), index) {
+                Ok(route) => {
+                    routed = true;
+                    let via = route.gateway.unwrap_or(IpAddr::V4(remote));
+                    match self.nl.neighbour(index, via) {
+                        Ok(Some(n)) if n.is_usable() => n.mac,
+                        _ => {
+                            self.provoke(index, &name, via);
+                            None
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                // Once per outage, not on every look.
-                if self.unroutable.insert(remote) {
-                    tracing::warn!(%remote, "no route to remote VTEP: {e}");
+                Err(e) => {
+                    last_err = Some(e.to_string());
+                    None
                 }
-                None
-            }
-        };
+            };
+            match mac {
+                Some(m) => self.by_uplink.insert((index, remote), m),
+                None => self.by_uplink.remove(&(index, remote)),
+            };
+        }
+        if routed {
+            self.unroutable.remove(&remote);
+        } else if let Some(e) = last_err
+            && self.unroutable.insert(remote)
+        {
+            // Once per outage, not on every look.
+            tracing::warn!(%remote, "no route to remote VTEP through any uplink: {e}");
+        }
+        let found = self
+            .uplinks
+            .active()
+            .and_then(|(_, i)| self.by_uplink.get(&(i, remote)).copied());
+        self.publish_nexthop(remote, found);
+    }
+
+    /// Makes `mac` the next hop of `remote` for the program and the workers, if it changed.
+    fn publish_nexthop(&mut self, remote: Ipv4Addr, found: Option<[u8; 6]>) {
         let old = self.nexthops.insert(remote, found).flatten();
         if old == found {
             return;
@@ -924,33 +1285,83 @@ impl Control {
         match found {
             Some(mac) => {
                 tracing::info!(%remote, mac = %format_mac(&mac), "next hop resolved");
-                let _ = self
+                if let Err(e) = self
                     .xdp
-                    .set_nexthop(be(remote), NextHop { mac, _pad: [0; 2] });
+                    .set_nexthop(be(remote), NextHop { mac, _pad: [0; 2] })
+                {
+                    tracing::warn!(%remote, "next-hop map: {e}");
+                }
             }
             None => {
                 tracing::warn!(%remote, "next hop lost");
                 let _ = self.xdp.remove_nexthop(be(remote));
             }
         }
-        for w in &self.workers {
-            let _ = w.try_send(ToWorker::NextHop { remote, mac: found });
-        }
+        self.workers.tell(ToWorker::NextHop { remote, mac: found });
     }
 
-    fn provoke(&mut self, via: IpAddr) {
+    fn provoke(&mut self, index: u32, device: &str, via: IpAddr) {
         let IpAddr::V4(v4) = via else { return };
         let now = Instant::now();
         if self
             .last_provoke
-            .get(&v4)
+            .get(&(index, v4))
             .is_some_and(|t| now.duration_since(*t) < Duration::from_millis(200))
         {
             return;
         }
-        self.last_provoke.insert(v4, now);
-        if let Ok(s) = UdpSocket::bind("0.0.0.0:0") {
+        self.last_provoke.insert((index, v4), now);
+        let Ok(s) = UdpSocket::bind("0.0.0.0:0") else {
+            return;
+        };
+        // Out of this uplink, whatever the routing table prefers.
+        // SAFETY: setsockopt on our own socket with a buffer of the given length.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                device.as_ptr().cast(),
+                device.len() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
             let _ = s.send_to(&[], (v4, 9));
+        }
+    }
+}
+
+impl Control {
+    fn uplink_snapshot(&self) -> crate::stats::UplinksSnapshot {
+        let active = self.uplinks.active().map(|(u, _)| u);
+        crate::stats::UplinksSnapshot {
+            links: self
+                .uplinks
+                .links()
+                .iter()
+                .enumerate()
+                .map(|(u, l)| crate::stats::UplinkRow {
+                    name: l.name.clone(),
+                    state: match l.seen {
+                        _ if active == Some(u) => "active",
+                        Seen::Up { .. } => "backup",
+                        Seen::Down { .. } => "no-carrier",
+                        Seen::Absent => "absent",
+                    }
+                    .to_string(),
+                    index: l.seen.index(),
+                    attached: self.attached.contains_key(&u),
+                })
+                .collect(),
+            switches: self.uplinks.switches,
+            worker_generations: self.workers.generations,
+            last_switch: self.last_switch.as_ref().map(|s| crate::stats::SwitchRow {
+                from: s.from.clone(),
+                to: s.to.clone(),
+                cause: s.cause.to_string(),
+                took_us: s.took.as_micros() as u64,
+                ago_ms: s.at.elapsed().as_millis() as u64,
+            }),
         }
     }
 
@@ -967,9 +1378,14 @@ impl Control {
         nexthops.sort();
         Snapshot {
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            underlay: self.underlay_name.clone(),
+            underlay: self
+                .uplinks
+                .active()
+                .map_or_else(String::new, |(u, _)| self.uplink_names[u].clone()),
+            uplinks: self.uplink_snapshot(),
             queues: self
-                .counters
+                .workers
+                .counters()
                 .iter()
                 .map(|q| Snapshot::queue_from(q, &self.port_names))
                 .collect(),

@@ -12,6 +12,8 @@ pub mod netns;
 pub mod pmtu;
 pub mod stats;
 pub mod testrun;
+pub mod uplink;
 pub mod worker;
+pub mod workerset;
 pub mod xdp;
 pub mod xsk;

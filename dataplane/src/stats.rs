@@ -25,16 +25,19 @@ pub enum WorkerDrop {
     UnknownVni,
     /// Flood with an empty flood list.
     NoFloodTarget,
+    /// No uplink can carry traffic (none present with carrier).
+    NoUplink,
 }
 
 impl WorkerDrop {
-    pub const ALL: [WorkerDrop; 6] = [
+    pub const ALL: [WorkerDrop; 7] = [
         WorkerDrop::TxRingFull,
         WorkerDrop::NoFrame,
         WorkerDrop::NoNextHop,
         WorkerDrop::BadMeta,
         WorkerDrop::UnknownVni,
         WorkerDrop::NoFloodTarget,
+        WorkerDrop::NoUplink,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl WorkerDrop {
             WorkerDrop::BadMeta => "worker_bad_metadata",
             WorkerDrop::UnknownVni => "worker_unknown_vni",
             WorkerDrop::NoFloodTarget => "worker_no_flood_target",
+            WorkerDrop::NoUplink => "worker_no_uplink",
         }
     }
 }
@@ -167,7 +171,10 @@ pub struct FdbRow {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub uptime_ms: u64,
+    /// The active uplink ("" when none can carry traffic).
     pub underlay: String,
+    #[serde(default)]
+    pub uplinks: UplinksSnapshot,
     pub queues: Vec<QueueSnapshot>,
     /// The XDP programs' counters (summed over CPUs), by name.
     pub xdp: Vec<(String, u64)>,
@@ -186,6 +193,39 @@ pub struct Snapshot {
     /// encapsulation out); `per_vni` adds it to the workers' counts.
     #[serde(default)]
     pub fast: Vec<PortSnapshot>,
+}
+
+/// The uplinks and the last change of the active one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinksSnapshot {
+    pub links: Vec<UplinkRow>,
+    /// Changes of the active uplink since start.
+    pub switches: u64,
+    /// Worker generations started (one more each time the set of devices changed).
+    pub worker_generations: u64,
+    pub last_switch: Option<SwitchRow>,
+}
+
+/// One uplink, in order of preference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkRow {
+    pub name: String,
+    /// "active", "backup", "no-carrier" or "absent".
+    pub state: String,
+    pub index: Option<u32>,
+    /// The ingress program is attached.
+    pub attached: bool,
+}
+
+/// The last change of the active uplink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchRow {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub cause: String,
+    /// From reading the netlink event to programs and workers sending on the new uplink.
+    pub took_us: u64,
+    pub ago_ms: u64,
 }
 
 impl Snapshot {
@@ -307,6 +347,28 @@ impl Snapshot {
             self.fdb_learned,
             self.fdb_static
         );
+        let _ = writeln!(s, "\nuplinks ({} switches):", self.uplinks.switches);
+        for l in &self.uplinks.links {
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<10} index {:<6} {}",
+                l.name,
+                l.state,
+                l.index.map_or("-".to_string(), |i| i.to_string()),
+                if l.attached { "attached" } else { "not attached" }
+            );
+        }
+        if let Some(w) = &self.uplinks.last_switch {
+            let _ = writeln!(
+                s,
+                "  last switch: {} -> {} ({}), took {} µs, {:.1} s ago",
+                w.from.as_deref().unwrap_or("none"),
+                w.to.as_deref().unwrap_or("none"),
+                w.cause,
+                w.took_us,
+                w.ago_ms as f64 / 1000.0
+            );
+        }
         let _ = writeln!(s, "\nper VNI:");
         let _ = writeln!(
             s,
@@ -453,6 +515,45 @@ impl Snapshot {
                 );
             }
         }
+        metric(
+            &mut s,
+            "ovl_uplink_up",
+            "gauge",
+            "Per uplink: 1 if its device is present with carrier.",
+        );
+        for l in &self.uplinks.links {
+            let up = u8::from(l.state == "active" || l.state == "backup");
+            let _ = writeln!(s, "ovl_uplink_up{{uplink=\"{}\"}} {up}", l.name);
+        }
+        metric(
+            &mut s,
+            "ovl_uplink_active",
+            "gauge",
+            "Per uplink: 1 if we send on it.",
+        );
+        for l in &self.uplinks.links {
+            let a = u8::from(l.state == "active");
+            let _ = writeln!(s, "ovl_uplink_active{{uplink=\"{}\"}} {a}", l.name);
+        }
+        metric(
+            &mut s,
+            "ovl_uplink_switches_total",
+            "counter",
+            "Changes of the active uplink.",
+        );
+        let _ = writeln!(s, "ovl_uplink_switches_total {}", self.uplinks.switches);
+        metric(
+            &mut s,
+            "ovl_uplink_last_switch_seconds",
+            "gauge",
+            "How long the last change of the active uplink took, from reading the netlink event.",
+        );
+        let took = self
+            .uplinks
+            .last_switch
+            .as_ref()
+            .map_or(0.0, |w| w.took_us as f64 / 1e6);
+        let _ = writeln!(s, "ovl_uplink_last_switch_seconds {took}");
         metric(
             &mut s,
             "ovl_flood_copies_total",

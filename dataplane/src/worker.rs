@@ -1,8 +1,8 @@
-//! One AF_XDP worker per queue: one socket on the underlay and one per overlay port. With
-//! `[workers] zero_copy = "off"` they share one UMEM and a frame moves between them by
-//! descriptor; otherwise (`layout`) the underlay socket has a UMEM of its own, so it can run
-//! zero-copy on a NIC that offers it, and a frame crossing between the underlay and a port is
-//! copied once. Every frame of a UMEM is always in exactly one place: the free list, a fill
+//! One AF_XDP worker per queue: one socket on each present uplink (it receives on all, sends
+//! on the active one) and one per overlay port. With `[workers] zero_copy = "off"` they share
+//! one UMEM and a frame moves between them by descriptor; otherwise (`layout`) each uplink
+//! socket has a UMEM of its own, so it can run zero-copy on a NIC that offers it, and a frame
+//! crossing between an uplink and a port is copied once. Every frame of a UMEM is always in exactly one place: the free list, a fill
 //! ring, or a TX ring awaiting completion; `frames_conserved` checks it.
 
 use std::{
@@ -56,7 +56,10 @@ pub struct WorkerSpec {
     pub frames: u32,
     /// Keep polling this long after the last work before sleeping in poll().
     pub spin: Duration,
-    pub underlay: String,
+    /// The present uplinks' devices, in order of preference.
+    pub uplinks: Vec<String>,
+    /// The one we send on (a position in `uplinks`); None: none can carry traffic.
+    pub active: Option<usize>,
     pub local_mac: [u8; 6],
     pub local_ip: Ipv4Addr,
     pub ports: Vec<PortSpec>,
@@ -65,8 +68,15 @@ pub struct WorkerSpec {
     pub learn_refresh: Duration,
     /// `SO_BUSY_POLL` µs for preferred busy polling of every socket; 0: off.
     pub busy_poll_us: u32,
-    /// Zero-copy for the underlay socket (decides the UMEM layout).
+    /// Zero-copy for the uplink sockets (decides the UMEM layout).
     pub zero_copy: ZeroCopy,
+}
+
+impl WorkerSpec {
+    /// Position of overlay port `p`'s socket (after the uplinks').
+    fn port_sock(&self, p: usize) -> usize {
+        self.uplinks.len() + p
+    }
 }
 
 /// How long an idle worker sleeps in poll() at most (it wakes on RX at once).
@@ -141,6 +151,12 @@ pub enum ToWorker {
     NextHop {
         remote: Ipv4Addr,
         mac: Option<[u8; 6]>,
+    },
+    /// Send on uplink `uplink` (a position in `WorkerSpec::uplinks`) from its source MAC;
+    /// None: no uplink can carry traffic.
+    Active {
+        uplink: Option<usize>,
+        local_mac: [u8; 6],
     },
 }
 
@@ -358,23 +374,27 @@ impl Worker {
         let err = |what: String| WorkerError::Setup { queue, what };
         let layout = layout::layout(spec.zero_copy);
         let nports = spec.ports.len();
-        // Sockets per pool: the underlay alone and the ports together, or all in one.
+        let nu = spec.uplinks.len();
+        // Sockets per pool: each uplink alone and the ports together, or all in one.
         let members: Vec<usize> = if layout.split {
-            vec![1, nports]
+            std::iter::repeat_n(1, nu).chain([nports]).collect()
         } else {
-            vec![1 + nports]
+            vec![nu + nports]
         };
         let mut pools = Vec::with_capacity(members.len());
-        let mut socks: Vec<Sock> = Vec::with_capacity(1 + nports);
-        let names = std::iter::once(spec.underlay.clone())
+        let mut socks: Vec<Sock> = Vec::with_capacity(nu + nports);
+        let names = spec
+            .uplinks
+            .iter()
+            .cloned()
             .chain(spec.ports.iter().map(|p| p.dp_interface.clone()));
         for (i, ifname) in names.enumerate() {
-            let pool = if layout.split && i > 0 { 1 } else { 0 };
+            let pool = if layout.split { i.min(nu) } else { 0 };
             if pools.len() <= pool {
                 pools.push(new_pool(&spec, members[pool]).map_err(&err)?);
             }
             let (ring, share) = ring_size(spec.frames as usize, members[pool]);
-            let attempts = if i == 0 {
+            let attempts = if i < nu {
                 layout.underlay
             } else {
                 std::slice::from_ref(&layout.ports)
@@ -464,7 +484,7 @@ impl Worker {
         Ok(w)
     }
 
-    /// Descriptors for the XSKMAP: the underlay socket, then one per port.
+    /// Descriptors for the XSKMAP: one per uplink, then one per port.
     pub fn fds(&self) -> Vec<i32> {
         self.socks.iter().map(Sock::fd).collect()
     }
@@ -515,6 +535,10 @@ impl Worker {
                 }
                 ToWorker::NextHop { remote, mac: None } => {
                     self.nexthops.remove(&remote);
+                }
+                ToWorker::Active { uplink, local_mac } => {
+                    self.spec.active = uplink.filter(|&u| u < self.spec.uplinks.len());
+                    self.spec.local_mac = local_mac;
                 }
             }
         }
@@ -578,15 +602,19 @@ impl Worker {
     }
 
     fn receive_underlay(&mut self, now: Instant) -> usize {
-        let sock = &mut self.socks[0];
-        // SAFETY: the RX ring hands back frames of this UMEM that we put on the fill ring.
-        let n = unsafe { sock.rx.consume(&mut self.scratch) };
-        sock.in_fill -= n.min(sock.in_fill);
-        for i in 0..n {
-            let desc = self.scratch[i];
-            self.handle_underlay(desc, now);
+        let mut total = 0;
+        for u in 0..self.spec.uplinks.len() {
+            let sock = &mut self.socks[u];
+            // SAFETY: the RX ring hands back frames of this UMEM that we put on the fill ring.
+            let n = unsafe { sock.rx.consume(&mut self.scratch) };
+            sock.in_fill -= n.min(sock.in_fill);
+            for i in 0..n {
+                let desc = self.scratch[i];
+                self.handle_underlay(u, desc, now);
+            }
+            total += n;
         }
-        n
+        total
     }
 
     fn meta(&self, pool: usize, desc: &FrameDesc) -> (Option<XdpMeta>, usize) {
@@ -601,8 +629,8 @@ impl Worker {
         ((meta.magic == XDP_META_MAGIC).then_some(meta), bytes.len())
     }
 
-    fn handle_underlay(&mut self, desc: FrameDesc, now: Instant) {
-        let from = self.socks[0].pool;
+    fn handle_underlay(&mut self, u: usize, desc: FrameDesc, now: Instant) {
+        let from = self.socks[u].pool;
         let (meta, len) = self.meta(from, &desc);
         // SAFETY: the frame came off an RX ring and is ours until released or queued.
         let data = unsafe { self.pools[from].umem.data(&desc) };
@@ -612,14 +640,15 @@ impl Worker {
                 if let Some(l) = learn {
                     self.learn(l.vni, l.mac, l.remote, now);
                 }
-                let to = self.socks[1 + port].pool;
+                let s = self.spec.port_sock(port);
+                let to = self.socks[s].pool;
                 let Some(desc) = self.cross(desc, from, to) else {
                     return;
                 };
                 let c = &self.counters.ports[port];
                 bump(&c.rx_packets, 1);
                 bump(&c.rx_bytes, len as u64);
-                self.socks[1 + port].pending.push(desc);
+                self.socks[s].pending.push(desc);
             }
             Forward::Drop(why) => {
                 self.counters.count_drop(why, 1);
@@ -689,7 +718,7 @@ impl Worker {
     }
 
     fn receive_port(&mut self, p: usize, now: Instant) -> usize {
-        let sock = &mut self.socks[1 + p];
+        let sock = &mut self.socks[self.spec.port_sock(p)];
         // SAFETY: as in `receive_underlay`.
         let n = unsafe { sock.rx.consume(&mut self.scratch) };
         sock.in_fill -= n.min(sock.in_fill);
@@ -701,18 +730,25 @@ impl Worker {
     }
 
     fn handle_port(&mut self, p: usize, desc: FrameDesc, now: Instant) {
-        let from = self.socks[1 + p].pool;
+        let from = self.socks[self.spec.port_sock(p)].pool;
         let (meta, len) = self.meta(from, &desc);
         match forward::from_port(meta) {
             Forward::Transmit => {
-                let to = self.socks[0].pool;
+                let Some(out) = self.spec.active else {
+                    self.counters.count_drop(WorkerDrop::NoUplink, 1);
+                    self.pools[from].frames.release(&desc);
+                    return;
+                };
+                let to = self.socks[out].pool;
                 let Some(desc) = self.cross(desc, from, to) else {
                     return;
                 };
                 let c = &self.counters.ports[p];
                 bump(&c.tx_packets, 1);
                 bump(&c.tx_bytes, len as u64);
-                self.socks[0].pending.push(desc);
+                // The program wrote the outer source MAC of the uplink active when it ran.
+                self.set_source_mac(to, &desc);
+                self.socks[out].pending.push(desc);
             }
             Forward::Flood => {
                 let targets = self.spec.ports[p].flood.clone();
@@ -769,7 +805,14 @@ impl Worker {
             }
             return;
         };
-        let (from, to) = (self.socks[1 + p].pool, self.socks[0].pool);
+        let Some(active) = self.spec.active else {
+            self.counters.count_drop(WorkerDrop::NoUplink, 1);
+            return;
+        };
+        let (from, to) = (
+            self.socks[self.spec.port_sock(p)].pool,
+            self.socks[active].pool,
+        );
         let Some(mut out) = self.pools[to].frames.take() else {
             self.counters.count_drop(WorkerDrop::NoFrame, 1);
             return;
@@ -812,14 +855,15 @@ impl Worker {
         if flood {
             bump(&c.flood_copies, 1);
         }
-        self.socks[0].pending.push(out);
+        self.socks[active].pending.push(out);
     }
 
     /// Sends ICMP "fragmentation needed" back into the overlay port for a too-big DF packet
     /// (already counted as `drop_tx_too_big` by the program).
     fn answer_too_big(&mut self, p: usize, desc: &FrameDesc) {
         let mtu = u16::try_from(self.spec.ports[p].mtu).unwrap_or(u16::MAX);
-        let pool = self.socks[1 + p].pool;
+        let ps = self.spec.port_sock(p);
+        let pool = self.socks[ps].pool;
         // SAFETY: `desc` came off an RX ring of this pool and is ours until released.
         let frame = unsafe { self.pools[pool].umem.data(desc) };
         let mut buf = [0u8; 128];
@@ -836,7 +880,18 @@ impl Worker {
             return;
         }
         bump(&self.counters.icmp_frag_needed, 1);
-        self.socks[1 + p].pending.push(out);
+        self.socks[ps].pending.push(out);
+    }
+
+    /// Rewrites the outer source MAC of an encapsulated frame of `pool` to the active
+    /// uplink's (the uplinks of one host may differ).
+    fn set_source_mac(&mut self, pool: usize, desc: &FrameDesc) {
+        let mut d = *desc;
+        // SAFETY: a frame we own (taken off an RX ring or copied), on no ring yet.
+        let mut data = unsafe { self.pools[pool].umem.data_mut(&mut d) };
+        if let Some(src) = data.contents_mut().get_mut(6..12) {
+            src.copy_from_slice(&self.spec.local_mac);
+        }
     }
 
     fn transmit(&mut self) {

@@ -398,6 +398,17 @@ impl XdpObject {
         m.insert(ifindex, info, 0).map_err(map_err(maps::PORTS))
     }
 
+    /// Declares `ifindex` an uplink whose queue `q` has its socket in XSKMAP slot `base + q`.
+    pub fn set_uplink(&mut self, ifindex: u32, base: u32) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::UPLINKS, HashMap<&mut MapData, u32, u32>);
+        m.insert(ifindex, base, 0).map_err(map_err(maps::UPLINKS))
+    }
+
+    pub fn remove_uplink(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::UPLINKS, HashMap<&mut MapData, u32, u32>);
+        m.remove(&ifindex).map_err(map_err(maps::UPLINKS))
+    }
+
     pub fn set_fdb(&mut self, key: FdbKey, entry: FdbEntry) -> Result<(), XdpError> {
         let mut m = map_mut!(self, maps::FDB, HashMap<&mut MapData, FdbKey, FdbEntry>);
         m.insert(key, entry, 0).map_err(map_err(maps::FDB))

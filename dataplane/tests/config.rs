@@ -119,9 +119,11 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
 fn spec_example_parses_to_the_expected_struct() {
     let expected = Config {
         underlay: Underlay {
-            interface: "eth0".into(),
+            interfaces: vec!["eth0".into()],
             local_ip: ip(10, 0, 2, 2),
             xdp_mode: XdpModeCfg::Auto,
+            failback: true,
+            failback_hold: std::time::Duration::from_secs(5),
         },
         datapath: Datapath {
             mode: DatapathMode::Afxdp,
@@ -190,7 +192,7 @@ fn deploy_example_for_pri_parses() {
     )
     .expect("read deploy/examples/dataplane-pri.toml");
     let c = parse(&text);
-    assert_eq!(c.underlay.interface, "eth0");
+    assert_eq!(c.underlay.primary(), "eth0");
     assert_eq!(c.underlay.local_ip, ip(10, 0, 2, 2));
     assert_eq!(c.vnis.len(), 1);
     let v = &c.vnis[0];
@@ -302,7 +304,7 @@ fn unknown_keys_are_errors_naming_the_key() {
     assert_invalid(
         &edit(MINIMAL, "interface = \"eth0\"", "intreface = \"eth0\""),
         "underlay.intreface",
-        "unknown key; expected one of: interface, local_ip, xdp_mode",
+        "unknown key; expected one of: interface, interfaces, local_ip, xdp_mode, failback, failback_hold_ms",
     );
     assert_invalid(
         &format!("{MINIMAL}\n[wrokers]\nqueues = 1\n"),
@@ -556,7 +558,7 @@ fn workers_errors() {
     assert_invalid(
         &text,
         "vni",
-        "8 VNIs with 8 queues need 72 AF_XDP socket slots",
+        "8 VNIs and 1 uplinks with 8 queues need 72 AF_XDP socket slots",
     );
 }
 
@@ -738,12 +740,12 @@ fn vni_interface_errors() {
     assert_invalid(
         &edit(MINIMAL, "\"ovl0\"", "\"eth0\""),
         "vni[0].interface",
-        "\"eth0\" is the underlay interface",
+        "\"eth0\" is an underlay interface",
     );
     assert_invalid(
         &edit(MINIMAL, "interface = \"eth0\"", "interface = \"ovl0-dp\""),
         "vni[0].interface",
-        "\"ovl0-dp\" is the underlay interface",
+        "\"ovl0-dp\" is an underlay interface",
     );
     assert_invalid(
         &edit(MINIMAL, "\"ovl0\"", "\"ovl 0\""),
@@ -1059,7 +1061,7 @@ fn validate_checks_configs_changed_in_code() {
         .expect_err("overlay named like the underlay");
     assert_eq!(err.field(), Some("vni[0].interface"), "{err}");
     assert!(
-        err.to_string().contains("is the underlay interface"),
+        err.to_string().contains("is an underlay interface"),
         "{err}"
     );
 
@@ -1310,7 +1312,7 @@ fn load_reads_parses_and_checks_in_a_private_namespace() {
 
         let good = TempFile::new(&edit(MINIMAL, "\"eth0\"", "\"veth0\""));
         let (config, report) = Config::load(&good.0).expect("load");
-        assert_eq!(config.underlay.interface, "veth0");
+        assert_eq!(config.underlay.primary(), "veth0");
 
         let typo = TempFile::new(&edit(MINIMAL, "\"eth0\"", "\"veht0\""));
         let typo_err = Config::load(&typo.0).expect_err("no veht0").to_string();

@@ -422,6 +422,14 @@ pub fn get_route(dst: IpAddr) -> Request {
     r
 }
 
+/// RTM_GETROUTE for one destination leaving through interface `oif` ("ip route get DST oif
+/// DEV"): the kernel considers only routes through that interface.
+pub fn get_route_via(dst: IpAddr, oif: u32) -> Request {
+    let mut r = get_route(dst);
+    r.attr_u32(RTA_OIF, oif);
+    r
+}
+
 /// RTM_GETNEIGH dump of the IPv4 and IPv6 neighbour tables.
 pub fn dump_neighs() -> Request {
     let mut r = Request::new(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP);

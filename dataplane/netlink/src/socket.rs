@@ -484,10 +484,21 @@ impl Netlink {
     /// `ip route get DST`: the output interface, next hop and source the kernel would use.
     /// No route is a kernel error (ENETUNREACH, EHOSTUNREACH...).
     pub fn route_get(&self, dst: IpAddr) -> Result<Route> {
+        self.route_request(msg::get_route(dst), &|| format!("route get {dst}"))
+    }
+
+    /// `ip route get DST oif INDEX`: the route to `dst` through interface `oif` only.
+    pub fn route_get_via(&self, dst: IpAddr, oif: u32) -> Result<Route> {
+        self.route_request(msg::get_route_via(dst, oif), &|| {
+            format!("route get {dst} oif {oif}")
+        })
+    }
+
+    fn route_request(&self, req: msg::Request, what: &dyn Fn() -> String) -> Result<Route> {
         let mut route = None;
         self.transact(
-            msg::get_route(dst),
-            &|| format!("route get {dst}"),
+            req,
+            what,
             |ty, p| {
                 if ty == msg::RTM_NEWROUTE {
                     route = Some(msg::parse_route(p)?);

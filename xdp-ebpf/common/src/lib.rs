@@ -51,9 +51,36 @@ pub const SRC_PORT_MAX: u16 = 65535;
 /// Largest VNI (24 bits).
 pub const VNI_MAX: u32 = 0x00ff_ffff;
 
-/// Number of slots in the XSKMAP shared by both programs: the underlay's queues use slots
-/// `0..queues`, each overlay port uses `PortInfo::xsk_base + queue`.
+/// Number of slots in the XSKMAP shared by both programs: an uplink's queue `q` uses slot
+/// `OVL_UPLINKS[ifindex] + q` (0 + q for a device not in that map), each overlay port uses
+/// `PortInfo::xsk_base + queue`.
 pub const XSK_SLOTS: u32 = 64;
+/// Where the AF_XDP sockets sit in the XSKMAP: queue `q` of uplink `u` (in configured order,
+/// present or not) at `uplink_base(u) + q`, then queue `q` of overlay port `p` at
+/// `port_base(p) + q`. The one place this arithmetic lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XskSlots {
+    pub queues: u32,
+    pub uplinks: u32,
+}
+
+impl XskSlots {
+    pub const fn uplink_base(self, uplink: u32) -> u32 {
+        uplink * self.queues
+    }
+
+    pub const fn port_base(self, port: u32) -> u32 {
+        (self.uplinks + port) * self.queues
+    }
+
+    /// Slots needed with `ports` overlay ports.
+    pub const fn needed(self, ports: u32) -> u32 {
+        (self.uplinks + ports) * self.queues
+    }
+}
+
+/// Capacity of the uplink map: the most underlay devices one data plane attaches to.
+pub const UPLINK_ENTRIES: u32 = 8;
 /// Capacity of the FDB map.
 pub const FDB_ENTRIES: u32 = 65536;
 /// Capacity of the VNI map.
@@ -71,6 +98,7 @@ pub mod maps {
     pub const UDP_PORTS: &str = "OVL_UDP_PORTS";
     pub const VNIS: &str = "OVL_VNIS";
     pub const PORTS: &str = "OVL_PORTS";
+    pub const UPLINKS: &str = "OVL_UPLINKS";
     pub const FDB: &str = "OVL_FDB";
     pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
     pub const XSKS: &str = "OVL_XSKS";
@@ -635,6 +663,26 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xsk_slots_never_overlap() {
+        let s = XskSlots {
+            queues: 3,
+            uplinks: 2,
+        };
+        // Every slot below `needed` is used exactly once.
+        let mut used = [0u8; 18];
+        for q in 0..3 {
+            for u in 0..2 {
+                used[(s.uplink_base(u) + q) as usize] += 1;
+            }
+            for p in 0..4 {
+                used[(s.port_base(p) + q) as usize] += 1;
+            }
+        }
+        assert_eq!(s.needed(4), 18);
+        assert!(used.iter().all(|&n| n == 1), "{used:?}");
+    }
 
     #[test]
     fn counters_are_dense_and_named_uniquely() {

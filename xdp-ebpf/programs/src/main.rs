@@ -51,6 +51,10 @@ static OVL_UDP_PORTS: HashMap<u16, UdpPortInfo> =
 static OVL_VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(ovl_common::VNI_ENTRIES, 0);
 #[map]
 static OVL_PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(ovl_common::PORT_ENTRIES, 0);
+
+/// Uplink ifindex -> first XSKMAP slot of its sockets (one uplink's queues after another's).
+#[map]
+static OVL_UPLINKS: HashMap<u32, u32> = HashMap::with_max_entries(ovl_common::UPLINK_ENTRIES, 0);
 #[map]
 static OVL_FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(ovl_common::FDB_ENTRIES, 0);
 #[map]
@@ -346,9 +350,19 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
             }
             return (action, fast);
         }
-        return to_socket(ctx, meta, ctx.rx_queue_index(), Counter::RxFastFallback);
+        return to_socket(ctx, meta, uplink_slot(ctx), Counter::RxFastFallback);
     }
-    to_socket(ctx, meta, ctx.rx_queue_index(), rx_counter)
+    to_socket(ctx, meta, uplink_slot(ctx), rx_counter)
+}
+
+/// The XSKMAP slot of the socket on this uplink's receive queue: every present uplink has
+/// sockets of its own (a socket only takes frames of the device and queue it is bound to).
+#[inline(always)]
+fn uplink_slot(ctx: &XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: the map value is plain data, only read.
+    let base = unsafe { OVL_UPLINKS.get(ifindex) }.copied().unwrap_or(0);
+    base + ctx.rx_queue_index()
 }
 
 /// Whether the inner source `src` of VNI `vni`, seen behind VTEP `peer_ip_be`, is news for
