@@ -221,6 +221,10 @@ pub struct HealthSection {
     pub rise: u32,
     /// Underlay interface that must be up (watched through netlink: reacts at once).
     pub underlay_interface: Option<String>,
+    /// Uplinks of an active-backup underlay: healthy while any of them is up (heartbeats
+    /// follow the routing table to whichever carries them).
+    #[serde(default)]
+    pub underlay_interfaces: Vec<String>,
     /// The data plane's control socket (`ping` -> `pong`).
     pub dataplane_socket: Option<PathBuf>,
     /// Timeout of the data plane check.
@@ -257,6 +261,17 @@ fn default_http_timeout() -> u64 {
     200
 }
 
+impl HealthSection {
+    /// Every underlay interface named, `underlay_interface` first.
+    pub fn underlays(&self) -> Vec<&str> {
+        self.underlay_interface
+            .iter()
+            .chain(&self.underlay_interfaces)
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {
@@ -264,6 +279,7 @@ impl Default for HealthSection {
             fall: default_fall(),
             rise: default_rise(),
             underlay_interface: None,
+            underlay_interfaces: Vec::new(),
             dataplane_socket: None,
             dataplane_timeout_ms: default_dataplane_timeout(),
             command: None,
@@ -525,6 +541,9 @@ impl Config {
             600_000,
         )?;
         in_range("health.http_timeout_ms", hl.http_timeout_ms, 1, 60_000)?;
+        for (k, i) in hl.underlay_interfaces.iter().enumerate() {
+            interface_name(&format!("health.underlay_interfaces[{k}]"), i)?;
+        }
         if let Some(i) = &hl.underlay_interface {
             interface_name("health.underlay_interface", i)?;
         }

@@ -315,16 +315,25 @@ pub fn spawn_periodic(
 /// The link part of health: `underlay` (if set) must be up, `overlay` must exist.
 pub fn check_links(
     nl: &ovl_netlink::Netlink,
-    underlay: Option<&str>,
+    underlays: &[&str],
     overlay: &str,
 ) -> Result<(), String> {
-    if let Some(name) = underlay {
+    // Healthy while any uplink is up: losing one of several is the data plane's business
+    // (it switches), not a reason to give up the VIP.
+    let mut problems = Vec::new();
+    for name in underlays {
         match nl.link_by_name(name) {
-            Ok(Some(l)) if l.oper_up => {}
-            Ok(Some(_)) => return Err(format!("underlay interface {name} is down")),
-            Ok(None) => return Err(format!("underlay interface {name} does not exist")),
-            Err(e) => return Err(format!("underlay interface {name}: {e}")),
+            Ok(Some(l)) if l.oper_up => {
+                problems.clear();
+                break;
+            }
+            Ok(Some(_)) => problems.push(format!("underlay interface {name} is down")),
+            Ok(None) => problems.push(format!("underlay interface {name} does not exist")),
+            Err(e) => problems.push(format!("underlay interface {name}: {e}")),
         }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
     }
     match nl.link_by_name(overlay) {
         Ok(Some(_)) => Ok(()),

@@ -582,7 +582,7 @@ impl Daemon {
         self.next_link_check = now + u64::try_from(LINK_RECHECK.as_nanos()).unwrap_or(u64::MAX);
         self.link_ok = health::check_links(
             &self.nl,
-            self.cfg.health.underlay_interface.as_deref(),
+            &self.cfg.health.underlays(),
             &self.cfg.vip.interface,
         );
     }

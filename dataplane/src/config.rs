@@ -837,7 +837,10 @@ impl Config {
             };
             return Err(invalid(
                 "underlay.local_ip",
-                format!("{} is not configured on {on} ({has}{elsewhere})", u.local_ip),
+                format!(
+                    "{} is not configured on {on} ({has}{elsewhere})",
+                    u.local_ip
+                ),
             ));
         }
         // Every uplink may carry the traffic: the overlay must fit the smallest.
@@ -917,7 +920,10 @@ impl Config {
     fn validate_underlay(&self) -> Result<(), ConfigError> {
         let u = &self.underlay;
         if u.interfaces.is_empty() {
-            return Err(invalid("underlay.interfaces", "must name at least one uplink"));
+            return Err(invalid(
+                "underlay.interfaces",
+                "must name at least one uplink",
+            ));
         }
         let max = ovl_common::UPLINK_ENTRIES as usize;
         if u.interfaces.len() > max {

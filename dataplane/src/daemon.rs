@@ -410,13 +410,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         .map(|q| cfg.workers.cpus.as_ref().and_then(|c| c.get(q).copied()))
         .collect();
     let counters: Vec<Arc<QueueCounters>> = (0..queues)
-        .map(|q| {
-            Arc::new(QueueCounters::new(
-                q,
-                cpus[q as usize],
-                port_specs.len(),
-            ))
-        })
+        .map(|q| Arc::new(QueueCounters::new(q, cpus[q as usize], port_specs.len())))
         .collect();
     let template = WorkerSpec {
         queue: 0,
@@ -426,6 +420,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         spin: Duration::from_micros(u64::from(cfg.workers.spin_us)),
         uplinks: Vec::new(),
         active: None,
+        uplink_slots: cfg.underlay.interfaces.len(),
         local_mac,
         local_ip: cfg.underlay.local_ip,
         ports: port_specs,
@@ -473,6 +468,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         state: state.clone(),
         state_file: state_path(&sock_path),
         last_switch: None,
+        bound: HashSet::new(),
+        sockets_rebound: 0,
         by_uplink: HashMap::new(),
         static_fdb: cfg
             .vnis
@@ -756,6 +753,10 @@ struct Control {
     state: State,
     state_file: PathBuf,
     last_switch: Option<Switch>,
+    /// The workers' uplink sockets in the XSKMAP: (queue, device index).
+    bound: HashSet<(u32, u32)>,
+    /// Uplink sockets bound after start (devices that returned).
+    sockets_rebound: u64,
     /// Next-hop MAC of each remote VTEP through each uplink device (index, remote), so a
     /// switch finds the new uplink's next hops already resolved.
     by_uplink: HashMap<(u32, Ipv4Addr), [u8; 6]>,
@@ -835,7 +836,7 @@ impl Control {
     }
 
     fn forwarding_problem(&self) -> Option<String> {
-        let Some((u, _)) = self.uplinks.active() else {
+        let Some((u, index)) = self.uplinks.active() else {
             let states: Vec<String> = self
                 .uplinks
                 .links()
@@ -860,7 +861,8 @@ impl Control {
                 self.uplink_names[u]
             ));
         }
-        if !self.workers.running() || !self.workers.has_uplink(u) {
+        let queues = self.workers.counters().len() as u32;
+        if !self.workers.running() || !(0..queues).all(|q| self.bound.contains(&(q, index))) {
             return Some(format!(
                 "no AF_XDP sockets on active uplink {}",
                 self.uplink_names[u]
@@ -933,6 +935,7 @@ impl Control {
                     tracing::warn!(uplink = %self.uplink_names[uplink], index, "uplink device gone");
                     self.detach_uplink(uplink);
                     self.by_uplink.retain(|(i, _), _| *i != index);
+                    self.bound.retain(|(_, i)| *i != index);
                     rebuild = true;
                 }
                 UplinkAction::Activate {
@@ -944,7 +947,7 @@ impl Control {
             }
         }
         if rebuild {
-            self.restart_workers();
+            self.sync_workers();
         }
     }
 
@@ -992,31 +995,62 @@ impl Control {
         }
     }
 
-    /// Starts a worker generation with sockets on every attached uplink.
-    fn restart_workers(&mut self) {
-        let mut list: Vec<(usize, String)> = self
+    /// The attached uplinks (position, name, device index), in order of preference.
+    fn attached_list(&self) -> Vec<(usize, String, u32)> {
+        let mut list: Vec<(usize, String, u32)> = self
             .attached
-            .keys()
-            .map(|&u| (u, self.uplink_names[u].clone()))
+            .iter()
+            .map(|(&u, &(index, _))| (u, self.uplink_names[u].clone(), index))
             .collect();
         list.sort();
-        let active = self.uplinks.active().map(|(u, _)| u);
-        let t = Instant::now();
+        list
+    }
+
+    /// Brings the workers' sockets in line with the attached uplinks and the active one:
+    /// starts the workers the first time, then tells them (new sockets come back as
+    /// `FromWorker::Sockets`).
+    fn sync_workers(&mut self) {
+        let list = self.attached_list();
+        let active = self.uplinks.active().map(|(_, i)| i);
         let mac = self.base_config.local_mac;
-        if let Err(e) = self
+        if self.workers.running() {
+            let devices = list.into_iter().map(|(_, n, i)| (n, i)).collect();
+            self.workers.set_uplinks(devices, active, mac);
+            return;
+        }
+        match self
             .workers
             .start(&mut self.xdp, &list, active, mac, &self.nexthops)
         {
-            tracing::error!("restarting the workers: {e:#}");
-            return;
+            Ok(()) => {
+                for q in 0..self.workers.counters().len() as u32 {
+                    for (_, _, index) in &list {
+                        self.bound.insert((q, *index));
+                    }
+                }
+            }
+            Err(e) => tracing::error!("starting the workers: {e:#}"),
         }
-        let names: Vec<&str> = list.iter().map(|(_, n)| n.as_str()).collect();
-        tracing::info!(
-            uplinks = ?names,
-            took_ms = t.elapsed().as_secs_f64() * 1e3,
-            generation = self.workers.generations,
-            "workers bound to the uplinks"
-        );
+    }
+
+    /// Sockets the workers bound on a returned uplink: into the XSKMAP.
+    fn on_sockets(&mut self, queue: u32, bound: Vec<(u32, i32)>, failed: Vec<(String, String)>) {
+        let slots = self.workers_slots();
+        for (index, fd) in bound {
+            let Some((&u, _)) = self.attached.iter().find(|(_, (i, _))| *i == index) else {
+                continue;
+            };
+            match self.xdp.set_xsk(slots.uplink_base(u as u32) + queue, fd) {
+                Ok(()) => {
+                    self.bound.insert((queue, index));
+                    self.sockets_rebound += 1;
+                }
+                Err(e) => tracing::warn!(queue, uplink = %self.uplink_names[u], "XSKMAP: {e}"),
+            }
+        }
+        for (name, why) in failed {
+            tracing::warn!(queue, uplink = %name, "binding the uplink's socket failed: {why}");
+        }
     }
 
     /// Makes uplink `to` (position, device index) the one we send on, or none.
@@ -1030,7 +1064,9 @@ impl Control {
                         cfg.local_mac = mac;
                     }
                 }
-                _ => tracing::warn!(uplink = %self.uplink_names[u], "uplink vanished while being activated"),
+                _ => {
+                    tracing::warn!(uplink = %self.uplink_names[u], "uplink vanished while being activated")
+                }
             }
             cfg.underlay_ifindex = index;
         }
@@ -1038,8 +1074,13 @@ impl Control {
         if let Err(e) = self.xdp.set_config(cfg) {
             tracing::error!("program config: {e}");
         }
+        let devices = self
+            .attached_list()
+            .into_iter()
+            .map(|(_, n, i)| (n, i))
+            .collect();
         self.workers
-            .set_active(to.map(|(u, _)| u), cfg.local_mac);
+            .set_uplinks(devices, to.map(|(_, i)| i), cfg.local_mac);
         // The new uplink's next hops, as far as they are known already.
         let remotes: Vec<Ipv4Addr> = self.nexthops.keys().copied().collect();
         for r in remotes {
@@ -1159,6 +1200,11 @@ impl Control {
                     }
                 }
             }
+            FromWorker::Sockets {
+                queue,
+                bound,
+                failed,
+            } => self.on_sockets(queue, bound, failed),
             FromWorker::Resolve { remote } => {
                 self.nexthops.entry(remote).or_insert(None);
                 self.refresh_one(remote);
@@ -1354,7 +1400,7 @@ impl Control {
                 })
                 .collect(),
             switches: self.uplinks.switches,
-            worker_generations: self.workers.generations,
+            sockets_rebound: self.sockets_rebound,
             last_switch: self.last_switch.as_ref().map(|s| crate::stats::SwitchRow {
                 from: s.from.clone(),
                 to: s.to.clone(),

@@ -201,8 +201,8 @@ pub struct UplinksSnapshot {
     pub links: Vec<UplinkRow>,
     /// Changes of the active uplink since start.
     pub switches: u64,
-    /// Worker generations started (one more each time the set of devices changed).
-    pub worker_generations: u64,
+    /// Uplink sockets the workers bound after start (on devices that returned).
+    pub sockets_rebound: u64,
     pub last_switch: Option<SwitchRow>,
 }
 
@@ -355,7 +355,11 @@ impl Snapshot {
                 l.name,
                 l.state,
                 l.index.map_or("-".to_string(), |i| i.to_string()),
-                if l.attached { "attached" } else { "not attached" }
+                if l.attached {
+                    "attached"
+                } else {
+                    "not attached"
+                }
             );
         }
         if let Some(w) = &self.uplinks.last_switch {

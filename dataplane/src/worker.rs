@@ -56,10 +56,12 @@ pub struct WorkerSpec {
     pub frames: u32,
     /// Keep polling this long after the last work before sleeping in poll().
     pub spin: Duration,
-    /// The present uplinks' devices, in order of preference.
-    pub uplinks: Vec<String>,
+    /// The uplink devices (name, index) with a socket, in the order they were bound.
+    pub uplinks: Vec<(String, u32)>,
     /// The one we send on (a position in `uplinks`); None: none can carry traffic.
     pub active: Option<usize>,
+    /// How many uplinks are configured (sizes a UMEM shared with them).
+    pub uplink_slots: usize,
     pub local_mac: [u8; 6],
     pub local_ip: Ipv4Addr,
     pub ports: Vec<PortSpec>,
@@ -73,9 +75,14 @@ pub struct WorkerSpec {
 }
 
 impl WorkerSpec {
-    /// Position of overlay port `p`'s socket (after the uplinks').
+    /// Position of overlay port `p`'s socket: the ports' come first, they never change.
     fn port_sock(&self, p: usize) -> usize {
-        self.uplinks.len() + p
+        p
+    }
+
+    /// Position of the socket on uplink `u` (a position in `uplinks`).
+    fn uplink_sock(&self, u: usize) -> usize {
+        self.ports.len() + u
     }
 }
 
@@ -152,10 +159,11 @@ pub enum ToWorker {
         remote: Ipv4Addr,
         mac: Option<[u8; 6]>,
     },
-    /// Send on uplink `uplink` (a position in `WorkerSpec::uplinks`) from its source MAC;
-    /// None: no uplink can carry traffic.
-    Active {
-        uplink: Option<usize>,
+    /// Have sockets on exactly these uplink devices (name, index) and send on device
+    /// `active` from `local_mac`; None: no uplink can carry traffic.
+    Uplinks {
+        uplinks: Vec<(String, u32)>,
+        active: Option<u32>,
         local_mac: [u8; 6],
     },
 }
@@ -171,6 +179,13 @@ pub enum FromWorker {
     },
     /// A frame needed this remote's next hop and it is unknown.
     Resolve { remote: Ipv4Addr },
+    /// Sockets bound on uplinks after `ToWorker::Uplinks`: (device index, descriptor) for
+    /// the XSKMAP, and the devices whose bind failed, with why.
+    Sockets {
+        queue: u32,
+        bound: Vec<(u32, i32)>,
+        failed: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -362,10 +377,10 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// Creates the UMEM and binds one socket to queue `spec.queue` of the underlay and of each
-    /// overlay port (all in the calling thread's namespace).
+    /// Creates the UMEMs and binds one socket to queue `spec.queue` of each overlay port and
+    /// of each uplink in `spec.uplinks` (all in the calling thread's namespace).
     pub fn new(
-        spec: WorkerSpec,
+        mut spec: WorkerSpec,
         counters: Arc<QueueCounters>,
         to_control: Sender<FromWorker>,
         from_control: Receiver<ToWorker>,
@@ -373,103 +388,15 @@ impl Worker {
         let queue = spec.queue;
         let err = |what: String| WorkerError::Setup { queue, what };
         let layout = layout::layout(spec.zero_copy);
-        let nports = spec.ports.len();
-        let nu = spec.uplinks.len();
-        // Sockets per pool: each uplink alone and the ports together, or all in one.
-        let members: Vec<usize> = if layout.split {
-            std::iter::repeat_n(1, nu).chain([nports]).collect()
-        } else {
-            vec![nu + nports]
-        };
-        let mut pools = Vec::with_capacity(members.len());
-        let mut socks: Vec<Sock> = Vec::with_capacity(nu + nports);
-        let names = spec
-            .uplinks
-            .iter()
-            .cloned()
-            .chain(spec.ports.iter().map(|p| p.dp_interface.clone()));
-        for (i, ifname) in names.enumerate() {
-            let pool = if layout.split { i.min(nu) } else { 0 };
-            if pools.len() <= pool {
-                pools.push(new_pool(&spec, members[pool]).map_err(&err)?);
-            }
-            let (ring, share) = ring_size(spec.frames as usize, members[pool]);
-            let attempts = if i < nu {
-                layout.underlay
-            } else {
-                std::slice::from_ref(&layout.ports)
-            };
-            let mut last_err = String::new();
-            let mut bound = None;
-            for (k, bind) in attempts.iter().enumerate() {
-                if k > 0 {
-                    // A failed bind may leave the UMEM half set up: the retry gets a new one.
-                    pools[pool] = new_pool(&spec, members[pool]).map_err(&err)?;
-                }
-                // SAFETY: INHIBIT_PROG_LOAD is set (xsk-rs requires it when a UMEM is shared)
-                // and each (interface, queue) pair is bound once.
-                match unsafe { bind_socket(&pools[pool].umem, &ifname, queue, ring, *bind) } {
-                    Ok(b) => {
-                        bound = Some(b);
-                        break;
-                    }
-                    Err(e) => {
-                        if *bind == Bind::ZeroCopy && attempts.len() > k + 1 {
-                            tracing::info!(queue, interface = %ifname, "zero-copy bind refused ({e}); copy mode");
-                        }
-                        last_err = e;
-                    }
-                }
-            }
-            let (tx, rx, fq, cq) = bound.ok_or_else(|| {
-                err(format!(
-                    "AF_XDP socket on {ifname} queue {queue}: {last_err}"
-                ))
-            })?;
-            let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
-            tracing::info!(
-                queue,
-                interface = %ifname,
-                mode = if zero_copy { "zero-copy" } else { "copy" },
-                umem = pool,
-                "AF_XDP socket bound"
-            );
-            set_tx_budget(tx.fd().as_raw_fd(), spec.batch);
-            if spec.busy_poll_us > 0 {
-                set_busy_poll(tx.fd().as_raw_fd(), spec.busy_poll_us, spec.batch)
-                    .map_err(|e| err(format!("busy polling on {ifname}: {e}")))?;
-            }
-            socks.push(Sock {
-                pool,
-                ifname,
-                zero_copy,
-                tx,
-                rx,
-                fq,
-                cq,
-                in_fill: 0,
-                in_tx: 0,
-                fill_target: share.min(ring as usize),
-                pending: Vec::with_capacity(spec.batch * 4),
-            });
-        }
-        let total: usize = pools.iter().map(|p| p.frames.total).sum();
-        counters.frames_total.store(total as u64, Ordering::Relaxed);
-        if let Ok(mut modes) = counters.sockets.lock() {
-            *modes = socks
-                .iter()
-                .map(|s| {
-                    let mode = if s.zero_copy { "zero-copy" } else { "copy" };
-                    (s.ifname.clone(), mode.to_string())
-                })
-                .collect();
-        }
+        let uplinks = std::mem::take(&mut spec.uplinks);
+        let active = spec.active.take();
         let batch = spec.batch;
         let port_vnis = spec.ports.iter().map(|p| p.vni).collect();
+        let first = new_pool(&spec, Self::port_members(&spec, layout.split)).map_err(&err)?;
         let mut w = Worker {
             spec,
-            socks,
-            pools,
+            socks: Vec::new(),
+            pools: vec![first],
             counters,
             port_vnis,
             nexthops: HashMap::new(),
@@ -480,11 +407,199 @@ impl Worker {
             resolve_asked: HashMap::new(),
             next_xsk_stats: Instant::now(),
         };
+        // Ports first: their positions never change; uplinks come and go after them.
+        let members = Self::port_members(&w.spec, layout.split);
+        for p in 0..w.spec.ports.len() {
+            let ifname = w.spec.ports[p].dp_interface.clone();
+            let sock = w
+                .bind_into(0, &ifname, std::slice::from_ref(&layout.ports), members)
+                .map_err(&err)?;
+            w.socks.push(sock);
+        }
+        for (name, index) in uplinks {
+            w.add_uplink(&name, index).map_err(&err)?;
+        }
+        w.spec.active = active;
+        w.publish_sockets();
         w.refill();
         Ok(w)
     }
 
-    /// Descriptors for the XSKMAP: one per uplink, then one per port.
+    /// Sockets sharing the ports' UMEM: the ports, and with one shared UMEM every uplink
+    /// that may be configured.
+    fn port_members(spec: &WorkerSpec, split: bool) -> usize {
+        if split {
+            spec.ports.len()
+        } else {
+            spec.ports.len() + spec.uplink_slots.max(1)
+        }
+    }
+
+    /// Binds a socket on `ifname` to pool `pool`, trying the bind modes in order (a failed
+    /// bind may leave a UMEM of its own half set up: the retry gets a new one).
+    fn bind_into(
+        &mut self,
+        pool: usize,
+        ifname: &str,
+        attempts: &[Bind],
+        members: usize,
+    ) -> Result<Sock, String> {
+        let queue = self.spec.queue;
+        let (ring, share) = ring_size(self.spec.frames as usize, members);
+        let mut last_err = String::new();
+        let mut bound = None;
+        for (k, bind) in attempts.iter().enumerate() {
+            if k > 0 {
+                self.pools[pool] = new_pool(&self.spec, members)?;
+            }
+            // SAFETY: INHIBIT_PROG_LOAD is set (xsk-rs requires it when a UMEM is shared)
+            // and each (interface, queue) pair is bound once.
+            match unsafe { bind_socket(&self.pools[pool].umem, ifname, queue, ring, *bind) } {
+                Ok(b) => {
+                    bound = Some(b);
+                    break;
+                }
+                Err(e) => {
+                    if *bind == Bind::ZeroCopy && attempts.len() > k + 1 {
+                        tracing::info!(queue, interface = %ifname, "zero-copy bind refused ({e}); copy mode");
+                    }
+                    last_err = e;
+                }
+            }
+        }
+        let (tx, rx, fq, cq) =
+            bound.ok_or_else(|| format!("AF_XDP socket on {ifname} queue {queue}: {last_err}"))?;
+        let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
+        tracing::info!(
+            queue,
+            interface = %ifname,
+            mode = if zero_copy { "zero-copy" } else { "copy" },
+            umem = pool,
+            "AF_XDP socket bound"
+        );
+        set_tx_budget(tx.fd().as_raw_fd(), self.spec.batch);
+        if self.spec.busy_poll_us > 0 {
+            set_busy_poll(tx.fd().as_raw_fd(), self.spec.busy_poll_us, self.spec.batch)
+                .map_err(|e| format!("busy polling on {ifname}: {e}"))?;
+        }
+        Ok(Sock {
+            pool,
+            ifname: ifname.to_string(),
+            zero_copy,
+            tx,
+            rx,
+            fq,
+            cq,
+            in_fill: 0,
+            in_tx: 0,
+            fill_target: share.min(ring as usize),
+            pending: Vec::with_capacity(self.spec.batch * 4),
+        })
+    }
+
+    /// Binds a socket on uplink device `name` (index `index`), in a UMEM of its own unless
+    /// the layout shares one. Returns the socket's descriptor for the XSKMAP.
+    fn add_uplink(&mut self, name: &str, index: u32) -> Result<i32, String> {
+        let layout = layout::layout(self.spec.zero_copy);
+        let (pool, members) = if layout.split {
+            self.pools.push(new_pool(&self.spec, 1)?);
+            (self.pools.len() - 1, 1)
+        } else {
+            (0, Self::port_members(&self.spec, false))
+        };
+        match self.bind_into(pool, name, layout.underlay, members) {
+            Ok(sock) => {
+                let fd = sock.fd();
+                self.socks.push(sock);
+                self.spec.uplinks.push((name.to_string(), index));
+                Ok(fd)
+            }
+            Err(e) => {
+                if layout.split {
+                    self.pools.pop();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the socket on uplink `k` (a position in `spec.uplinks`); a UMEM of its own goes
+    /// with it, frames it left on its rings in a shared one are written off.
+    fn remove_uplink(&mut self, k: usize) {
+        let s = self.spec.uplink_sock(k);
+        let (name, _) = self.spec.uplinks.remove(k);
+        let sock = self.socks.remove(s);
+        let pool = sock.pool;
+        for d in &sock.pending {
+            self.pools[pool].frames.release(d);
+        }
+        let stranded = sock.in_fill + sock.in_tx;
+        // The rings live in the UMEM's mapping: the socket goes first.
+        drop(sock);
+        if self.socks.iter().any(|x| x.pool == pool) {
+            self.pools[pool].frames.total -= stranded;
+        } else {
+            self.pools.remove(pool);
+            for x in &mut self.socks {
+                if x.pool > pool {
+                    x.pool -= 1;
+                }
+            }
+        }
+        tracing::info!(queue = self.spec.queue, interface = %name, "AF_XDP socket closed");
+    }
+
+    /// Makes the uplink sockets match `uplinks` (devices by name and index: a device
+    /// re-created under the same name is a new one) and sends on `active`; tells the control
+    /// thread the new sockets' descriptors.
+    fn set_uplinks(&mut self, uplinks: &[(String, u32)], active: Option<u32>, local_mac: [u8; 6]) {
+        for k in (0..self.spec.uplinks.len()).rev() {
+            if !uplinks.contains(&self.spec.uplinks[k]) {
+                self.remove_uplink(k);
+            }
+        }
+        let mut bound = Vec::new();
+        let mut failed = Vec::new();
+        for (name, index) in uplinks {
+            if self.spec.uplinks.iter().any(|u| u.1 == *index) {
+                continue;
+            }
+            match self.add_uplink(name, *index) {
+                Ok(fd) => bound.push((*index, fd)),
+                Err(e) => failed.push((name.clone(), e)),
+            }
+        }
+        self.spec.active = active.and_then(|a| self.spec.uplinks.iter().position(|u| u.1 == a));
+        self.spec.local_mac = local_mac;
+        self.publish_sockets();
+        if !bound.is_empty() || !failed.is_empty() {
+            let _ = self.to_control.send(FromWorker::Sockets {
+                queue: self.spec.queue,
+                bound,
+                failed,
+            });
+        }
+        self.refill();
+    }
+
+    fn publish_sockets(&self) {
+        let total: usize = self.pools.iter().map(|p| p.frames.total).sum();
+        self.counters
+            .frames_total
+            .store(total as u64, Ordering::Relaxed);
+        if let Ok(mut modes) = self.counters.sockets.lock() {
+            *modes = self
+                .socks
+                .iter()
+                .map(|s| {
+                    let mode = if s.zero_copy { "zero-copy" } else { "copy" };
+                    (s.ifname.clone(), mode.to_string())
+                })
+                .collect();
+        }
+    }
+
+    /// Descriptors for the XSKMAP: one per port, then one per uplink (as in `spec.uplinks`).
     pub fn fds(&self) -> Vec<i32> {
         self.socks.iter().map(Sock::fd).collect()
     }
@@ -536,10 +651,11 @@ impl Worker {
                 ToWorker::NextHop { remote, mac: None } => {
                     self.nexthops.remove(&remote);
                 }
-                ToWorker::Active { uplink, local_mac } => {
-                    self.spec.active = uplink.filter(|&u| u < self.spec.uplinks.len());
-                    self.spec.local_mac = local_mac;
-                }
+                ToWorker::Uplinks {
+                    uplinks,
+                    active,
+                    local_mac,
+                } => self.set_uplinks(&uplinks, active, local_mac),
             }
         }
         if self.spec.busy_poll_us > 0 {
@@ -604,7 +720,7 @@ impl Worker {
     fn receive_underlay(&mut self, now: Instant) -> usize {
         let mut total = 0;
         for u in 0..self.spec.uplinks.len() {
-            let sock = &mut self.socks[u];
+            let sock = &mut self.socks[self.spec.uplink_sock(u)];
             // SAFETY: the RX ring hands back frames of this UMEM that we put on the fill ring.
             let n = unsafe { sock.rx.consume(&mut self.scratch) };
             sock.in_fill -= n.min(sock.in_fill);
@@ -630,7 +746,7 @@ impl Worker {
     }
 
     fn handle_underlay(&mut self, u: usize, desc: FrameDesc, now: Instant) {
-        let from = self.socks[u].pool;
+        let from = self.socks[self.spec.uplink_sock(u)].pool;
         let (meta, len) = self.meta(from, &desc);
         // SAFETY: the frame came off an RX ring and is ours until released or queued.
         let data = unsafe { self.pools[from].umem.data(&desc) };
@@ -734,7 +850,7 @@ impl Worker {
         let (meta, len) = self.meta(from, &desc);
         match forward::from_port(meta) {
             Forward::Transmit => {
-                let Some(out) = self.spec.active else {
+                let Some(out) = self.spec.active.map(|u| self.spec.uplink_sock(u)) else {
                     self.counters.count_drop(WorkerDrop::NoUplink, 1);
                     self.pools[from].frames.release(&desc);
                     return;
@@ -805,7 +921,7 @@ impl Worker {
             }
             return;
         };
-        let Some(active) = self.spec.active else {
+        let Some(active) = self.spec.active.map(|u| self.spec.uplink_sock(u)) else {
             self.counters.count_drop(WorkerDrop::NoUplink, 1);
             return;
         };

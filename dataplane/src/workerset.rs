@@ -1,7 +1,7 @@
-//! The workers of one run, as one generation at a time: when the set of present uplinks
-//! changes (a device removed or returned), the generation is stopped and a new one binds
-//! sockets on the devices there are now. Counters, the FDB and the overlay ports carry on;
-//! only frames inside the old sockets' rings are lost.
+//! The workers of one run. They start with sockets on the uplinks present then; when a
+//! device disappears or returns they close or bind that one socket themselves (told by
+//! `set_uplinks`) and report new descriptors for the XSKMAP, so sockets on the other devices,
+//! counters, the FDB and the overlay ports carry on untouched.
 
 use std::{
     collections::HashMap,
@@ -29,8 +29,7 @@ const TO_WORKER: usize = 4096;
 impl std::fmt::Debug for WorkerSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerSet")
-            .field("uplinks", &self.uplinks)
-            .field("generations", &self.generations)
+            .field("workers", &self.handles.len())
             .finish_non_exhaustive()
     }
 }
@@ -45,10 +44,6 @@ pub struct WorkerSet {
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
     ctl: Vec<Sender<ToWorker>>,
-    /// Configured positions of the uplinks this generation has sockets on.
-    uplinks: Vec<usize>,
-    /// How many generations were started.
-    pub generations: u64,
 }
 
 impl WorkerSet {
@@ -68,8 +63,6 @@ impl WorkerSet {
             stop: Arc::new(AtomicBool::new(false)),
             handles: Vec::new(),
             ctl: Vec::new(),
-            uplinks: Vec::new(),
-            generations: 0,
         }
     }
 
@@ -77,27 +70,26 @@ impl WorkerSet {
         &self.counters
     }
 
-    /// Stops the running generation (if any) and starts one with sockets on `uplinks`
-    /// (configured position, device name), sending on `active` (a configured position) from
-    /// `local_mac`, knowing `nexthops`.
+    /// Starts one worker per queue with sockets on `uplinks` (configured position, device
+    /// name, device index), sending on device `active` from `local_mac`, knowing `nexthops`.
     pub fn start(
         &mut self,
         xdp: &mut XdpObject,
-        uplinks: &[(usize, String)],
-        active: Option<usize>,
+        uplinks: &[(usize, String, u32)],
+        active: Option<u32>,
         local_mac: [u8; 6],
         nexthops: &HashMap<Ipv4Addr, Option<[u8; 6]>>,
     ) -> Result<()> {
-        self.stop_all();
         let mut workers = Vec::new();
         let mut ctl = Vec::new();
+        let nports = self.template.ports.len();
         for (q, counters) in self.counters.iter().enumerate() {
             let q = q as u32;
             let mut spec = self.template.clone();
             spec.queue = q;
             spec.cpu = self.cpus.get(q as usize).copied().flatten();
-            spec.uplinks = uplinks.iter().map(|(_, n)| n.clone()).collect();
-            spec.active = active.and_then(|a| uplinks.iter().position(|(u, _)| *u == a));
+            spec.uplinks = uplinks.iter().map(|(_, n, i)| (n.clone(), *i)).collect();
+            spec.active = active.and_then(|a| uplinks.iter().position(|u| u.2 == a));
             spec.local_mac = local_mac;
             let (tx, rx) = bounded::<ToWorker>(TO_WORKER);
             for (&remote, &mac) in nexthops {
@@ -107,32 +99,41 @@ impl WorkerSet {
             }
             let w = Worker::new(spec, counters.clone(), self.learn_tx.clone(), rx)?;
             let fds = w.fds();
-            for (k, (u, _)) in uplinks.iter().enumerate() {
-                xdp.set_xsk(self.slots.uplink_base(*u as u32) + q, fds[k])?;
+            for (p, fd) in fds.iter().take(nports).enumerate() {
+                xdp.set_xsk(self.slots.port_base(p as u32) + q, *fd)?;
             }
-            for p in 0..self.template.ports.len() {
-                xdp.set_xsk(self.slots.port_base(p as u32) + q, fds[uplinks.len() + p])?;
+            for (k, (u, _, _)) in uplinks.iter().enumerate() {
+                xdp.set_xsk(self.slots.uplink_base(*u as u32) + q, fds[nports + k])?;
             }
             workers.push(w);
             ctl.push(tx);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::new();
         for w in workers {
-            let stop = stop.clone();
-            handles.push(
+            let stop = self.stop.clone();
+            self.handles.push(
                 thread::Builder::new()
                     .name("ovl-worker".into())
                     .spawn(move || w.run(&stop))
                     .context("spawn worker")?,
             );
         }
-        self.stop = stop;
-        self.handles = handles;
         self.ctl = ctl;
-        self.uplinks = uplinks.iter().map(|(u, _)| *u).collect();
-        self.generations += 1;
         Ok(())
+    }
+
+    /// Tells every worker to have sockets on exactly `uplinks` (name, device index) and send
+    /// on device `active` from `local_mac`. New sockets are reported as `FromWorker::Sockets`.
+    pub fn set_uplinks(
+        &self,
+        uplinks: Vec<(String, u32)>,
+        active: Option<u32>,
+        local_mac: [u8; 6],
+    ) {
+        self.tell(ToWorker::Uplinks {
+            uplinks,
+            active,
+            local_mac,
+        });
     }
 
     /// Stops every worker and waits for it (their sockets close as they return).
@@ -144,19 +145,17 @@ impl WorkerSet {
         self.ctl.clear();
     }
 
-    /// Tells every worker to send on configured uplink `active` from `local_mac`.
-    pub fn set_active(&self, active: Option<usize>, local_mac: [u8; 6]) {
-        let uplink = active.and_then(|a| self.uplinks.iter().position(|u| *u == a));
-        self.tell(ToWorker::Active { uplink, local_mac });
-    }
-
     /// Sends `msg` to every worker; a full channel is logged (the message is lost).
     pub fn tell(&self, msg: ToWorker) {
         for (q, c) in self.ctl.iter().enumerate() {
             match c.try_send(msg.clone()) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => {}
                 Err(TrySendError::Full(_)) => {
-                    tracing::warn!(queue = q, ?msg, "worker's control channel full; update lost")
+                    tracing::warn!(
+                        queue = q,
+                        ?msg,
+                        "worker's control channel full; update lost"
+                    )
                 }
             }
         }
@@ -165,11 +164,6 @@ impl WorkerSet {
     /// The position of a worker whose thread has ended.
     pub fn finished(&self) -> Option<usize> {
         self.handles.iter().position(JoinHandle::is_finished)
-    }
-
-    /// Whether the running generation has sockets on configured uplink `u`.
-    pub fn has_uplink(&self, u: usize) -> bool {
-        self.uplinks.contains(&u)
     }
 
     pub fn running(&self) -> bool {

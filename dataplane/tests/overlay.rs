@@ -1366,11 +1366,15 @@ fn a_replaced_underlay_is_reattached_and_carries_traffic_again(mode: DatapathMod
     }
     let stats = stats(&lab, "pri");
     assert!(
-        stats.uplinks.worker_generations >= 2,
-        "the workers were rebound: {:?}",
+        stats.uplinks.sockets_rebound >= 1,
+        "the workers bound sockets on the new device: {:?}",
         stats.uplinks
     );
-    assert_eq!(stats.uplinks.links[0].state, "active", "{:?}", stats.uplinks);
+    assert_eq!(
+        stats.uplinks.links[0].state, "active",
+        "{:?}",
+        stats.uplinks
+    );
     let out = std::process::Command::new("ip")
         .args(["-n", &pri, "-d", "link", "show", "eth0"])
         .output()

@@ -29,6 +29,11 @@ pub enum LabCmd {
         /// Do not run `cargo build --release` first.
         #[arg(long)]
         no_build: bool,
+        /// Give pri and sec two uplinks: `eth0` (preferred) and `eth1` (backup, same MAC and
+        /// address), as a VM's virtual function and synthetic NIC. Try `ip -n lab-fabric link
+        /// set to-pri down` and watch `dataplane stats` switch.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+        uplinks: u32,
     },
     /// Stop every process in the lab's namespaces, delete them and the state directory.
     /// Idempotent.
@@ -45,7 +50,11 @@ pub fn run(root: &Path, cmd: LabCmd) -> Result<()> {
         );
     }
     match cmd {
-        LabCmd::Up { kernel, no_build } => up(root, kernel, no_build),
+        LabCmd::Up {
+            kernel,
+            no_build,
+            uplinks,
+        } => up(root, kernel, no_build, uplinks),
         LabCmd::Down => {
             step(&format!("taking the lab {PREFIX} down"));
             Lab::down(PREFIX)?;
@@ -59,8 +68,8 @@ pub fn run(root: &Path, cmd: LabCmd) -> Result<()> {
     }
 }
 
-fn up(root: &Path, kernel: bool, no_build: bool) -> Result<()> {
-    let spec = if kernel {
+fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32) -> Result<()> {
+    let mut spec = if kernel {
         LabSpec::seed_kernel(PREFIX)
     } else {
         LabSpec::seed(
@@ -68,6 +77,7 @@ fn up(root: &Path, kernel: bool, no_build: bool) -> Result<()> {
             root.join("target").join("release").join("dataplane"),
         )
     };
+    spec.uplinks = uplinks;
     if !no_build {
         step(&format!("building {} (release)", LAB_PACKAGES.join(", ")));
         let mut args = vec!["build", "--release", "--quiet"];

@@ -496,16 +496,12 @@ impl Netlink {
 
     fn route_request(&self, req: msg::Request, what: &dyn Fn() -> String) -> Result<Route> {
         let mut route = None;
-        self.transact(
-            req,
-            what,
-            |ty, p| {
-                if ty == msg::RTM_NEWROUTE {
-                    route = Some(msg::parse_route(p)?);
-                }
-                Ok(())
-            },
-        )?;
+        self.transact(req, what, |ty, p| {
+            if ty == msg::RTM_NEWROUTE {
+                route = Some(msg::parse_route(p)?);
+            }
+            Ok(())
+        })?;
         route.ok_or(NetlinkError::Malformed(
             "route get answered without a route",
         ))

@@ -24,9 +24,11 @@ struct File {
 
 #[derive(Serialize)]
 struct Underlay {
-    interface: &'static str,
+    interfaces: Vec<String>,
     local_ip: String,
     xdp_mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failback_hold_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -111,7 +113,10 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
     };
     let file = File {
         underlay: Underlay {
-            interface: "eth0",
+            interfaces: (0..spec.uplinks_of(name))
+                .map(|k| format!("eth{k}"))
+                .collect(),
+            failback_hold_ms: spec.failback_hold_ms,
             local_ip: LabSpec::underlay_ip_at(index).to_string(),
             // Driver mode works on veth; auto still falls back (with a warning) if not.
             xdp_mode: "auto",

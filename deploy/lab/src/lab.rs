@@ -223,7 +223,20 @@ impl Lab {
         netns::add(&fabric)?;
         self.set_ipv6(&fabric)?;
         netns::sysctl(&fabric, "net/ipv4/ip_forward", "1")?;
-        let mtu = self.spec.underlay_mtu.to_string();
+        if self.spec.uplinks > 1 {
+            // A route through a link without carrier is skipped, so the router reaches a
+            // host over whichever of its uplinks is up.
+            netns::sysctl(
+                &fabric,
+                "net/ipv4/conf/all/ignore_routes_with_linkdown",
+                "1",
+            )?;
+            netns::sysctl(
+                &fabric,
+                "net/ipv4/conf/default/ignore_routes_with_linkdown",
+                "1",
+            )?;
+        }
         for (i, h) in self.spec.hosts.iter().enumerate() {
             let ns = self.spec.ns(&h.name);
             let me = LabSpec::underlay_ip_at(i);
@@ -231,45 +244,194 @@ impl Lab {
             progress(&format!("host {ns}: underlay {me}/24 via {gw}"));
             netns::add(&ns)?;
             self.set_ipv6(&ns)?;
-            let port = format!("to-{}", h.name);
-            let queues = self.spec.queues.max(1).to_string();
-            // Created inside the router's namespace with the peer moved straight into the
-            // host's, so nothing ever appears in the root namespace and names cannot clash
-            // between labs.
+            let uplinks = self.spec.uplinks_of(&h.name);
+            if uplinks > 1 {
+                netns::sysctl(&ns, "net/ipv4/conf/all/ignore_routes_with_linkdown", "1")?;
+                netns::sysctl(
+                    &ns,
+                    "net/ipv4/conf/default/ignore_routes_with_linkdown",
+                    "1",
+                )?;
+            }
+            for k in 0..uplinks {
+                self.add_uplink(&h.name, k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The router's end of host `host`'s uplink `k` (the host's end is `eth{k}`).
+    pub fn uplink_port(host: &str, k: u32) -> String {
+        if k == 0 {
+            format!("to-{host}")
+        } else {
+            format!("tb-{host}")
+        }
+    }
+
+    /// Creates host `host`'s uplink `k`: a veth `eth{k}` to the router with the host's
+    /// underlay address, routes on both sides preferring lower `k`. A backup uplink takes
+    /// `eth0`'s MAC (if `eth0` exists), as a VM's two NICs share one.
+    pub fn add_uplink(&self, host: &str, k: u32) -> Result<(), LabError> {
+        let (i, _) = self
+            .spec
+            .host(host)
+            .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
+        let fabric = self.spec.ns(FABRIC);
+        let ns = self.spec.ns(host);
+        let me = LabSpec::underlay_ip_at(i);
+        let gw = LabSpec::gateway_at(i);
+        let mtu = self.spec.underlay_mtu.to_string();
+        let port = Self::uplink_port(host, k);
+        let dev = format!("eth{k}");
+        let metric = (100 * k).to_string();
+        let queues = self.spec.queues.max(1).to_string();
+        // Created inside the router's namespace with the peer moved straight into the
+        // host's, so nothing ever appears in the root namespace and names cannot clash
+        // between labs.
+        cmd::ip_ns(
+            &fabric,
+            &[
+                "link",
+                "add",
+                &port,
+                "mtu",
+                &mtu,
+                "numtxqueues",
+                &queues,
+                "numrxqueues",
+                &queues,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &dev,
+                "numtxqueues",
+                &queues,
+                "numrxqueues",
+                &queues,
+                "mtu",
+                &mtu,
+                "netns",
+                &ns,
+            ],
+        )?;
+        // A VM's virtual function and synthetic NIC share one MAC: so do the uplinks here.
+        let shared_mac = (0..self.spec.uplinks_of(host))
+            .filter(|&j| j != k)
+            .find_map(|j| link_mac(&ns, &format!("eth{j}")));
+        if let Some(mac) = shared_mac {
+            cmd::ip_ns(&ns, &["link", "set", &dev, "address", &mac])?;
+        }
+        cmd::ip_ns(
+            &fabric,
+            &[
+                "addr",
+                "add",
+                &format!("{gw}/24"),
+                "dev",
+                &port,
+                "metric",
+                &metric,
+            ],
+        )?;
+        cmd::ip_ns(&fabric, &["link", "set", &port, "up"])?;
+        if k > 0 {
+            // The host route tells the router which link reaches the host, by preference.
             cmd::ip_ns(
                 &fabric,
                 &[
-                    "link",
-                    "add",
+                    "route",
+                    "replace",
+                    &format!("{me}/32"),
+                    "dev",
                     &port,
-                    "mtu",
-                    &mtu,
-                    "numtxqueues",
-                    &queues,
-                    "numrxqueues",
-                    &queues,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "numtxqueues",
-                    &queues,
-                    "numrxqueues",
-                    &queues,
-                    "mtu",
-                    &mtu,
-                    "netns",
-                    &ns,
+                    "metric",
+                    &metric,
                 ],
             )?;
-            cmd::ip_ns(&fabric, &["addr", "add", &format!("{gw}/24"), "dev", &port])?;
-            cmd::ip_ns(&fabric, &["link", "set", &port, "up"])?;
-            cmd::ip_ns(&ns, &["addr", "add", &format!("{me}/24"), "dev", "eth0"])?;
-            cmd::ip_ns(&ns, &["link", "set", "eth0", "up"])?;
-            cmd::ip_ns(&ns, &["route", "add", "default", "via", &gw.to_string()])?;
+        } else if self.spec.uplinks_of(host) > 1 {
+            cmd::ip_ns(
+                &fabric,
+                &[
+                    "route",
+                    "replace",
+                    &format!("{me}/32"),
+                    "dev",
+                    &port,
+                    "metric",
+                    "0",
+                ],
+            )?;
+        }
+        cmd::ip_ns(
+            &ns,
+            &[
+                "addr",
+                "add",
+                &format!("{me}/24"),
+                "dev",
+                &dev,
+                "metric",
+                &metric,
+            ],
+        )?;
+        cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
+        cmd::ip_ns(
+            &ns,
+            &[
+                "route",
+                "replace",
+                "default",
+                "via",
+                &gw.to_string(),
+                "dev",
+                &dev,
+                "metric",
+                &metric,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Host `host`'s uplink `k` loses (false) or regains (true) carrier: the router's end
+    /// goes down or up, as when a cable is pulled or a switch port fails.
+    pub fn set_uplink_carrier(&self, host: &str, k: u32, up: bool) -> Result<(), LabError> {
+        let fabric = self.spec.ns(FABRIC);
+        let port = Self::uplink_port(host, k);
+        cmd::ip_ns(
+            &fabric,
+            &["link", "set", &port, if up { "up" } else { "down" }],
+        )?;
+        if up && self.spec.uplinks_of(host) > 1 {
+            // Routes through a device that went down are gone; put the host route back.
+            let (i, _) = self
+                .spec
+                .host(host)
+                .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
+            let me = LabSpec::underlay_ip_at(i);
+            let metric = (100 * k).to_string();
+            cmd::ip_ns(
+                &fabric,
+                &[
+                    "route",
+                    "replace",
+                    &format!("{me}/32"),
+                    "dev",
+                    &port,
+                    "metric",
+                    &metric,
+                ],
+            )?;
         }
         Ok(())
+    }
+
+    /// Host `host`'s uplink `k` device disappears (both ends of the veth), as a VM's virtual
+    /// function does while the host is serviced. `add_uplink` brings it back (new index).
+    pub fn remove_uplink(&self, host: &str, k: u32) -> Result<(), LabError> {
+        let ns = self.ns_checked(host)?;
+        cmd::ip_ns(&ns, &["link", "del", &format!("eth{k}")]).map(drop)
     }
 
     /// Applies `spec.ipv6` before any interface but `lo` exists, so every later one (moved
@@ -918,6 +1080,13 @@ pub(crate) fn ping_once(ns: &str, dst: Ipv4Addr) -> Result<bool, LabError> {
         Duration::from_secs(5),
     )?;
     Ok(out.status.success())
+}
+
+/// The MAC address of `dev` in `ns`, if it exists.
+fn link_mac(ns: &str, dev: &str) -> Option<String> {
+    let out = cmd::ip_ns(ns, &["-j", "link", "show", "dev", dev]).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v.get(0)?.get("address")?.as_str().map(str::to_string)
 }
 
 fn link_exists(ns: &str, dev: &str) -> bool {

@@ -138,8 +138,19 @@ impl Pair {
              [peer]\naddress = \"{peer}\"\n\n\
              [heartbeat]\naddress = \"{me}\"\ninterval_ms = {interval}\nmultiplier = {mult}\nkey_file = \"{key}\"\n\n\
              [vip]\ninterface = \"{dev}\"\naddresses = [\"{VIP}/24\"]\ngarp_count = {garps}\ngarp_interval_ms = {garp_iv}\n\n\
-             [health]\nunderlay_interface = \"eth0\"\n{dp}\n\
+             [health]\n{underlays}\n{dp}\n\
              [control]\nsocket = \"{ctl}\"\n",
+            // Healthy while any uplink is up: switching between them is the data plane's job.
+            underlays = match lab.spec().uplinks_of(host) {
+                1 => "underlay_interface = \"eth0\"".to_string(),
+                n => format!(
+                    "underlay_interfaces = [{}]",
+                    (0..n)
+                        .map(|k| format!("\"eth{k}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
             prio = priority(host),
             preempt = o.preempt,
             hold = o.hold_down_ms,

@@ -228,6 +228,18 @@ pub struct LabSpec {
     /// would with a NIC that completes the checksums. Only kernel receivers can talk to them.
     #[serde(default)]
     pub kernel_tx_offload: BTreeSet<String>,
+    /// Uplinks of each host running our data plane: `eth0` and, with 2, a backup `eth1` with
+    /// the same MAC and address (a VM's virtual function and its synthetic NIC). The router
+    /// prefers the first and moves to the other when the first loses carrier or vanishes.
+    #[serde(default = "one")]
+    pub uplinks: u32,
+    /// `[underlay] failback_hold_ms` of our data planes (their default when `None`).
+    #[serde(default)]
+    pub failback_hold_ms: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Our data plane's `[datapath] mode`.
@@ -310,6 +322,8 @@ impl LabSpec {
             mode: None,
             host_modes: BTreeMap::new(),
             kernel_tx_offload: BTreeSet::new(),
+            uplinks: 1,
+            failback_hold_ms: None,
         }
     }
 
@@ -362,6 +376,14 @@ impl LabSpec {
     /// `None` (the data plane's default).
     pub fn mode_of(&self, name: &str) -> Option<DatapathMode> {
         self.host_modes.get(name).copied().or(self.mode)
+    }
+
+    /// How many uplinks host `name` has: `uplinks` for our data planes, one for the others.
+    pub fn uplinks_of(&self, name: &str) -> u32 {
+        match self.host(name) {
+            Some((_, h)) if matches!(h.overlay, Overlay::Ours { .. }) => self.uplinks,
+            _ => 1,
+        }
     }
 
     /// Whether host `name`'s kernel VXLAN device keeps TX checksum offload on.
@@ -447,6 +469,9 @@ impl LabSpec {
         check_prefix(&self.prefix)?;
         if self.hosts.is_empty() || self.hosts.len() > 254 {
             return bad(format!("{} hosts: 1..=254 allowed", self.hosts.len()));
+        }
+        if !(1..=2).contains(&self.uplinks) {
+            return bad(format!("{} uplinks: 1 or 2", self.uplinks));
         }
         if !(1280..=9000).contains(&self.underlay_mtu) {
             return bad(format!("underlay MTU {}: 1280..=9000", self.underlay_mtu));

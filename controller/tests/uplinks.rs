@@ -1,0 +1,392 @@
+//! The bonding study's test on the full pair lab: pri and sec each have two uplinks (`eth0`
+//! preferred, `eth1` backup with the same MAC and address, as a VM's virtual function and
+//! synthetic NIC), the kernel VXLAN client polls the VIP with `http-ping` every millisecond,
+//! pings it every millisecond with sequence numbers and streams a paced TCP transfer to it,
+//! while the active member's primary uplink (a) loses carrier and regains it, (b) is deleted
+//! and re-created, (c) thrashes at random 1-3 s intervals. The VIP must never move, the
+//! transfer must arrive intact, and every event's overlay gap must stay under `GAP_BOUND`.
+//! Root required.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bench::workload::Summary;
+use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, VIP};
+use sha2::{Digest, Sha256};
+
+/// The longest overlay gap (between two answered 1 ms pings) any single uplink event may
+/// cause. Switching itself takes microseconds (see the data plane's `uplinks` stats); the
+/// bound leaves room for a 2-core VM's scheduling of the pinger and the workers.
+const GAP_BOUND: Duration = Duration::from_millis(100);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn bin(name: &str) -> PathBuf {
+    let p = ovl_lab::bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo xtask test` does)",
+        p.display()
+    );
+    p
+}
+
+fn setup(tag: &str) -> (Lab, Pair) {
+    assert!(
+        ovl_lab::is_root(),
+        "the lab tests need root; CI runs them as root"
+    );
+    let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), bin("dataplane"));
+    spec.ready_timeout = Duration::from_secs(20);
+    spec.uplinks = 2;
+    let mut lab = Lab::up(&spec).expect("lab up");
+    let bins = PairBins {
+        controller: bin("controller"),
+        id_server: bin("id-server"),
+        http_ping: bin("http-ping"),
+    };
+    // Preemption off: even a member that wrongly called itself dead could not take the VIP
+    // back by priority and hide the move.
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let pair = Pair::start(&mut lab, bins, opts).expect("pair up");
+    (lab, pair)
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Reply times (epoch seconds) and sequence numbers from `ping -D` output.
+fn replies(log: &str) -> Vec<(f64, u32)> {
+    log.lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| {
+            let ts = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+            let seq = l
+                .split("icmp_seq=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((ts, seq))
+        })
+        .collect()
+}
+
+/// The longest time without a reply around each event (from just before it to 1 s after),
+/// and how many sequence numbers went unanswered in that window.
+fn gaps(replies: &[(f64, u32)], events: &[f64]) -> Vec<(Duration, u32)> {
+    events
+        .iter()
+        .map(|&t| {
+            let window: Vec<&(f64, u32)> = replies
+                .iter()
+                .filter(|(r, _)| *r >= t - 0.05 && *r <= t + 1.0)
+                .collect();
+            let mut longest = 0.0f64;
+            let mut missing = 0;
+            for w in window.windows(2) {
+                longest = longest.max(w[1].0 - w[0].0);
+                missing += w[1].1.saturating_sub(w[0].1 + 1);
+            }
+            if window.len() < 2 {
+                longest = 1.0;
+            }
+            (Duration::from_secs_f64(longest), missing)
+        })
+        .collect()
+}
+
+/// A paced TCP stream from `from` to the VIP on `to` until `stop`: bytes sent and their
+/// SHA-256, and what the receiver counted and hashed.
+struct Transfer {
+    sent: (usize, Vec<u8>),
+    got: (usize, Vec<u8>),
+    /// The first error of either end.
+    error: Option<String>,
+}
+
+fn transfer(lab: &Lab, stop: &AtomicBool) -> Transfer {
+    let server_ns = lab.ns("pri");
+    let client_ns = lab.ns("client");
+    let port = 5201;
+    thread::scope(|s| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server = s.spawn(move || {
+            ovl_lab::in_netns(&server_ns, move || {
+                let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("bind");
+                let _ = ready_tx.send(());
+                let (mut c, _) = l.accept().expect("accept");
+                c.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let mut h = Sha256::new();
+                let mut n = 0;
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut error = None;
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => {
+                            h.update(&buf[..k]);
+                            n += k;
+                        }
+                        Err(e) => {
+                            error =
+                                Some(format!("read after {n} bytes at {:.3}: {e}", now_epoch()));
+                            break;
+                        }
+                    }
+                }
+                (n, h.finalize().to_vec(), error)
+            })
+            .expect("server namespace")
+        });
+        ready_rx.recv().expect("server listening");
+        let sent = ovl_lab::in_netns(&client_ns, || {
+            let addr = SocketAddr::from((VIP, port));
+            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+            c.set_write_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            let mut h = Sha256::new();
+            let mut n = 0;
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut error = None;
+            // Tens of Mbit/s: long-lived, not saturating the 2 CPUs the timing needs.
+            while !stop.load(Ordering::Relaxed) {
+                for b in buf.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                if let Err(e) = c.write_all(&buf) {
+                    error = Some(format!("write after {n} bytes at {:.3}: {e}", now_epoch()));
+                    break;
+                }
+                h.update(&buf);
+                n += buf.len();
+                thread::sleep(Duration::from_millis(5));
+            }
+            let _ = c.shutdown(Shutdown::Write);
+            (n, h.finalize().to_vec(), error)
+        })
+        .expect("client namespace");
+        let got = server.join().expect("server thread");
+        Transfer {
+            sent: (sent.0, sent.1),
+            got: (got.0, got.1),
+            error: got.2.or(sent.2),
+        }
+    })
+}
+
+/// xorshift in [lo, hi) ms.
+fn random_ms(state: &mut u64, lo: u64, hi: u64) -> Duration {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    Duration::from_millis(lo + *state % (hi - lo))
+}
+
+fn count_programs() -> usize {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("name ovl_"))
+        .count()
+}
+
+#[test]
+fn the_vip_stays_put_while_the_primary_uplink_fails_is_replaced_and_thrashes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let programs_before = count_programs();
+    let (mut lab, pair) = setup("ul");
+    let http = pair
+        .start_http_ping(&mut lab, 1, 64, "http-ping")
+        .expect("http-ping");
+    let vip = VIP.to_string();
+    let ping = lab
+        .spawn(
+            "client",
+            &["ping", "-D", "-n", "-i", "0.001", "-W", "1", &vip],
+            "ping",
+        )
+        .expect("ping");
+    thread::sleep(Duration::from_millis(500));
+
+    let stop = AtomicBool::new(false);
+    let moved = AtomicBool::new(false);
+    let mut events: Vec<(&str, f64)> = Vec::new();
+    let t = thread::scope(|s| {
+        let tr = s.spawn(|| transfer(&lab, &stop));
+        let watch = s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if pair.owners(&lab).expect("owners") != ["pri"] {
+                    moved.store(true, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        // (a) Carrier lost and regained, 20 times.
+        for _ in 0..20 {
+            events.push(("carrier lost", now_epoch()));
+            lab.set_uplink_carrier("pri", 0, false)
+                .expect("carrier off");
+            thread::sleep(Duration::from_millis(400));
+            events.push(("carrier back", now_epoch()));
+            lab.set_uplink_carrier("pri", 0, true).expect("carrier on");
+            thread::sleep(Duration::from_millis(400));
+        }
+        // (b) The device deleted and re-created (new index), 10 times.
+        for _ in 0..10 {
+            events.push(("device removed", now_epoch()));
+            lab.remove_uplink("pri", 0).expect("remove eth0");
+            thread::sleep(Duration::from_millis(500));
+            events.push(("device returned", now_epoch()));
+            lab.add_uplink("pri", 0).expect("re-create eth0");
+            thread::sleep(Duration::from_millis(700));
+        }
+        // (c) Thrashing: carrier toggles every 1-3 s (random) for 60 s.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut up = true;
+        while Instant::now() < end {
+            up = !up;
+            events.push((if up { "thrash up" } else { "thrash down" }, now_epoch()));
+            lab.set_uplink_carrier("pri", 0, up).expect("thrash");
+            thread::sleep(random_ms(&mut rng, 1000, 3000));
+        }
+        if !up {
+            lab.set_uplink_carrier("pri", 0, true).expect("carrier on");
+        }
+        thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        watch.join().expect("watcher");
+        tr.join().expect("transfer")
+    });
+
+    lab.signal(&ping, ovl_lab::Signal::Int);
+    let _ = lab.wait(&ping, Duration::from_secs(5));
+    let ping_log = std::fs::read_to_string(&ping.log).expect("ping log");
+    let summary = Summary::from_log(&pair.finish_http_ping(&mut lab, &http).expect("http-ping"))
+        .expect("http-ping summary");
+    let stats = lab.exec(
+        "pri",
+        &[
+            bin("dataplane").to_str().expect("utf-8"),
+            "stats",
+            "--socket",
+            lab.control_socket("pri").to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(5),
+    );
+    let stats = stats
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+
+    let r = replies(&ping_log);
+    let times: Vec<f64> = events.iter().map(|e| e.1).collect();
+    let g = gaps(&r, &times);
+    let mut report = String::new();
+    for kind in [
+        "carrier lost",
+        "carrier back",
+        "device removed",
+        "device returned",
+        "thrash down",
+        "thrash up",
+    ] {
+        let mut ms: Vec<f64> = events
+            .iter()
+            .zip(&g)
+            .filter(|(e, _)| e.0 == kind)
+            .map(|(_, (d, _))| d.as_secs_f64() * 1e3)
+            .collect();
+        let missing: u32 = events
+            .iter()
+            .zip(&g)
+            .filter(|(e, _)| e.0 == kind)
+            .map(|(_, (_, m))| *m)
+            .sum();
+        ms.sort_by(f64::total_cmp);
+        if ms.is_empty() {
+            continue;
+        }
+        report.push_str(&format!(
+            "{kind}: {} events, overlay gap median {:.1} ms, max {:.1} ms, {:.1} pings missing per event\n",
+            ms.len(),
+            ms[ms.len() / 2],
+            ms[ms.len() - 1],
+            f64::from(missing) / ms.len() as f64
+        ));
+    }
+    eprintln!(
+        "{report}http-ping: {} requests, {} failed, answered by {:?}\n{stats}",
+        summary.requests, summary.failed, summary.per_id
+    );
+
+    assert!(
+        !moved.load(Ordering::Relaxed),
+        "the VIP never left pri\n{}",
+        pair.logs(&lab)
+    );
+    assert_eq!(
+        summary.per_id.keys().collect::<Vec<_>>(),
+        ["PRI"],
+        "only pri ever answered: {summary}"
+    );
+    assert!(
+        t.error.is_none(),
+        "transfer: {:?}\nevents: {events:?}\n{report}{}\n--- pri data plane ---\n{}",
+        t.error,
+        pair.logs(&lab),
+        lab.dataplane_log("pri").unwrap_or_default()
+    );
+    assert_eq!(t.got.0, t.sent.0, "bytes of the transfer");
+    assert_eq!(t.got.1, t.sent.1, "SHA-256 of the transfer");
+    assert!(t.sent.0 > 10 << 20, "the transfer ran: {} bytes", t.sent.0);
+    for ((kind, _), (gap, _)) in events.iter().zip(&g) {
+        assert!(
+            *gap < GAP_BOUND,
+            "{kind}: overlay gap {gap:?} over {GAP_BOUND:?}\n{report}{}",
+            lab.dataplane_log("pri").unwrap_or_default()
+        );
+    }
+    // The re-created device carries exactly one program of ours.
+    let out = lab
+        .exec(
+            "pri",
+            &["ip", "-d", "link", "show", "eth0"],
+            Duration::from_secs(5),
+        )
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("prog/xdp").count(), 1, "{text}");
+    drop(pair);
+    drop(lab);
+    assert_eq!(
+        count_programs(),
+        programs_before,
+        "every XDP/TC program of the lab is gone with it"
+    );
+}
