@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bench::workload::Summary;
+use bench::workload::{Summary, icmp_log};
 use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, VIP};
 use sha2::{Digest, Sha256};
 
@@ -69,48 +69,6 @@ fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Reply times (epoch seconds) and sequence numbers from `ping -D` output.
-fn replies(log: &str) -> Vec<(f64, u32)> {
-    log.lines()
-        .filter(|l| l.contains("bytes from"))
-        .filter_map(|l| {
-            let ts = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
-            let seq = l
-                .split("icmp_seq=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((ts, seq))
-        })
-        .collect()
-}
-
-/// The longest time without a reply around each event (from just before it to 1 s after),
-/// and how many sequence numbers went unanswered in that window.
-fn gaps(replies: &[(f64, u32)], events: &[f64]) -> Vec<(Duration, u32)> {
-    events
-        .iter()
-        .map(|&t| {
-            let window: Vec<&(f64, u32)> = replies
-                .iter()
-                .filter(|(r, _)| *r >= t - 0.05 && *r <= t + 1.0)
-                .collect();
-            let mut longest = 0.0f64;
-            let mut missing = 0;
-            for w in window.windows(2) {
-                longest = longest.max(w[1].0 - w[0].0);
-                missing += w[1].1.saturating_sub(w[0].1 + 1);
-            }
-            if window.len() < 2 {
-                longest = 1.0;
-            }
-            (Duration::from_secs_f64(longest), missing)
-        })
-        .collect()
 }
 
 /// A paced TCP stream from `from` to the VIP on `to` until `stop`: bytes sent and their
@@ -304,9 +262,12 @@ fn the_vip_stays_put_while_the_primary_uplink_fails_is_replaced_and_thrashes() {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
 
-    let r = replies(&ping_log);
+    let r = icmp_log::replies(&ping_log);
     let times: Vec<f64> = events.iter().map(|e| e.1).collect();
-    let g = gaps(&r, &times);
+    let g: Vec<(Duration, u32)> = icmp_log::event_gaps(&r, &times, Duration::from_secs(1))
+        .into_iter()
+        .map(|e| (e.gap, e.missing))
+        .collect();
     let mut report = String::new();
     for kind in [
         "carrier lost",

@@ -105,8 +105,29 @@ fn main() -> ExitCode {
                     .enumerate()
                     .map(|(i, v)| format!("vni {} mtu {}", v.id, report.mtu(i)))
                     .collect();
+                let uplinks = if c.underlay.interfaces.len() == 1 {
+                    format!("underlay {}", c.underlay.primary())
+                } else {
+                    let absent = if report.absent_uplinks.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", absent now: {} (attached when they appear)",
+                            report.absent_uplinks.join(" ")
+                        )
+                    };
+                    format!(
+                        "uplinks {} (failback {}{absent})",
+                        c.underlay.interfaces.join(" > "),
+                        if c.underlay.failback {
+                            format!("after {} ms up", c.underlay.failback_hold.as_millis())
+                        } else {
+                            "off".to_string()
+                        }
+                    )
+                };
                 println!(
-                    "{}: ok ({} mode, zero_copy {}, {})",
+                    "{}: ok ({} mode, {uplinks}, zero_copy {}, {})",
                     config.display(),
                     c.datapath.mode,
                     c.workers.zero_copy,

@@ -1355,3 +1355,138 @@ fn load_reports_unreadable_files_and_syntax_errors() {
     let err = Config::load(&bad.0).expect_err("bare address");
     assert!(matches!(err, ConfigError::Syntax { line: 3, .. }), "{err}");
 }
+
+#[test]
+fn uplinks_parse_in_order_of_preference_with_failback_settings() {
+    let c = parse(&edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interfaces = [\"vf0\", \"eth0\"]\nfailback = false\nfailback_hold_ms = 2500",
+    ));
+    assert_eq!(c.underlay.interfaces, ["vf0", "eth0"]);
+    assert_eq!(c.underlay.primary(), "vf0");
+    assert!(!c.underlay.failback);
+    assert_eq!(
+        c.underlay.failback_hold,
+        std::time::Duration::from_millis(2500)
+    );
+    // The control socket is named after the most preferred uplink.
+    assert!(
+        c.stats.control_socket.ends_with("vf0.sock"),
+        "{:?}",
+        c.stats.control_socket
+    );
+    // One interface: failback on, 5 s hold-down.
+    let c = parse(MINIMAL);
+    assert!(c.underlay.failback);
+    assert_eq!(c.underlay.failback_hold, std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn uplink_errors() {
+    let both = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ninterfaces = [\"eth1\"]",
+    );
+    assert_invalid(
+        &both,
+        "underlay.interfaces",
+        "either interface or interfaces",
+    );
+    let none = edit(MINIMAL, "interface = \"eth0\"\n", "");
+    assert_invalid(&none, "underlay.interface", "missing");
+    let empty = edit(MINIMAL, "interface = \"eth0\"", "interfaces = []");
+    assert_invalid(&empty, "underlay.interfaces", "at least one uplink");
+    let twice = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interfaces = [\"eth0\", \"eth0\"]",
+    );
+    assert_invalid(&twice, "underlay.interfaces[1]", "listed twice");
+    let bad = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interfaces = [\"eth0\", \"a/b\"]",
+    );
+    assert_invalid(&bad, "underlay.interfaces[1]", "contains '/'");
+    let not_str = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interfaces = [\"eth0\", 3]",
+    );
+    assert_invalid(&not_str, "underlay.interfaces[1]", "expected a string");
+    let many = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interfaces = [\"a1\", \"a2\", \"a3\", \"a4\", \"a5\", \"a6\", \"a7\", \"a8\", \"a9\"]",
+    );
+    assert_invalid(&many, "underlay.interfaces", "at most 8");
+    let hold = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nfailback_hold_ms = 600001",
+    );
+    assert_invalid(&hold, "underlay.failback_hold_ms", "out of range");
+    let fb = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nfailback = \"yes\"",
+    );
+    assert_invalid(&fb, "underlay.failback", "expected a boolean");
+    // An overlay port may not take an uplink's name.
+    let clash = edit(
+        &edit(
+            MINIMAL,
+            "interface = \"eth0\"",
+            "interfaces = [\"eth0\", \"ovl0\"]",
+        ),
+        "interface = \"ovl0\"",
+        "interface = \"ovl9\"",
+    );
+    parse(&clash);
+    let clash = edit(
+        MINIMAL,
+        "interface = \"eth0\"",
+        "interfaces = [\"eth0\", \"ovl0\"]",
+    );
+    assert_invalid(&clash, "vni[0].interface", "is an underlay interface");
+}
+
+#[test]
+fn check_host_with_uplinks_needs_one_present_carrying_the_vtep_address() {
+    let two = |list: &str| {
+        parse(&edit(
+            MINIMAL,
+            "interface = \"eth0\"",
+            &format!("interfaces = {list}"),
+        ))
+    };
+    // The backup is absent (a virtual function being serviced): fine, and reported.
+    let c = two("[\"vf0\", \"eth0\"]");
+    let r = c.check_host(&host(1500)).expect("host check");
+    assert_eq!(r.absent_uplinks, ["vf0"]);
+    // Both present: the overlay fits the smaller MTU (eth1 has 1500, eth0 9000 here) ...
+    let mut h = host(9000);
+    h.interfaces[2].ipv4.push(ip(10, 0, 2, 2));
+    let c = two("[\"eth0\", \"eth1\"]");
+    let r = c.check_host(&h).expect("host check");
+    assert_eq!(r.underlay_mtu, 1500);
+    assert_eq!(r.mtu(0), 1450);
+    assert!(r.absent_uplinks.is_empty());
+    // ... and the VTEP address on any one of them is enough (a VF carries none).
+    let c = two("[\"eth1\", \"eth0\"]");
+    c.check_host(&host(1500))
+        .expect("address on the second uplink");
+    // None present.
+    let c = two("[\"vf0\", \"vf1\"]");
+    let msg = host_err(&c, &host(1500), "underlay.interfaces");
+    assert!(msg.contains("no interface of [\"vf0\", \"vf1\"]"), "{msg}");
+    // Present, but the address is on neither.
+    let c = two("[\"eth1\", \"lo\"]");
+    let msg = host_err(&c, &host(1500), "underlay.local_ip");
+    assert!(
+        msg.contains("is not configured on any present uplink") && msg.contains("it is on eth0"),
+        "{msg}"
+    );
+}

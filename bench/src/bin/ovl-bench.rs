@@ -52,7 +52,7 @@ struct Cli {
     /// ours-vxlan, ours-geneve, ours-vxlan-afxdp).
     #[arg(long, value_delimiter = ',')]
     paths: Vec<String>,
-    /// Skip the failover trials.
+    /// Skip the failover trials (VIP moves and uplink events).
     #[arg(long)]
     no_failover: bool,
     /// Our data plane's `workers.batch_size` (its default otherwise).
@@ -132,6 +132,7 @@ fn run() -> Result<()> {
     if cli.no_failover {
         s.failover_planned = 0;
         s.failover_unplanned = 0;
+        s.uplink_events = 0;
     }
     if !(1..=2).contains(&cli.queues) {
         bail!("--queues: 1 or 2 on this lab, got {}", cli.queues);

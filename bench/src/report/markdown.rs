@@ -105,6 +105,36 @@ const ROWS: &[Row] = &[
         better: Better::Lower,
         source: Source::Extra(m::FAILOVER_UNPLANNED, "max"),
     },
+    Row {
+        label: "uplink carrier lost/back, gap median (ms)",
+        better: Better::Lower,
+        source: Source::Median(m::UPLINK_CARRIER),
+    },
+    Row {
+        label: "uplink carrier lost/back, gap max (ms)",
+        better: Better::Lower,
+        source: Source::Extra(m::UPLINK_CARRIER, "max"),
+    },
+    Row {
+        label: "uplink carrier, 1 ms echoes lost per event",
+        better: Better::Lower,
+        source: Source::Extra(m::UPLINK_CARRIER, "missing_per_event"),
+    },
+    Row {
+        label: "uplink device removed/returned, gap median (ms)",
+        better: Better::Lower,
+        source: Source::Median(m::UPLINK_DEVICE),
+    },
+    Row {
+        label: "uplink device removed/returned, gap max (ms)",
+        better: Better::Lower,
+        source: Source::Extra(m::UPLINK_DEVICE, "max"),
+    },
+    Row {
+        label: "uplink device, 1 ms echoes lost per event",
+        better: Better::Lower,
+        source: Source::Extra(m::UPLINK_DEVICE, "missing_per_event"),
+    },
 ];
 
 /// Shown where a path has no record for a row.

@@ -21,6 +21,11 @@ pub mod measurement {
     pub const FAILOVER_PLANNED: &str = "failover_planned";
     /// Client-visible gap of an unplanned failover, ms; extra as for planned.
     pub const FAILOVER_UNPLANNED: &str = "failover_unplanned";
+    /// Overlay gap around an uplink losing or regaining carrier (1 ms echoes), ms; extra
+    /// "max", "events", "missing_per_event".
+    pub const UPLINK_CARRIER: &str = "uplink_carrier";
+    /// Overlay gap around an uplink device deleted or re-created, ms; extra as above.
+    pub const UPLINK_DEVICE: &str = "uplink_device";
 }
 
 /// The path the traffic takes.

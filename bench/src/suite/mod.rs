@@ -4,6 +4,7 @@
 
 mod failover;
 pub mod lab;
+mod uplinks;
 
 use std::{
     collections::BTreeMap,
@@ -67,6 +68,8 @@ pub struct Settings {
     /// Failover trials per overlay (kernel VXLAN and ours); 0 skips them.
     pub failover_planned: usize,
     pub failover_unplanned: usize,
+    /// Uplink events of each kind (carrier cycle, device cycle) on ours; 0 skips them.
+    pub uplink_events: usize,
     pub paths: Vec<PathKind>,
     pub queues: u32,
     pub workers: WorkerTuning,
@@ -91,6 +94,7 @@ impl Settings {
             frames_via: FramesVia::XdpLive,
             failover_planned: 20,
             failover_unplanned: 10,
+            uplink_events: 10,
             paths: Route::ALL.iter().map(|r| r.path).collect(),
             queues: 1,
             // Each sending host's worker on the generator's CPU, each receiving host's on
@@ -125,6 +129,7 @@ impl Settings {
             frames_ms: 1500,
             failover_planned: 4,
             failover_unplanned: 2,
+            uplink_events: 3,
             ..Settings::full(bin_dir)
         }
     }
@@ -156,6 +161,7 @@ impl Settings {
             "failover_unplanned_trials",
             self.failover_unplanned.to_string(),
         );
+        put("uplink_events", self.uplink_events.to_string());
         put("queues", self.queues.to_string());
         put("gen_cpu", self.gen_cpu.to_string());
         put("sink_cpu", self.sink_cpu.to_string());
@@ -288,6 +294,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         .filter(|p| s.paths.contains(p))
         .collect();
     let do_failover = s.failover_planned + s.failover_unplanned > 0;
+    let do_uplinks = s.uplink_events > 0 && s.paths.contains(&PathKind::OursVxlan);
     let mut progress = Progress {
         total: s.reps * routes.len() * 4
             + if do_failover {
@@ -295,6 +302,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
             } else {
                 0
             }
+            + usize::from(do_uplinks) * 2
             + 1,
         done: 0,
         start: t0,
@@ -352,6 +360,34 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
                             note: Some(short.clone()),
                         });
                     }
+                }
+            }
+        }
+    }
+    if do_uplinks {
+        if stop.load(Ordering::Relaxed) {
+            return Err(SuiteError::Stopped);
+        }
+        match uplinks::run(s, &mut |m| progress.step(m)) {
+            Ok(r) => records.extend(r),
+            Err(e) => {
+                let msg = format!("uplink trials failed: {e}");
+                progress.line(&msg);
+                let short: String = msg.chars().take(300).collect();
+                for meas in [
+                    crate::report::measurement::UPLINK_CARRIER,
+                    crate::report::measurement::UPLINK_DEVICE,
+                ] {
+                    records.push(Record {
+                        path: PathKind::OursVxlan,
+                        measurement: meas.to_string(),
+                        unit: "ms".into(),
+                        median: f64::NAN,
+                        samples: Vec::new(),
+                        extra: BTreeMap::new(),
+                        curve: Vec::new(),
+                        note: Some(short.clone()),
+                    });
                 }
             }
         }

@@ -7,8 +7,10 @@
 //! - [`HttpPing`]: the client; one new TCP connection per tick, every outcome a [`Sample`].
 //! - [`Summary`]: what a run of samples says (switches, gaps, failures by kind, latency).
 //! - [`HttpUrl`]: the only URL form accepted, `http://IP:PORT/path` (no DNS).
+//! - [`icmp_log`]: `ping -D` output read back, and the silence around disturbances.
 
 mod http;
+pub mod icmp_log;
 mod ping;
 mod server;
 mod summary;

@@ -1,0 +1,119 @@
+//! Uplink trials (ours only: this kernel has no bonding driver, so the kernel VXLAN driver has
+//! nothing to fail over to): pri and sec with two uplinks each, the pair running, the client
+//! pinging the VIP every millisecond with sequence numbers, while pri's primary uplink loses
+//! carrier and regains it, then is deleted and re-created. Each event's overlay gap (the
+//! longest silence between answers around it) and the echoes it lost are recorded.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, Signal, VIP};
+
+use super::{Settings, SuiteError, step_err};
+use crate::{
+    report::{PathKind, Record, measurement as m, median},
+    workload::icmp_log,
+};
+
+/// How long after an event its gap is looked for.
+const WINDOW: Duration = Duration::from_millis(800);
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, SuiteError> {
+    let bins = PairBins {
+        controller: PathBuf::from(s.bin("controller")?),
+        id_server: PathBuf::from(s.bin("id-server")?),
+        http_ping: PathBuf::from(s.bin("http-ping")?),
+    };
+    let prefix = ovl_lab::unique_prefix("bu");
+    let mut spec = LabSpec::seed(&prefix, PathBuf::from(s.bin("dataplane")?));
+    spec.ready_timeout = Duration::from_secs(20);
+    spec.uplinks = 2;
+    let mut lab = Lab::up(&spec)?;
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let pair = Pair::start(&mut lab, bins, opts)?;
+    let vip = VIP.to_string();
+    let ping = lab.spawn(
+        "client",
+        &["ping", "-D", "-n", "-i", "0.001", "-W", "1", &vip],
+        "uplink-ping",
+    )?;
+    thread::sleep(Duration::from_millis(300));
+    let mut carrier = Vec::new();
+    let mut device = Vec::new();
+    for _ in 0..s.uplink_events {
+        carrier.push(now_epoch());
+        lab.set_uplink_carrier("pri", 0, false)?;
+        thread::sleep(Duration::from_millis(WINDOW.as_millis() as u64));
+        carrier.push(now_epoch());
+        lab.set_uplink_carrier("pri", 0, true)?;
+        thread::sleep(WINDOW);
+    }
+    for _ in 0..s.uplink_events {
+        device.push(now_epoch());
+        lab.remove_uplink("pri", 0)?;
+        thread::sleep(WINDOW);
+        device.push(now_epoch());
+        lab.add_uplink("pri", 0)?;
+        thread::sleep(WINDOW);
+    }
+    lab.signal(&ping, Signal::Int);
+    let _ = lab.wait(&ping, Duration::from_secs(5));
+    let log =
+        std::fs::read_to_string(&ping.log).map_err(|e| step_err("read the uplink ping log", e))?;
+    let owners = pair.owners(&lab)?;
+    let replies = icmp_log::replies(&log);
+    let mut records = Vec::new();
+    for (meas, events, what) in [
+        (m::UPLINK_CARRIER, &carrier, "carrier lost/back"),
+        (m::UPLINK_DEVICE, &device, "device removed/returned"),
+    ] {
+        let gaps = icmp_log::event_gaps(&replies, events, WINDOW);
+        let ms: Vec<f64> = gaps.iter().map(|g| g.gap.as_secs_f64() * 1e3).collect();
+        let missing: u32 = gaps.iter().map(|g| g.missing).sum();
+        let mut extra = BTreeMap::new();
+        extra.insert("max".into(), ms.iter().copied().fold(0.0, f64::max));
+        extra.insert("events".into(), ms.len() as f64);
+        extra.insert(
+            "missing_per_event".into(),
+            f64::from(missing) / ms.len().max(1) as f64,
+        );
+        let note = (owners != ["pri"]).then(|| {
+            format!("the VIP moved off pri during the uplink trials (owners now {owners:?})")
+        });
+        let r = Record {
+            path: PathKind::OursVxlan,
+            measurement: meas.to_string(),
+            unit: "ms".into(),
+            median: median(&ms).unwrap_or(f64::NAN),
+            samples: ms,
+            extra,
+            curve: Vec::new(),
+            note,
+        };
+        progress(&format!(
+            "{}: uplink {what}: {} events, gap median {:.2} ms, max {:.2} ms, {:.2} echoes lost per event",
+            PathKind::OursVxlan,
+            r.samples.len(),
+            r.median,
+            r.extra.get("max").copied().unwrap_or(f64::NAN),
+            r.extra.get("missing_per_event").copied().unwrap_or(0.0)
+        ));
+        records.push(r);
+    }
+    drop(pair);
+    drop(lab);
+    Ok(records)
+}
