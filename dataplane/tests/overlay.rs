@@ -1190,8 +1190,8 @@ fn zero_copy_auto_gives_the_underlay_its_own_umem_and_off_shares_one() {
         assert_eq!(
             q.sockets,
             [
-                ("eth0".to_string(), "copy".to_string()),
-                ("ovl0-dp".to_string(), "copy".to_string())
+                ("ovl0-dp".to_string(), "copy".to_string()),
+                ("eth0".to_string(), "copy".to_string())
             ],
             "{zero_copy}"
         );
