@@ -281,7 +281,8 @@ fn trial(tag: &str, mode: DatapathMode, carrier: usize, device: usize, thrash: D
 
     let r = icmp_log::replies(&ping_log);
     let times: Vec<f64> = events.iter().map(|e| e.1).collect();
-    let g: Vec<(Duration, u32)> = icmp_log::event_gaps(&r, &times, Duration::from_secs(1))
+    // Shorter than the time between two events, so each gap is charged to one event.
+    let g: Vec<(Duration, u32)> = icmp_log::event_gaps(&r, &times, Duration::from_millis(350))
         .into_iter()
         .map(|e| (e.gap, e.missing))
         .collect();

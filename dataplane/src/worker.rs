@@ -266,6 +266,13 @@ pub struct Worker {
     from_control: Receiver<ToWorker>,
     resolve_asked: HashMap<Ipv4Addr, Instant>,
     next_xsk_stats: Instant,
+    /// The uplinks the control thread wants (name, index) and the device to send on.
+    wanted: Vec<(String, u32)>,
+    want_active: Option<u32>,
+    /// Devices whose socket is being bound on a helper thread, and where they arrive.
+    binding: Vec<u32>,
+    bound_tx: Sender<Bound>,
+    bound_rx: Receiver<Bound>,
 }
 
 /// Ring size for a pool shared by `members` sockets, and each socket's share of its frames.
@@ -349,6 +356,77 @@ unsafe fn write_frame(umem: &Umem, out: &mut FrameDesc, parts: &[&[u8]]) -> bool
     parts.iter().all(|p| c.write_all(p).is_ok())
 }
 
+/// Binds a socket on `ifname` to `pool` (number `pool_idx` of its worker), trying the bind
+/// modes in order (a failed bind may leave a UMEM half set up: the retry gets a new one, so
+/// retries are only for a pool of its own).
+fn bind_sock(
+    spec: &WorkerSpec,
+    pool: &mut Pool,
+    pool_idx: usize,
+    ifname: &str,
+    attempts: &[Bind],
+    members: usize,
+) -> Result<Sock, String> {
+    let queue = spec.queue;
+    let (ring, share) = ring_size(spec.frames as usize, members);
+    let mut last_err = String::new();
+    let mut bound = None;
+    for (k, bind) in attempts.iter().enumerate() {
+        if k > 0 {
+            *pool = new_pool(spec, members)?;
+        }
+        // SAFETY: INHIBIT_PROG_LOAD is set (xsk-rs requires it when a UMEM is shared) and
+        // each (interface, queue) pair is bound once.
+        match unsafe { bind_socket(&pool.umem, ifname, queue, ring, *bind) } {
+            Ok(b) => {
+                bound = Some(b);
+                break;
+            }
+            Err(e) => {
+                if *bind == Bind::ZeroCopy && attempts.len() > k + 1 {
+                    tracing::info!(queue, interface = %ifname, "zero-copy bind refused ({e}); copy mode");
+                }
+                last_err = e;
+            }
+        }
+    }
+    let (tx, rx, fq, cq) =
+        bound.ok_or_else(|| format!("AF_XDP socket on {ifname} queue {queue}: {last_err}"))?;
+    let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
+    tracing::info!(
+        queue,
+        interface = %ifname,
+        mode = if zero_copy { "zero-copy" } else { "copy" },
+        umem = pool_idx,
+        "AF_XDP socket bound"
+    );
+    set_tx_budget(tx.fd().as_raw_fd(), spec.batch);
+    if spec.busy_poll_us > 0 {
+        set_busy_poll(tx.fd().as_raw_fd(), spec.busy_poll_us, spec.batch)
+            .map_err(|e| format!("busy polling on {ifname}: {e}"))?;
+    }
+    Ok(Sock {
+        pool: pool_idx,
+        ifname: ifname.to_string(),
+        zero_copy,
+        tx,
+        rx,
+        fq,
+        cq,
+        in_fill: 0,
+        in_tx: 0,
+        fill_target: share.min(ring as usize),
+        pending: Vec::with_capacity(spec.batch * 4),
+    })
+}
+
+/// A socket bound off the worker's thread on an uplink that returned, with its own UMEM.
+struct Bound {
+    name: String,
+    index: u32,
+    result: Result<(Sock, Pool), String>,
+}
+
 /// Whether the kernel runs AF_XDP socket `fd` zero-copy (`XDP_OPTIONS`).
 fn is_zero_copy(fd: i32) -> bool {
     const XDP_OPTIONS: libc::c_int = 8;
@@ -393,6 +471,7 @@ impl Worker {
         let batch = spec.batch;
         let port_vnis = spec.ports.iter().map(|p| p.vni).collect();
         let first = new_pool(&spec, Self::port_members(&spec, layout.split)).map_err(&err)?;
+        let (bound_tx, bound_rx) = crossbeam_channel::unbounded();
         let mut w = Worker {
             spec,
             socks: Vec::new(),
@@ -406,6 +485,11 @@ impl Worker {
             from_control,
             resolve_asked: HashMap::new(),
             next_xsk_stats: Instant::now(),
+            wanted: Vec::new(),
+            want_active: None,
+            binding: Vec::new(),
+            bound_tx,
+            bound_rx,
         };
         // Ports first: their positions never change; uplinks come and go after them.
         let members = Self::port_members(&w.spec, layout.split);
@@ -416,10 +500,12 @@ impl Worker {
                 .map_err(&err)?;
             w.socks.push(sock);
         }
-        for (name, index) in uplinks {
-            w.add_uplink(&name, index).map_err(&err)?;
+        for (name, index) in &uplinks {
+            w.add_uplink(name, *index).map_err(&err)?;
         }
         w.spec.active = active;
+        w.want_active = active.and_then(|a| uplinks.get(a)).map(|u| u.1);
+        w.wanted = uplinks;
         w.publish_sockets();
         w.refill();
         Ok(w)
@@ -435,8 +521,7 @@ impl Worker {
         }
     }
 
-    /// Binds a socket on `ifname` to pool `pool`, trying the bind modes in order (a failed
-    /// bind may leave a UMEM of its own half set up: the retry gets a new one).
+    /// Binds a socket on `ifname` to pool `pool`.
     fn bind_into(
         &mut self,
         pool: usize,
@@ -444,57 +529,14 @@ impl Worker {
         attempts: &[Bind],
         members: usize,
     ) -> Result<Sock, String> {
-        let queue = self.spec.queue;
-        let (ring, share) = ring_size(self.spec.frames as usize, members);
-        let mut last_err = String::new();
-        let mut bound = None;
-        for (k, bind) in attempts.iter().enumerate() {
-            if k > 0 {
-                self.pools[pool] = new_pool(&self.spec, members)?;
-            }
-            // SAFETY: INHIBIT_PROG_LOAD is set (xsk-rs requires it when a UMEM is shared)
-            // and each (interface, queue) pair is bound once.
-            match unsafe { bind_socket(&self.pools[pool].umem, ifname, queue, ring, *bind) } {
-                Ok(b) => {
-                    bound = Some(b);
-                    break;
-                }
-                Err(e) => {
-                    if *bind == Bind::ZeroCopy && attempts.len() > k + 1 {
-                        tracing::info!(queue, interface = %ifname, "zero-copy bind refused ({e}); copy mode");
-                    }
-                    last_err = e;
-                }
-            }
-        }
-        let (tx, rx, fq, cq) =
-            bound.ok_or_else(|| format!("AF_XDP socket on {ifname} queue {queue}: {last_err}"))?;
-        let zero_copy = is_zero_copy(rx.fd().as_raw_fd());
-        tracing::info!(
-            queue,
-            interface = %ifname,
-            mode = if zero_copy { "zero-copy" } else { "copy" },
-            umem = pool,
-            "AF_XDP socket bound"
-        );
-        set_tx_budget(tx.fd().as_raw_fd(), self.spec.batch);
-        if self.spec.busy_poll_us > 0 {
-            set_busy_poll(tx.fd().as_raw_fd(), self.spec.busy_poll_us, self.spec.batch)
-                .map_err(|e| format!("busy polling on {ifname}: {e}"))?;
-        }
-        Ok(Sock {
+        bind_sock(
+            &self.spec,
+            &mut self.pools[pool],
             pool,
-            ifname: ifname.to_string(),
-            zero_copy,
-            tx,
-            rx,
-            fq,
-            cq,
-            in_fill: 0,
-            in_tx: 0,
-            fill_target: share.min(ring as usize),
-            pending: Vec::with_capacity(self.spec.batch * 4),
-        })
+            ifname,
+            attempts,
+            members,
+        )
     }
 
     /// Binds a socket on uplink device `name` (index `index`), in a UMEM of its own unless
@@ -551,17 +593,26 @@ impl Worker {
 
     /// Makes the uplink sockets match `uplinks` (devices by name and index: a device
     /// re-created under the same name is a new one) and sends on `active`; tells the control
-    /// thread the new sockets' descriptors.
+    /// thread the new sockets' descriptors. A socket with a UMEM of its own is bound on a
+    /// helper thread, so forwarding does not stop for the tens of milliseconds a bind takes.
     fn set_uplinks(&mut self, uplinks: &[(String, u32)], active: Option<u32>, local_mac: [u8; 6]) {
+        self.wanted = uplinks.to_vec();
+        self.want_active = active;
+        self.spec.local_mac = local_mac;
         for k in (0..self.spec.uplinks.len()).rev() {
             if !uplinks.contains(&self.spec.uplinks[k]) {
                 self.remove_uplink(k);
             }
         }
+        let split = layout::layout(self.spec.zero_copy).split;
         let mut bound = Vec::new();
         let mut failed = Vec::new();
         for (name, index) in uplinks {
-            if self.spec.uplinks.iter().any(|u| u.1 == *index) {
+            if self.spec.uplinks.iter().any(|u| u.1 == *index) || self.binding.contains(index) {
+                continue;
+            }
+            if split {
+                self.bind_elsewhere(name.clone(), *index);
                 continue;
             }
             match self.add_uplink(name, *index) {
@@ -569,8 +620,68 @@ impl Worker {
                 Err(e) => failed.push((name.clone(), e)),
             }
         }
-        self.spec.active = active.and_then(|a| self.spec.uplinks.iter().position(|u| u.1 == a));
-        self.spec.local_mac = local_mac;
+        self.uplinks_changed(bound, failed);
+    }
+
+    /// Binds a socket with a UMEM of its own on a helper thread; `take_bound` installs it.
+    fn bind_elsewhere(&mut self, name: String, index: u32) {
+        let spec = self.spec.clone();
+        let tx = self.bound_tx.clone();
+        self.binding.push(index);
+        let attempts = layout::layout(spec.zero_copy).underlay;
+        let spawned = std::thread::Builder::new()
+            .name("ovl-bind".into())
+            .spawn(move || {
+                let result = new_pool(&spec, 1).and_then(|mut pool| {
+                    let sock = bind_sock(&spec, &mut pool, usize::MAX, &name, attempts, 1)?;
+                    Ok((sock, pool))
+                });
+                let _ = tx.send(Bound {
+                    name,
+                    index,
+                    result,
+                });
+            });
+        if let Err(e) = spawned {
+            self.binding.retain(|i| *i != index);
+            tracing::warn!("spawn a bind thread: {e}");
+        }
+    }
+
+    /// Installs sockets the helper threads bound, if their device is still wanted.
+    fn take_bound(&mut self) {
+        let mut bound = Vec::new();
+        let mut failed = Vec::new();
+        while let Ok(b) = self.bound_rx.try_recv() {
+            self.binding.retain(|i| *i != b.index);
+            let wanted = self.wanted.iter().any(|u| u.1 == b.index)
+                && !self.spec.uplinks.iter().any(|u| u.1 == b.index);
+            match b.result {
+                Ok((mut sock, pool)) if wanted => {
+                    sock.pool = self.pools.len();
+                    self.pools.push(pool);
+                    bound.push((b.index, sock.fd()));
+                    self.socks.push(sock);
+                    self.spec.uplinks.push((b.name, b.index));
+                }
+                // Gone again meanwhile: the socket goes before its UMEM.
+                Ok((sock, pool)) => {
+                    drop(sock);
+                    drop(pool);
+                }
+                Err(e) => failed.push((b.name, e)),
+            }
+        }
+        if !bound.is_empty() || !failed.is_empty() {
+            self.uplinks_changed(bound, failed);
+        }
+    }
+
+    /// After the uplink sockets changed: the sending socket again, the stats, the report.
+    fn uplinks_changed(&mut self, bound: Vec<(u32, i32)>, failed: Vec<(String, String)>) {
+        self.spec.active = self
+            .want_active
+            .and_then(|a| self.spec.uplinks.iter().position(|u| u.1 == a));
         self.publish_sockets();
         if !bound.is_empty() || !failed.is_empty() {
             let _ = self.to_control.send(FromWorker::Sockets {
@@ -657,6 +768,9 @@ impl Worker {
                     local_mac,
                 } => self.set_uplinks(&uplinks, active, local_mac),
             }
+        }
+        if !self.binding.is_empty() {
+            self.take_bound();
         }
         if self.spec.busy_poll_us > 0 {
             self.busy_poll();
