@@ -24,7 +24,11 @@ struct File {
 
 #[derive(Serialize)]
 struct Underlay {
-    interfaces: Vec<String>,
+    /// One uplink: `interface`; more: `interfaces`, in order of preference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interfaces: Option<Vec<String>>,
     local_ip: String,
     xdp_mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,9 +117,12 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
     };
     let file = File {
         underlay: Underlay {
-            interfaces: (0..spec.uplinks_of(name))
-                .map(|k| format!("eth{k}"))
-                .collect(),
+            interface: (spec.uplinks_of(name) == 1).then(|| "eth0".to_string()),
+            interfaces: (spec.uplinks_of(name) > 1).then(|| {
+                (0..spec.uplinks_of(name))
+                    .map(|k| format!("eth{k}"))
+                    .collect()
+            }),
             failback_hold_ms: spec.failback_hold_ms,
             local_ip: LabSpec::underlay_ip_at(index).to_string(),
             // Driver mode works on veth; auto still falls back (with a warning) if not.
@@ -188,6 +195,20 @@ mod tests {
         assert_eq!(t["underlay"]["interface"].as_str(), Some("eth0"));
         assert_eq!(t["underlay"]["local_ip"].as_str(), Some("10.0.2.2"));
         assert_eq!(t["underlay"]["xdp_mode"].as_str(), Some("auto"));
+        assert!(t["underlay"].get("interfaces").is_none());
+        // Two uplinks: listed in order of preference; the kernel client keeps one.
+        let mut two = spec.clone();
+        two.uplinks = 2;
+        let t2 = parse(&render(&two, "pri", Path::new("/s")).unwrap());
+        assert!(t2["underlay"].get("interface").is_none());
+        let list: Vec<&str> = t2["underlay"]["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(list, ["eth0", "eth1"]);
+        assert_eq!(two.uplinks_of("client"), 1);
         assert_eq!(t["workers"]["queues"].as_integer(), Some(1));
         assert_eq!(
             t["stats"]["control_socket"].as_str(),
