@@ -68,6 +68,23 @@ const MAX_SOCKET_PATH: usize = 107;
 const MIN_MTU_V4: u32 = 68;
 const MIN_MTU_V6: u32 = 1280;
 const MAX_MTU: u32 = 65535;
+
+/// Bytes of one UMEM frame (the workers build their UMEMs with it).
+pub const UMEM_FRAME_SIZE: u32 = 4096;
+/// Room the kernel keeps in front of a frame it hands an AF_XDP socket (XDP_PACKET_HEADROOM).
+const XSK_RX_HEADROOM: u32 = 256;
+/// The longest frame one AF_XDP descriptor carries (the programs deliver a longer one that
+/// only wanted learning by the fast path instead).
+pub const MAX_XSK_FRAME: u32 = UMEM_FRAME_SIZE - XSK_RX_HEADROOM;
+/// Outer Ethernet header with one VLAN tag (the ingress program accepts one).
+const OUTER_ETH_MAX: u32 = 18;
+
+/// The largest overlay MTU whose encapsulated frames fit one UMEM frame: the workers take
+/// one descriptor per frame (AF_XDP multi-buffer, `XDP_USE_SG`, is not used yet), so a
+/// longer frame is dropped by the kernel at the socket (`xsk_rx_dropped`).
+pub fn one_frame_mtu(overhead: u32) -> u32 {
+    MAX_XSK_FRAME - OUTER_ETH_MAX - overhead
+}
 /// GENEVE option length field value: the data is one 4-byte word.
 const GENEVE_OPT_WORDS: u8 = 1;
 
@@ -601,6 +618,8 @@ pub struct HostReport {
     pub vnis: Vec<VniMtu>,
     /// Configured uplinks with no device now (attached when they appear).
     pub absent_uplinks: Vec<String>,
+    /// Limits the host and mode impose that a user should know of (one line each).
+    pub notes: Vec<String>,
 }
 
 /// The effective overlay MTU of one VNI: the configured one, or underlay MTU - overhead.
@@ -868,6 +887,7 @@ impl Config {
             }
         }
         let mut vnis = Vec::with_capacity(self.vnis.len());
+        let mut notes = Vec::new();
         for (i, vni) in self.vnis.iter().enumerate() {
             let field = format!("vni[{i}].mtu");
             let overhead = vni.overhead();
@@ -883,19 +903,45 @@ impl Config {
                     format!("{formula}, below the minimum overlay MTU {min}"),
                 ));
             }
+            // Every frame of an "afxdp" port crosses a socket: it must fit one UMEM frame.
+            let one_frame = one_frame_mtu(overhead);
+            let afxdp = self.datapath.mode == DatapathMode::Afxdp;
             let mtu = match vni.mtu {
                 Some(mtu) if mtu > max => {
                     return Err(invalid(field, format!("{mtu} is too large: {formula}")));
                 }
+                Some(mtu) if afxdp && mtu > one_frame => {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{mtu} is too large for mode \"afxdp\": a frame must fit one {UMEM_FRAME_SIZE}-byte UMEM frame, so the overlay MTU is at most {one_frame} (mode \"xdp\" carries jumbo frames)"
+                        ),
+                    ));
+                }
                 Some(mtu) => mtu,
+                None if afxdp && max.min(MAX_MTU) > one_frame => {
+                    notes.push(format!(
+                        "vni {}: overlay MTU clamped to {one_frame} (the underlay allows {}): in mode \"afxdp\" every frame must fit one {UMEM_FRAME_SIZE}-byte UMEM frame; mode \"xdp\" carries jumbo frames",
+                        vni.id,
+                        max.min(MAX_MTU)
+                    ));
+                    one_frame
+                }
                 None => max.min(MAX_MTU),
             };
+            if !afxdp && mtu > one_frame {
+                notes.push(format!(
+                    "vni {}: frames up to MTU {mtu} take the fast path; the few the workers handle (floods, unknown or unresolved destinations) are dropped above {one_frame}, counted as xsk_rx_dropped",
+                    vni.id
+                ));
+            }
             vnis.push(VniMtu { id: vni.id, mtu });
         }
         Ok(HostReport {
             underlay_mtu,
             vnis,
             absent_uplinks: absent,
+            notes,
         })
     }
 

@@ -211,6 +211,9 @@ enum Request {
 /// Runs the data plane until SIGINT or SIGTERM.
 pub fn run(config_path: &Path) -> Result<()> {
     let (cfg, report) = Config::load(config_path)?;
+    for n in &report.notes {
+        tracing::warn!("{n}");
+    }
     let sock_path = cfg.stats.control_socket.clone();
     if let Some(dir) = sock_path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -383,7 +386,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         _pad1: [0; 2],
         // Set when an uplink is activated.
         underlay_ifindex: 0,
-        _pad2: 0,
+        xsk_frame_max: crate::config::MAX_XSK_FRAME,
     };
     xdp.set_config(base_config)?;
 
@@ -661,8 +664,19 @@ fn attach_underlay(
         XdpModeCfg::Auto => match try_mode(XdpMode::Driver) {
             Ok(id) => (id, XdpMode::Driver),
             Err(e) => {
+                let mtu: u32 = fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
+                    .ok()
+                    .and_then(|m| m.trim().parse().ok())
+                    .unwrap_or(0);
+                let why = if mtu > 3000 {
+                    format!(
+                        " (at MTU {mtu} a driver wants a multi-buffer XDP program, which this is not yet)"
+                    )
+                } else {
+                    String::new()
+                };
                 tracing::warn!(
-                    "driver-mode XDP on {ifname} failed ({e}); falling back to SKB mode"
+                    "driver-mode XDP on {ifname} failed ({e}){why}; falling back to SKB mode, which carries the same frames"
                 );
                 (try_mode(XdpMode::Skb)?, XdpMode::Skb)
             }

@@ -132,7 +132,10 @@ fn main() -> ExitCode {
                     c.datapath.mode,
                     c.workers.zero_copy,
                     mtus.join(", ")
-                )
+                );
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
             })
             .map_err(Into::into),
         Cmd::Stats {

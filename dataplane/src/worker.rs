@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ovl_common::{Encap, GENEVE_OPT_LEN, XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
-    config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+    config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
 };
 
 use crate::{
@@ -285,7 +285,10 @@ fn ring_size(frames: usize, members: usize) -> (u32, usize) {
 fn new_pool(spec: &WorkerSpec, members: usize) -> Result<Pool, String> {
     let (ring, _) = ring_size(spec.frames as usize, members);
     let qsize = |n: u32| QueueSize::new(n).map_err(|e| format!("ring size {n}: {e}"));
+    let frame_size =
+        FrameSize::new(crate::config::UMEM_FRAME_SIZE).map_err(|e| format!("frame size: {e}"))?;
     let umem_cfg = UmemConfig::builder()
+        .frame_size(frame_size)
         .fill_queue_size(qsize(ring)?)
         .comp_queue_size(qsize(ring * 2)?)
         .build()

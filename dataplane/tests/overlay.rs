@@ -1385,3 +1385,46 @@ fn a_replaced_underlay_is_reattached_and_carries_traffic_again(mode: DatapathMod
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+both_modes!(a_jumbo_underlay_carries_what_the_port_promises);
+/// MTU 9000 underlay with the kernel VXLAN driver as the peer. "xdp" mode carries jumbo
+/// frames (8000-byte pings and TCP both ways); "afxdp" mode clamps its port to one UMEM frame,
+/// and everything up to that MTU crosses both ways: no port promises what the path drops.
+fn a_jumbo_underlay_carries_what_the_port_promises(mode: DatapathMode) {
+    require_root();
+    let mut spec = client_and_pri("jb", 4789, mode);
+    spec.underlay_mtu = 9000;
+    let lab = Lab::up(&spec).expect("lab up");
+    let pri_ip = Ipv4Addr::new(192, 168, 0, 10);
+    let client_ip = Ipv4Addr::new(192, 168, 0, 4);
+    let port_mtu: u32 = lab
+        .exec("pri", &["cat", "/sys/class/net/ovl0/mtu"], T)
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        })
+        .expect("mtu");
+    let want = match mode {
+        DatapathMode::Xdp => 8950,
+        DatapathMode::Afxdp => dataplane::config::one_frame_mtu(50),
+    };
+    assert_eq!(port_mtu, want, "{mode:?}: ovl0's MTU");
+    // The largest ICMP echo the port's MTU allows, DF set, both ways.
+    let size = (port_mtu - 28).to_string();
+    for (from, to) in [("client", "192.168.0.10"), ("pri", "192.168.0.4")] {
+        let (ok, text) = sh(
+            &lab,
+            from,
+            &[
+                "ping", "-M", "do", "-c", "3", "-i", "0.2", "-W", "1", "-s", &size, to,
+            ],
+        );
+        assert!(ok, "{mode:?} {from} -> {to}, {size} bytes: {text}");
+    }
+    assert_transfer(&lab, "client", "pri", pri_ip, 5202, 8 * MB);
+    assert_transfer(&lab, "pri", "client", client_ip, 5203, 8 * MB);
+    let s = stats(&lab, "pri");
+    assert_eq!(s.total_drops(), 0, "{mode:?}:\n{}", s.render_text());
+}

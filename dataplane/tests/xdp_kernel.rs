@@ -1064,6 +1064,66 @@ fn fast_path_redirects_known_sources_to_the_port_and_hands_new_and_moved_ones_to
 }
 
 #[test]
+fn a_new_source_in_a_frame_no_socket_could_take_is_delivered_unlearned() {
+    in_private_netns(|| {
+        let mut env = Env::fast();
+        env.port_dev(VNI_VXLAN);
+        // Sockets take frames of up to 200 bytes here (3840 with 4 KB UMEM frames).
+        env.obj
+            .set_config(Config {
+                local_ip_be: be(LOCAL_IP),
+                underlay_mtu: MTU,
+                enabled: 1,
+                fast_path: 1,
+                local_mac: LOCAL_MAC,
+                underlay_ifindex: env.lo,
+                xsk_frame_max: 200,
+                ..Config::default()
+            })
+            .unwrap();
+        let big = |src: [u8; 6]| {
+            let inner = inner_udp(
+                INNER_UNKNOWN,
+                src,
+                [192, 168, 0, 4],
+                [192, 168, 0, 10],
+                40000,
+                5201,
+                300,
+            );
+            let frame = outer(
+                LOCAL_MAC,
+                GW_MAC,
+                REMOTE_IP,
+                LOCAL_IP,
+                51000,
+                4789,
+                &vxlan(VNI_VXLAN),
+                &inner,
+            );
+            (frame, inner)
+        };
+        // New source, 342-byte inner frame: delivered by the fast path, not learned.
+        let (frame, inner) = big(INNER_A);
+        let out = env.ingress(&frame, Counter::RxFastUnlearned);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert_eq!(out.frame, inner);
+        assert!(out.meta.is_empty(), "no metadata on the fast path");
+        // The same source in a short frame goes to the workers to be learned.
+        let (frame, _) = from_vtep(REMOTE_IP, INNER_A);
+        let out = env.ingress(&frame, Counter::RxVxlan);
+        assert_meta(&out, learn_meta(REMOTE_IP, ovl_common::META_FLAG_LEARN));
+        // A known source's long frame is ordinary fast-path traffic.
+        let (frame, _) = big(INNER_B);
+        env.ingress(&frame, Counter::RxFastVxlan);
+        // With no limit known (0), the old behaviour: to the workers.
+        env.set_fast(true);
+        let (frame, _) = big(INNER_A);
+        env.ingress(&frame, Counter::RxVxlan);
+    });
+}
+
+#[test]
 fn known_sources_refresh_their_last_seen_stamp_at_most_every_quarter_second() {
     in_private_netns(|| {
         let mut env = Env::fast();

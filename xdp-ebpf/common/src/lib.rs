@@ -167,7 +167,8 @@ pub struct Config {
     pub _pad1: [u8; 2],
     /// Interface index of the active underlay device (the TC program redirects to it).
     pub underlay_ifindex: u32,
-    pub _pad2: u32,
+    /// The longest frame an AF_XDP socket takes in one descriptor (0: no limit known).
+    pub xsk_frame_max: u32,
 }
 
 /// Value of the `OVL_UDP_PORTS` hash map, keyed by the UDP destination port (host order).
@@ -436,6 +437,9 @@ pub enum Counter {
     RxFastGeneve,
     /// "xdp" mode, but the VNI's port is not in the device map (not ready): to the worker.
     RxFastFallback,
+    /// "xdp" mode, a new or moved source in a frame too long for one UMEM frame: delivered by
+    /// the fast path without learning (a later, shorter frame teaches it), not dropped.
+    RxFastUnlearned,
 
     // Underlay ingress: overlay traffic dropped, by reason.
     DropTruncated,
@@ -511,6 +515,7 @@ impl Counter {
         Counter::RxFastVxlan,
         Counter::RxFastGeneve,
         Counter::RxFastFallback,
+        Counter::RxFastUnlearned,
         Counter::DropTruncated,
         Counter::DropIpv4Options,
         Counter::DropIpv4Fragment,
@@ -559,6 +564,7 @@ impl Counter {
             Counter::RxFastVxlan => "rx_fast_vxlan",
             Counter::RxFastGeneve => "rx_fast_geneve",
             Counter::RxFastFallback => "rx_fast_fallback",
+            Counter::RxFastUnlearned => "rx_fast_unlearned",
             Counter::DropTruncated => "drop_truncated",
             Counter::DropIpv4Options => "drop_ipv4_options",
             Counter::DropIpv4Fragment => "drop_ipv4_fragment",

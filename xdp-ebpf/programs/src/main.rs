@@ -333,8 +333,13 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         peer_port_be,
         flags: if learn { META_FLAG_LEARN } else { 0 },
     };
-    if cfg.fast_path != 0 && !learn {
-        let fast = if encap == Encap::Vxlan as u8 {
+    // A frame no socket could take is delivered unlearned rather than dropped.
+    let frame_len = (ctx.data_end() - data) as u32;
+    let unlearned = learn && cfg.xsk_frame_max != 0 && frame_len > cfg.xsk_frame_max;
+    if cfg.fast_path != 0 && (!learn || unlearned) {
+        let fast = if unlearned {
+            Counter::RxFastUnlearned
+        } else if encap == Encap::Vxlan as u8 {
             Counter::RxFastVxlan
         } else {
             Counter::RxFastGeneve
