@@ -55,6 +55,9 @@ struct Cli {
     /// Skip the failover trials (VIP moves and uplink events).
     #[arg(long)]
     no_failover: bool,
+    /// Skip the TCP row over an MTU 9000 underlay.
+    #[arg(long)]
+    no_jumbo: bool,
     /// Our data plane's `workers.batch_size` (its default otherwise).
     #[arg(long)]
     batch_size: Option<u32>,
@@ -133,6 +136,9 @@ fn run() -> Result<()> {
         s.failover_planned = 0;
         s.failover_unplanned = 0;
         s.uplink_events = 0;
+    }
+    if cli.no_jumbo {
+        s.jumbo = false;
     }
     if !(1..=2).contains(&cli.queues) {
         bail!("--queues: 1 or 2 on this lab, got {}", cli.queues);

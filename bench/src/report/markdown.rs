@@ -51,6 +51,11 @@ const ROWS: &[Row] = &[
         source: Source::Median(m::TCP_2),
     },
     Row {
+        label: "TCP 1 stream, MTU 9000 underlay (Gbit/s)",
+        better: Better::Higher,
+        source: Source::Median(m::TCP_1_JUMBO),
+    },
+    Row {
         label: "CPU per Gbit (CPU-s/Gbit)",
         better: Better::Lower,
         source: Source::Median(m::CPU_PER_GBIT),

@@ -21,6 +21,9 @@ pub mod measurement {
     pub const FAILOVER_PLANNED: &str = "failover_planned";
     /// Client-visible gap of an unplanned failover, ms; extra as for planned.
     pub const FAILOVER_UNPLANNED: &str = "failover_unplanned";
+    /// iperf3 TCP, 1 stream, Gbit/s, over an MTU 9000 underlay (overlay MTU 8950); extra
+    /// "retransmits".
+    pub const TCP_1_JUMBO: &str = "tcp_1_jumbo";
     /// Overlay gap around an uplink losing or regaining carrier (1 ms echoes), ms; extra
     /// "max", "events", "missing_per_event".
     pub const UPLINK_CARRIER: &str = "uplink_carrier";

@@ -3,6 +3,7 @@
 //! all of them), and returns a [`Run`] of records for the report.
 
 mod failover;
+mod jumbo;
 pub mod lab;
 mod uplinks;
 
@@ -70,6 +71,8 @@ pub struct Settings {
     pub failover_unplanned: usize,
     /// Uplink events of each kind (carrier cycle, device cycle) on ours; 0 skips them.
     pub uplink_events: usize,
+    /// The TCP row over an MTU 9000 underlay (kernel VXLAN and ours).
+    pub jumbo: bool,
     pub paths: Vec<PathKind>,
     pub queues: u32,
     pub workers: WorkerTuning,
@@ -95,6 +98,7 @@ impl Settings {
             failover_planned: 20,
             failover_unplanned: 10,
             uplink_events: 10,
+            jumbo: true,
             paths: Route::ALL.iter().map(|r| r.path).collect(),
             queues: 1,
             // Each sending host's worker on the generator's CPU, each receiving host's on
@@ -162,6 +166,7 @@ impl Settings {
             self.failover_unplanned.to_string(),
         );
         put("uplink_events", self.uplink_events.to_string());
+        put("jumbo", self.jumbo.to_string());
         put("queues", self.queues.to_string());
         put("gen_cpu", self.gen_cpu.to_string());
         put("sink_cpu", self.sink_cpu.to_string());
@@ -295,6 +300,9 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         .collect();
     let do_failover = s.failover_planned + s.failover_unplanned > 0;
     let do_uplinks = s.uplink_events > 0 && s.paths.contains(&PathKind::OursVxlan);
+    let do_jumbo = s.jumbo
+        && s.paths.contains(&PathKind::OursVxlan)
+        && s.paths.contains(&PathKind::KernelVxlan);
     let mut progress = Progress {
         total: s.reps * routes.len() * 4
             + if do_failover {
@@ -303,6 +311,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
                 0
             }
             + usize::from(do_uplinks) * 2
+            + if do_jumbo { s.reps * 2 } else { 0 }
             + 1,
         done: 0,
         start: t0,
@@ -336,6 +345,31 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         }
     }
     let mut records = records_of(&samples);
+    if do_jumbo {
+        if stop.load(Ordering::Relaxed) {
+            return Err(SuiteError::Stopped);
+        }
+        match jumbo::run(s, &mut |m| progress.step(m)) {
+            Ok(r) => records.extend(r),
+            Err(e) => {
+                let msg = format!("jumbo TCP failed: {e}");
+                progress.line(&msg);
+                let short: String = msg.chars().take(300).collect();
+                for path in [PathKind::KernelVxlan, PathKind::OursVxlan] {
+                    records.push(Record {
+                        path,
+                        measurement: crate::report::measurement::TCP_1_JUMBO.to_string(),
+                        unit: "Gbit/s".into(),
+                        median: f64::NAN,
+                        samples: Vec::new(),
+                        extra: BTreeMap::new(),
+                        curve: Vec::new(),
+                        note: Some(short.clone()),
+                    });
+                }
+            }
+        }
+    }
     if do_failover {
         for kind in failover_kinds {
             if stop.load(Ordering::Relaxed) {

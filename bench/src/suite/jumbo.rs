@@ -1,0 +1,67 @@
+//! TCP over a jumbo underlay (MTU 9000, as AWS and Azure offer): the kernel VXLAN driver and
+//! our fast path each between a pair of their own behind one router, 1 stream, interleaved
+//! repetitions. Overlay MTU 8950 on both.
+
+use std::{collections::BTreeMap, path::Path};
+
+use ovl_lab::Lab;
+
+use super::{Route, Servers, Settings, SuiteError, dst_addr, lab, tcp};
+use crate::report::{PathKind, Record, measurement as m, median};
+
+/// The underlay MTU of the jumbo row.
+pub const MTU: u32 = 9000;
+
+pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, SuiteError> {
+    let paths = [PathKind::KernelVxlan, PathKind::OursVxlan];
+    let routes: Vec<Route> = paths.iter().filter_map(|p| Route::of(*p)).collect();
+    let prefix = ovl_lab::unique_prefix("bj");
+    let mut spec = lab::spec(
+        &prefix,
+        Path::new(&s.bin("dataplane")?),
+        s.workers.clone(),
+        s.queues,
+        &paths,
+    );
+    spec.underlay_mtu = MTU;
+    let mut lab = Lab::up(&spec)?;
+    let _servers = Servers::start(&mut lab, s, &routes)?;
+    let mut gbps: BTreeMap<PathKind, Vec<f64>> = BTreeMap::new();
+    let mut retransmits: BTreeMap<PathKind, Vec<f64>> = BTreeMap::new();
+    for rep in 1..=s.reps {
+        for r in &routes {
+            let dst = dst_addr(&lab, r)?;
+            let (res, _) = tcp(&lab, r, dst, 1, s.tcp_secs)?;
+            let g = res.received_bps / 1e9;
+            progress(&format!(
+                "{} rep {rep}/{}: TCP 1 stream over an MTU {MTU} underlay {g:.2} Gbit/s",
+                r.path, s.reps
+            ));
+            gbps.entry(r.path).or_default().push(g);
+            retransmits
+                .entry(r.path)
+                .or_default()
+                .push(res.retransmits as f64);
+        }
+    }
+    Ok(gbps
+        .into_iter()
+        .map(|(path, samples)| {
+            let mut extra = BTreeMap::new();
+            extra.insert(
+                "retransmits".into(),
+                median(retransmits.get(&path).map_or(&[][..], Vec::as_slice)).unwrap_or(0.0),
+            );
+            Record {
+                path,
+                measurement: m::TCP_1_JUMBO.to_string(),
+                unit: "Gbit/s".into(),
+                median: median(&samples).unwrap_or(f64::NAN),
+                samples,
+                extra,
+                curve: Vec::new(),
+                note: None,
+            }
+        })
+        .collect())
+}
