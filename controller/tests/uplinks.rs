@@ -19,7 +19,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use bench::workload::{Summary, icmp_log};
@@ -71,12 +71,6 @@ fn no_preempt() -> PairOptions {
     }
 }
 
-fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// A paced TCP stream from `from` to the VIP on `to` until `stop`: bytes sent and their
 /// SHA-256, and what the receiver counted and hashed.
 struct Transfer {
@@ -111,8 +105,10 @@ fn transfer(lab: &Lab, stop: &AtomicBool) -> Transfer {
                             n += k;
                         }
                         Err(e) => {
-                            error =
-                                Some(format!("read after {n} bytes at {:.3}: {e}", now_epoch()));
+                            error = Some(format!(
+                                "read after {n} bytes at {:.3}: {e}",
+                                icmp_log::now()
+                            ));
                             break;
                         }
                     }
@@ -141,7 +137,10 @@ fn transfer(lab: &Lab, stop: &AtomicBool) -> Transfer {
                     *b = x as u8;
                 }
                 if let Err(e) = c.write_all(&buf) {
-                    error = Some(format!("write after {n} bytes at {:.3}: {e}", now_epoch()));
+                    error = Some(format!(
+                        "write after {n} bytes at {:.3}: {e}",
+                        icmp_log::now()
+                    ));
                     break;
                 }
                 h.update(&buf);
@@ -224,20 +223,20 @@ fn trial(tag: &str, mode: DatapathMode, carrier: usize, device: usize, thrash: D
         });
         // (a) Carrier lost and regained.
         for _ in 0..carrier {
-            events.push(("carrier lost", now_epoch()));
+            events.push(("carrier lost", icmp_log::now()));
             lab.set_uplink_carrier("pri", 0, false)
                 .expect("carrier off");
             thread::sleep(Duration::from_millis(400));
-            events.push(("carrier back", now_epoch()));
+            events.push(("carrier back", icmp_log::now()));
             lab.set_uplink_carrier("pri", 0, true).expect("carrier on");
             thread::sleep(Duration::from_millis(400));
         }
         // (b) The device deleted and re-created (new index).
         for _ in 0..device {
-            events.push(("device removed", now_epoch()));
+            events.push(("device removed", icmp_log::now()));
             lab.remove_uplink("pri", 0).expect("remove eth0");
             thread::sleep(Duration::from_millis(500));
-            events.push(("device returned", now_epoch()));
+            events.push(("device returned", icmp_log::now()));
             lab.add_uplink("pri", 0).expect("re-create eth0");
             thread::sleep(Duration::from_millis(700));
         }
@@ -247,7 +246,10 @@ fn trial(tag: &str, mode: DatapathMode, carrier: usize, device: usize, thrash: D
         let mut up = true;
         while Instant::now() < end {
             up = !up;
-            events.push((if up { "thrash up" } else { "thrash down" }, now_epoch()));
+            events.push((
+                if up { "thrash up" } else { "thrash down" },
+                icmp_log::now(),
+            ));
             lab.set_uplink_carrier("pri", 0, up).expect("thrash");
             thread::sleep(random_ms(&mut rng, 1000, 3000));
         }

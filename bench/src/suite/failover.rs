@@ -29,24 +29,11 @@ pub fn run(
     kind: PathKind,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Record>, SuiteError> {
-    let bins = PairBins {
-        controller: PathBuf::from(s.bin("controller")?),
-        id_server: PathBuf::from(s.bin("id-server")?),
-        http_ping: PathBuf::from(s.bin("http-ping")?),
-    };
-    let prefix = ovl_lab::unique_prefix("bf");
-    let mut spec = LabSpec::seed(&prefix, PathBuf::from(s.bin("dataplane")?));
-    if kind == PathKind::KernelVxlan {
-        spec = spec.kernel_everywhere();
-    }
-    spec.ready_timeout = Duration::from_secs(20);
-    let mut lab = Lab::up(&spec)?;
-    // Preemption off, so a planned move is not undone by pri taking the VIP back.
-    let opts = PairOptions {
-        preempt: false,
-        ..PairOptions::default()
-    };
-    let pair = Pair::start(&mut lab, bins, opts)?;
+    let (mut lab, pair) = pair_lab(s, "bf", |spec| {
+        if kind == PathKind::KernelVxlan {
+            *spec = spec.clone().kernel_everywhere();
+        }
+    })?;
     let mut records = Vec::new();
 
     let mut unexpected = 0;
@@ -127,6 +114,31 @@ pub fn run(
     progress(&describe(kind, "unplanned (link down)", &unplanned));
     records.push(unplanned);
     Ok(records)
+}
+
+/// The seed's lab (client, pri, sec) as `adjust` changes it, with the pair's controllers and
+/// ID servers running. Preemption off, so a move is never undone by pri taking the VIP back.
+pub(super) fn pair_lab(
+    s: &Settings,
+    tag: &str,
+    adjust: impl FnOnce(&mut LabSpec),
+) -> Result<(Lab, Pair), SuiteError> {
+    let bins = PairBins {
+        controller: PathBuf::from(s.bin("controller")?),
+        id_server: PathBuf::from(s.bin("id-server")?),
+        http_ping: PathBuf::from(s.bin("http-ping")?),
+    };
+    let prefix = ovl_lab::unique_prefix(tag);
+    let mut spec = LabSpec::seed(&prefix, PathBuf::from(s.bin("dataplane")?));
+    spec.ready_timeout = Duration::from_secs(20);
+    adjust(&mut spec);
+    let mut lab = Lab::up(&spec)?;
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let pair = Pair::start(&mut lab, bins, opts)?;
+    Ok((lab, pair))
 }
 
 fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {

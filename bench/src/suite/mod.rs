@@ -345,86 +345,45 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         }
     }
     let mut records = records_of(&samples);
+    use crate::report::measurement as m;
     if do_jumbo {
         if stop.load(Ordering::Relaxed) {
             return Err(SuiteError::Stopped);
         }
-        match jumbo::run(s, &mut |m| progress.step(m)) {
-            Ok(r) => records.extend(r),
-            Err(e) => {
-                let msg = format!("jumbo TCP failed: {e}");
-                progress.line(&msg);
-                let short: String = msg.chars().take(300).collect();
-                for path in [PathKind::KernelVxlan, PathKind::OursVxlan] {
-                    records.push(Record {
-                        path,
-                        measurement: crate::report::measurement::TCP_1_JUMBO.to_string(),
-                        unit: "Gbit/s".into(),
-                        median: f64::NAN,
-                        samples: Vec::new(),
-                        extra: BTreeMap::new(),
-                        curve: Vec::new(),
-                        note: Some(short.clone()),
-                    });
-                }
-            }
-        }
+        let result = jumbo::run(s, &mut |msg| progress.step(msg));
+        let rows = [PathKind::KernelVxlan, PathKind::OursVxlan].map(|p| (p, m::TCP_1_JUMBO));
+        records.extend(rows_or_failure(
+            result,
+            "jumbo TCP",
+            &rows,
+            "Gbit/s",
+            &mut progress,
+        ));
     }
     if do_failover {
         for kind in failover_kinds {
             if stop.load(Ordering::Relaxed) {
                 return Err(SuiteError::Stopped);
             }
-            // A failed trial costs its rows, not the measurements already taken.
-            match failover::run(s, kind, &mut |m| progress.step(m)) {
-                Ok(r) => records.extend(r),
-                Err(e) => {
-                    let msg = format!("{kind}: failover trials failed: {e}");
-                    progress.line(&msg);
-                    let short: String = msg.chars().take(300).collect();
-                    for m in ["failover_planned", "failover_unplanned"] {
-                        records.push(Record {
-                            path: kind,
-                            measurement: m.to_string(),
-                            unit: "ms".into(),
-                            median: f64::NAN,
-                            samples: Vec::new(),
-                            extra: BTreeMap::new(),
-                            curve: Vec::new(),
-                            note: Some(short.clone()),
-                        });
-                    }
-                }
-            }
+            let result = failover::run(s, kind, &mut |msg| progress.step(msg));
+            let rows = [(kind, m::FAILOVER_PLANNED), (kind, m::FAILOVER_UNPLANNED)];
+            let what = format!("{kind}: failover trials");
+            records.extend(rows_or_failure(result, &what, &rows, "ms", &mut progress));
         }
     }
     if do_uplinks {
         if stop.load(Ordering::Relaxed) {
             return Err(SuiteError::Stopped);
         }
-        match uplinks::run(s, &mut |m| progress.step(m)) {
-            Ok(r) => records.extend(r),
-            Err(e) => {
-                let msg = format!("uplink trials failed: {e}");
-                progress.line(&msg);
-                let short: String = msg.chars().take(300).collect();
-                for meas in [
-                    crate::report::measurement::UPLINK_CARRIER,
-                    crate::report::measurement::UPLINK_DEVICE,
-                ] {
-                    records.push(Record {
-                        path: PathKind::OursVxlan,
-                        measurement: meas.to_string(),
-                        unit: "ms".into(),
-                        median: f64::NAN,
-                        samples: Vec::new(),
-                        extra: BTreeMap::new(),
-                        curve: Vec::new(),
-                        note: Some(short.clone()),
-                    });
-                }
-            }
-        }
+        let result = uplinks::run(s, &mut |msg| progress.step(msg));
+        let rows = [m::UPLINK_CARRIER, m::UPLINK_DEVICE].map(|x| (PathKind::OursVxlan, x));
+        records.extend(rows_or_failure(
+            result,
+            "uplink trials",
+            &rows,
+            "ms",
+            &mut progress,
+        ));
     }
     Ok(Run {
         started_utc: utc_seconds(started),
@@ -435,6 +394,37 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         settings: s.as_map(),
         records,
     })
+}
+
+/// The records of a step run after the main measurements, or, when it failed, its `rows`
+/// (path, measurement) without values and with the error as their note: a failed step costs
+/// its rows, not the measurements already taken.
+fn rows_or_failure(
+    result: Result<Vec<Record>, SuiteError>,
+    what: &str,
+    rows: &[(PathKind, &str)],
+    unit: &str,
+    progress: &mut Progress,
+) -> Vec<Record> {
+    let e = match result {
+        Ok(r) => return r,
+        Err(e) => e,
+    };
+    let msg = format!("{what} failed: {e}");
+    progress.line(&msg);
+    let short: String = msg.chars().take(300).collect();
+    rows.iter()
+        .map(|&(path, measurement)| Record {
+            path,
+            measurement: measurement.to_string(),
+            unit: unit.into(),
+            median: f64::NAN,
+            samples: Vec::new(),
+            extra: BTreeMap::new(),
+            curve: Vec::new(),
+            note: Some(short.clone()),
+        })
+        .collect()
 }
 
 /// `2026-11-23T10:04:05Z`.

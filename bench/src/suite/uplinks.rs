@@ -4,14 +4,9 @@
 //! carrier and regains it, then is deleted and re-created. Each event's overlay gap (the
 //! longest silence between answers around it) and the echoes it lost are recorded.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    thread,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, thread, time::Duration};
 
-use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, Signal, VIP};
+use ovl_lab::{Signal, VIP};
 
 use super::{Settings, SuiteError, step_err};
 use crate::{
@@ -22,28 +17,8 @@ use crate::{
 /// How long after an event its gap is looked for.
 const WINDOW: Duration = Duration::from_millis(800);
 
-fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, SuiteError> {
-    let bins = PairBins {
-        controller: PathBuf::from(s.bin("controller")?),
-        id_server: PathBuf::from(s.bin("id-server")?),
-        http_ping: PathBuf::from(s.bin("http-ping")?),
-    };
-    let prefix = ovl_lab::unique_prefix("bu");
-    let mut spec = LabSpec::seed(&prefix, PathBuf::from(s.bin("dataplane")?));
-    spec.ready_timeout = Duration::from_secs(20);
-    spec.uplinks = 2;
-    let mut lab = Lab::up(&spec)?;
-    let opts = PairOptions {
-        preempt: false,
-        ..PairOptions::default()
-    };
-    let pair = Pair::start(&mut lab, bins, opts)?;
+    let (mut lab, pair) = super::failover::pair_lab(s, "bu", |spec| spec.uplinks = 2)?;
     let vip = VIP.to_string();
     let ping = lab.spawn(
         "client",
@@ -54,18 +29,18 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
     let mut carrier = Vec::new();
     let mut device = Vec::new();
     for _ in 0..s.uplink_events {
-        carrier.push(now_epoch());
+        carrier.push(icmp_log::now());
         lab.set_uplink_carrier("pri", 0, false)?;
         thread::sleep(Duration::from_millis(WINDOW.as_millis() as u64));
-        carrier.push(now_epoch());
+        carrier.push(icmp_log::now());
         lab.set_uplink_carrier("pri", 0, true)?;
         thread::sleep(WINDOW);
     }
     for _ in 0..s.uplink_events {
-        device.push(now_epoch());
+        device.push(icmp_log::now());
         lab.remove_uplink("pri", 0)?;
         thread::sleep(WINDOW);
-        device.push(now_epoch());
+        device.push(icmp_log::now());
         lab.add_uplink("pri", 0)?;
         thread::sleep(WINDOW);
     }

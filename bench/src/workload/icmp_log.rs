@@ -3,7 +3,15 @@
 //! millisecond with sequence numbers is the bonding study's probe: a gap shows how long the
 //! path was broken, the missing numbers how many packets it ate.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Now, on the clock `ping -D` stamps answers with (seconds since the Unix epoch): stamp
+/// events with it to find their gaps.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// One answered echo: when it arrived (seconds since the Unix epoch, as `-D` prints it) and
 /// its sequence number.

@@ -336,34 +336,7 @@ impl Lab {
             ],
         )?;
         cmd::ip_ns(&fabric, &["link", "set", &port, "up"])?;
-        if k > 0 {
-            // The host route tells the router which link reaches the host, by preference.
-            cmd::ip_ns(
-                &fabric,
-                &[
-                    "route",
-                    "replace",
-                    &format!("{me}/32"),
-                    "dev",
-                    &port,
-                    "metric",
-                    &metric,
-                ],
-            )?;
-        } else if self.spec.uplinks_of(host) > 1 {
-            cmd::ip_ns(
-                &fabric,
-                &[
-                    "route",
-                    "replace",
-                    &format!("{me}/32"),
-                    "dev",
-                    &port,
-                    "metric",
-                    "0",
-                ],
-            )?;
-        }
+        self.host_route(host, k)?;
         cmd::ip_ns(
             &ns,
             &[
@@ -403,28 +376,31 @@ impl Lab {
             &fabric,
             &["link", "set", &port, if up { "up" } else { "down" }],
         )?;
-        if up && self.spec.uplinks_of(host) > 1 {
+        if up {
             // Routes through a device that went down are gone; put the host route back.
-            let (i, _) = self
-                .spec
-                .host(host)
-                .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
-            let me = LabSpec::underlay_ip_at(i);
-            let metric = (100 * k).to_string();
-            cmd::ip_ns(
-                &fabric,
-                &[
-                    "route",
-                    "replace",
-                    &format!("{me}/32"),
-                    "dev",
-                    &port,
-                    "metric",
-                    &metric,
-                ],
-            )?;
+            self.host_route(host, k)?;
         }
         Ok(())
+    }
+
+    /// With several uplinks, the router's route to host `host` through uplink `k`: a host
+    /// route whose metric tells which link reaches the host, by preference.
+    fn host_route(&self, host: &str, k: u32) -> Result<(), LabError> {
+        if self.spec.uplinks_of(host) < 2 {
+            return Ok(());
+        }
+        let (i, _) = self
+            .spec
+            .host(host)
+            .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
+        let me = format!("{}/32", LabSpec::underlay_ip_at(i));
+        let port = Self::uplink_port(host, k);
+        let metric = (100 * k).to_string();
+        cmd::ip_ns(
+            &self.spec.ns(FABRIC),
+            &["route", "replace", &me, "dev", &port, "metric", &metric],
+        )
+        .map(drop)
     }
 
     /// Host `host`'s uplink `k` device disappears (both ends of the veth), as a VM's virtual
