@@ -461,7 +461,6 @@ pub fn run(config_path: &Path) -> Result<()> {
         xdp,
         nl,
         uplinks,
-        uplink_names: cfg.underlay.interfaces.clone(),
         attached: HashMap::new(),
         xdp_mode: cfg.underlay.xdp_mode,
         attach_mode: None,
@@ -752,7 +751,6 @@ struct Control {
     xdp: XdpObject,
     nl: Netlink,
     uplinks: Uplinks,
-    uplink_names: Vec<String>,
     /// Uplinks with the ingress program attached: position -> (device index, link).
     attached: HashMap<usize, (u32, XdpLinkId)>,
     xdp_mode: XdpModeCfg,
@@ -872,14 +870,14 @@ impl Control {
         if !self.attached.contains_key(&u) {
             return Some(format!(
                 "active uplink {} has no XDP program",
-                self.uplink_names[u]
+                self.uplink_name(u)
             ));
         }
         let queues = self.workers.counters().len() as u32;
         if !self.workers.running() || !(0..queues).all(|q| self.bound.contains(&(q, index))) {
             return Some(format!(
                 "no AF_XDP sockets on active uplink {}",
-                self.uplink_names[u]
+                self.uplink_name(u)
             ));
         }
         if let Some(i) = self.workers.finished() {
@@ -889,6 +887,10 @@ impl Control {
             return Some("no remote VTEP's next hop is resolved".into());
         }
         None
+    }
+
+    fn uplink_name(&self, u: usize) -> &str {
+        &self.uplinks.links()[u].name
     }
 
     /// A link notification: an uplink changed (carrier, index) or went away.
@@ -909,7 +911,7 @@ impl Control {
             }
             _ => return,
         };
-        let Some(u) = self.uplink_names.iter().position(|n| n == name) else {
+        let Some(u) = self.uplinks.links().iter().position(|l| l.name == name) else {
             return;
         };
         // A removal of an index we no longer track is old news.
@@ -925,8 +927,8 @@ impl Control {
 
     /// Reads every uplink's state from the kernel and acts on what changed.
     fn reobserve_uplinks(&mut self) {
-        for u in 0..self.uplink_names.len() {
-            let Ok(seen) = seen(&self.nl, &self.uplink_names[u]) else {
+        for u in 0..self.uplinks.links().len() {
+            let Ok(seen) = seen(&self.nl, self.uplink_name(u)) else {
                 continue;
             };
             let now = Instant::now();
@@ -946,7 +948,7 @@ impl Control {
                     rebuild = true;
                 }
                 UplinkAction::Forget { uplink, index } => {
-                    tracing::warn!(uplink = %self.uplink_names[uplink], index, "uplink device gone");
+                    tracing::warn!(uplink = %self.uplink_name(uplink), index, "uplink device gone");
                     self.detach_uplink(uplink);
                     self.by_uplink.retain(|(i, _), _| *i != index);
                     self.bound.retain(|(_, i)| *i != index);
@@ -966,7 +968,7 @@ impl Control {
     }
 
     fn attach_uplink(&mut self, u: usize, index: u32) {
-        let name = self.uplink_names[u].clone();
+        let name = self.uplink_name(u).to_string();
         self.detach_uplink(u);
         if self.fast {
             let before = self.restore.tx_checksum.len();
@@ -983,7 +985,7 @@ impl Control {
                 self.attached.insert(u, (index, id));
                 if let Err(e) = self
                     .xdp
-                    .set_uplink(index, self.workers_slots().uplink_base(u as u32))
+                    .set_uplink(index, self.workers.slots().uplink_base(u as u32))
                 {
                     tracing::warn!(uplink = %name, "uplink map: {e}");
                 }
@@ -1002,19 +1004,12 @@ impl Control {
         let _ = self.xdp.detach(Program::UnderlayIngress, id);
     }
 
-    fn workers_slots(&self) -> ovl_common::XskSlots {
-        ovl_common::XskSlots {
-            queues: self.workers.counters().len() as u32,
-            uplinks: self.uplink_names.len() as u32,
-        }
-    }
-
     /// The attached uplinks (position, name, device index), in order of preference.
     fn attached_list(&self) -> Vec<(usize, String, u32)> {
         let mut list: Vec<(usize, String, u32)> = self
             .attached
             .iter()
-            .map(|(&u, &(index, _))| (u, self.uplink_names[u].clone(), index))
+            .map(|(&u, &(index, _))| (u, self.uplink_name(u).to_string(), index))
             .collect();
         list.sort();
         list
@@ -1049,7 +1044,7 @@ impl Control {
 
     /// Sockets the workers bound on a returned uplink: into the XSKMAP.
     fn on_sockets(&mut self, queue: u32, bound: Vec<(u32, i32)>, failed: Vec<(String, String)>) {
-        let slots = self.workers_slots();
+        let slots = self.workers.slots();
         for (index, fd) in bound {
             let Some((&u, _)) = self.attached.iter().find(|(_, (i, _))| *i == index) else {
                 continue;
@@ -1059,7 +1054,7 @@ impl Control {
                     self.bound.insert((queue, index));
                     self.sockets_rebound += 1;
                 }
-                Err(e) => tracing::warn!(queue, uplink = %self.uplink_names[u], "XSKMAP: {e}"),
+                Err(e) => tracing::warn!(queue, uplink = %self.uplink_name(u), "XSKMAP: {e}"),
             }
         }
         for (name, why) in failed {
@@ -1079,7 +1074,7 @@ impl Control {
                     }
                 }
                 _ => {
-                    tracing::warn!(uplink = %self.uplink_names[u], "uplink vanished while being activated")
+                    tracing::warn!(uplink = %self.uplink_name(u), "uplink vanished while being activated")
                 }
             }
             cfg.underlay_ifindex = index;
@@ -1102,7 +1097,7 @@ impl Control {
             self.publish_nexthop(r, mac);
         }
         let took = at.elapsed();
-        let to_name = to.map(|(u, _)| self.uplink_names[u].clone());
+        let to_name = to.map(|(u, _)| self.uplink_name(u).to_string());
         match (&to_name, cause) {
             (Some(n), Cause::Start) => tracing::info!(uplink = %n, "sending on uplink"),
             (Some(n), _) => tracing::warn!(
@@ -1441,7 +1436,7 @@ impl Control {
             underlay: self
                 .uplinks
                 .active()
-                .map_or_else(String::new, |(u, _)| self.uplink_names[u].clone()),
+                .map_or_else(String::new, |(u, _)| self.uplink_name(u).to_string()),
             uplinks: self.uplink_snapshot(),
             queues: self
                 .workers

@@ -66,6 +66,11 @@ impl WorkerSet {
         }
     }
 
+    /// Where the sockets sit in the XSKMAP.
+    pub fn slots(&self) -> XskSlots {
+        self.slots
+    }
+
     pub fn counters(&self) -> &[Arc<QueueCounters>] {
         &self.counters
     }

@@ -975,6 +975,11 @@ impl Env {
 
 /// A VXLAN frame on VNI_VXLAN from VTEP `from` whose inner source MAC is `src`.
 fn from_vtep(from: [u8; 4], src: [u8; 6]) -> (Vec<u8>, Vec<u8>) {
+    from_vtep_sized(from, src, 100)
+}
+
+/// The same with `payload` bytes of inner UDP payload.
+fn from_vtep_sized(from: [u8; 4], src: [u8; 6], payload: usize) -> (Vec<u8>, Vec<u8>) {
     let inner = inner_udp(
         INNER_UNKNOWN,
         src,
@@ -982,7 +987,7 @@ fn from_vtep(from: [u8; 4], src: [u8; 6]) -> (Vec<u8>, Vec<u8>) {
         [192, 168, 0, 10],
         40000,
         5201,
-        100,
+        payload,
     );
     let frame = outer(
         LOCAL_MAC,
@@ -1081,28 +1086,7 @@ fn a_new_source_in_a_frame_no_socket_could_take_is_delivered_unlearned() {
                 ..Config::default()
             })
             .unwrap();
-        let big = |src: [u8; 6]| {
-            let inner = inner_udp(
-                INNER_UNKNOWN,
-                src,
-                [192, 168, 0, 4],
-                [192, 168, 0, 10],
-                40000,
-                5201,
-                300,
-            );
-            let frame = outer(
-                LOCAL_MAC,
-                GW_MAC,
-                REMOTE_IP,
-                LOCAL_IP,
-                51000,
-                4789,
-                &vxlan(VNI_VXLAN),
-                &inner,
-            );
-            (frame, inner)
-        };
+        let big = |src| from_vtep_sized(REMOTE_IP, src, 300);
         // New source, 342-byte inner frame: delivered by the fast path, not learned.
         let (frame, inner) = big(INNER_A);
         let out = env.ingress(&frame, Counter::RxFastUnlearned);
