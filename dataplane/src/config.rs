@@ -18,7 +18,7 @@ use std::{
     collections::HashMap,
     ffi::CStr,
     fmt,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     ops::RangeInclusive,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
@@ -97,6 +97,7 @@ const UNDERLAY_KEYS: &[&str] = &[
     "xdp_mode",
     "failback",
     "failback_hold_ms",
+    "udp6_zero_csum_rx",
 ];
 const WORKERS_KEYS: &[&str] = &[
     "queues",
@@ -141,12 +142,16 @@ pub struct Underlay {
     /// Uplinks in order of preference (`interface = "x"` is a list of one). We send on one
     /// at a time (active-backup) and receive on every present one.
     pub interfaces: Vec<String>,
-    pub local_ip: Ipv4Addr,
+    /// Our VTEP address; IPv4 or IPv6, and every remote VTEP is of the same family.
+    pub local_ip: IpAddr,
     pub xdp_mode: XdpModeCfg,
     /// Go back to a more preferred uplink when it returns (after `failback_hold`).
     pub failback: bool,
     /// How long a returning uplink must stay up before it takes the traffic back.
     pub failback_hold: Duration,
+    /// IPv6 underlay: accept UDP checksum zero (RFC 6935/6936), like the kernel driver's
+    /// `udp6zerocsumrx`. Off by default, as there. We always send checksums.
+    pub udp6_zero_csum_rx: bool,
 }
 
 impl Underlay {
@@ -156,14 +161,20 @@ impl Underlay {
     }
 
     /// One uplink, failback on with the default hold-down.
-    pub fn single(interface: &str, local_ip: Ipv4Addr) -> Underlay {
+    pub fn single(interface: &str, local_ip: impl Into<IpAddr>) -> Underlay {
         Underlay {
             interfaces: vec![interface.to_string()],
-            local_ip,
+            local_ip: local_ip.into(),
             xdp_mode: XdpModeCfg::default(),
             failback: true,
             failback_hold: Duration::from_millis(DEFAULT_FAILBACK_HOLD_MS),
+            udp6_zero_csum_rx: false,
         }
+    }
+
+    /// Whether the VTEPs talk IPv6 (70 bytes of overhead for VXLAN instead of 50).
+    pub fn ipv6(&self) -> bool {
+        self.local_ip.is_ipv6()
     }
 }
 
@@ -327,7 +338,7 @@ pub struct Vni {
     /// [`HostReport::vnis`].
     pub mtu: Option<u32>,
     /// Remote VTEPs that get broadcast, multicast and unknown unicast (head-end replication).
-    pub flood: Vec<Ipv4Addr>,
+    pub flood: Vec<IpAddr>,
     pub fdb: Vec<StaticFdb>,
     /// The GENEVE option added to every encapsulated frame, as on the wire: class (2 bytes,
     /// big-endian), type, length in 4-byte words (1), data (4 bytes).
@@ -340,14 +351,15 @@ impl Vni {
         format!("{}{DP_SUFFIX}", self.interface)
     }
 
-    /// Bytes the encapsulation adds in front of an inner frame of this VNI.
-    pub fn overhead(&self) -> u32 {
+    /// Bytes the encapsulation adds in front of an inner frame of this VNI, over IPv6 VTEPs
+    /// when `ipv6`.
+    pub fn overhead(&self, ipv6: bool) -> u32 {
         let opt_len = if self.geneve_option.is_some() {
             GENEVE_OPT_LEN
         } else {
             0
         };
-        self.encap.overhead(opt_len) as u32
+        self.encap.overhead(opt_len, ipv6) as u32
     }
 }
 
@@ -355,7 +367,7 @@ impl Vni {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaticFdb {
     pub mac: [u8; 6],
-    pub remote: Ipv4Addr,
+    pub remote: IpAddr,
 }
 
 /// An address with a prefix length, `192.168.0.10/24` or `fd00::10/64`.
@@ -606,7 +618,8 @@ pub struct HostInfo {
 pub struct HostInterface {
     pub name: String,
     pub mtu: u32,
-    pub ipv4: Vec<Ipv4Addr>,
+    /// Its IPv4 and IPv6 addresses.
+    pub addrs: Vec<IpAddr>,
 }
 
 /// What the host checks found out.
@@ -679,12 +692,12 @@ impl HostInfo {
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
                 Err(e) => return Err(host_err("SIOCGIFMTU")(e)),
             };
-            let ipv4 = addrs
+            let addrs = addrs
                 .iter()
                 .filter(|(n, _)| *n == name)
                 .map(|(_, ip)| *ip)
                 .collect();
-            interfaces.push(HostInterface { name, mtu, ipv4 });
+            interfaces.push(HostInterface { name, mtu, addrs });
         }
         let cpus = core_affinity::get_core_ids()
             .map(|ids| ids.into_iter().map(|c| c.id).collect())
@@ -705,8 +718,8 @@ impl Drop for IfAddrs {
     }
 }
 
-/// Interface names (in the kernel's order) and IPv4 addresses with their interface.
-type IfAddrList = (Vec<String>, Vec<(String, Ipv4Addr)>);
+/// Interface names (in the kernel's order) and IP addresses with their interface.
+type IfAddrList = (Vec<String>, Vec<(String, IpAddr)>);
 
 fn if_addrs() -> std::io::Result<IfAddrList> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -745,7 +758,13 @@ fn if_addrs() -> std::io::Result<IfAddrList> {
                     Some((dev, _)) => dev.to_string(),
                     None => name,
                 };
-                addrs.push((dev, ip));
+                addrs.push((dev, IpAddr::V4(ip)));
+            }
+            libc::AF_INET6 => {
+                // SAFETY: an AF_INET6 entry's address is a sockaddr_in6; read unaligned.
+                let sin6 =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>()) };
+                addrs.push((name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))));
             }
             _ => {}
         }
@@ -835,19 +854,25 @@ impl Config {
                 ),
             ));
         };
-        if !present.iter().any(|i| i.ipv4.contains(&u.local_ip)) {
+        if !present.iter().any(|i| i.addrs.contains(&u.local_ip)) {
             let iface = first;
             let elsewhere = host
                 .interfaces
                 .iter()
-                .find(|i| i.ipv4.contains(&u.local_ip))
+                .find(|i| i.addrs.contains(&u.local_ip))
                 .map(|i| format!("; it is on {}", i.name))
                 .unwrap_or_default();
-            let has = if iface.ipv4.is_empty() {
-                format!("{} has no IPv4 address", iface.name)
+            let family = if u.ipv6() { "IPv6" } else { "IPv4" };
+            let same: Vec<String> = iface
+                .addrs
+                .iter()
+                .filter(|a| a.is_ipv6() == u.ipv6())
+                .map(IpAddr::to_string)
+                .collect();
+            let has = if same.is_empty() {
+                format!("{} has no {family} address", iface.name)
             } else {
-                let list: Vec<String> = iface.ipv4.iter().map(Ipv4Addr::to_string).collect();
-                format!("{} has {}", iface.name, list.join(", "))
+                format!("{} has {}", iface.name, same.join(", "))
             };
             let on = if present.len() == 1 {
                 iface.name.clone()
@@ -890,7 +915,7 @@ impl Config {
         let mut notes = Vec::new();
         for (i, vni) in self.vnis.iter().enumerate() {
             let field = format!("vni[{i}].mtu");
-            let overhead = vni.overhead();
+            let overhead = vni.overhead(self.underlay.ipv6());
             let max = underlay_mtu.saturating_sub(overhead);
             let formula = format!(
                 "underlay MTU {underlay_mtu} - {} overhead {overhead} = {max}",
@@ -995,7 +1020,7 @@ impl Config {
                 format!("at most {} ms", FAILBACK_HOLD_MS.end()),
             ));
         }
-        check_unicast_v4("underlay.local_ip", u.local_ip, "the VTEP address")
+        check_unicast_ip("underlay.local_ip", u.local_ip, "the VTEP address")
     }
 
     fn validate_workers(&self) -> Result<(), ConfigError> {
@@ -1326,15 +1351,21 @@ fn check_ifname(field: &str, name: &str, max: usize, why: &str) -> Result<(), Co
     Ok(())
 }
 
-fn check_unicast_v4(field: &str, ip: Ipv4Addr, what: &str) -> Result<(), ConfigError> {
+fn check_unicast_ip(field: &str, ip: IpAddr, what: &str) -> Result<(), ConfigError> {
+    let link_local_v6 = matches!(ip, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+    let mapped = matches!(ip, IpAddr::V6(a) if a.to_ipv4_mapped().is_some());
     let problem = if ip.is_unspecified() {
         "is the unspecified address"
-    } else if ip.is_broadcast() {
+    } else if matches!(ip, IpAddr::V4(a) if a.is_broadcast()) {
         "is the broadcast address"
     } else if ip.is_multicast() {
         "is a multicast address"
     } else if ip.is_loopback() {
         "is a loopback address"
+    } else if link_local_v6 {
+        "is link-local (fe80::/10), which needs an interface scope; use a global or ULA address"
+    } else if mapped {
+        "is IPv4-mapped; write the IPv4 address itself"
     } else {
         return Ok(());
     };
@@ -1344,8 +1375,21 @@ fn check_unicast_v4(field: &str, ip: Ipv4Addr, what: &str) -> Result<(), ConfigE
     ))
 }
 
-fn check_remote(field: &str, remote: Ipv4Addr, local_ip: Ipv4Addr) -> Result<(), ConfigError> {
-    check_unicast_v4(field, remote, "a remote VTEP")?;
+fn check_remote(field: &str, remote: IpAddr, local_ip: IpAddr) -> Result<(), ConfigError> {
+    check_unicast_ip(field, remote, "a remote VTEP")?;
+    if remote.is_ipv6() != local_ip.is_ipv6() {
+        let (r, l) = if remote.is_ipv6() {
+            ("IPv6", "IPv4")
+        } else {
+            ("IPv4", "IPv6")
+        };
+        return Err(invalid(
+            field,
+            format!(
+                "{remote} is {r} but underlay.local_ip {local_ip} is {l}; the VTEPs of one data plane share one family, as in the kernel driver"
+            ),
+        ));
+    }
     if remote == local_ip {
         return Err(invalid(
             field,
@@ -1537,17 +1581,14 @@ fn parsed<T: FromStr<Err = ParseError>>(v: &Value, f: &str) -> Result<T, ConfigE
         .map_err(|e: ParseError| invalid(f, e.0))
 }
 
-fn ipv4(v: &Value, f: &str) -> Result<Ipv4Addr, ConfigError> {
+fn vtep_ip(v: &Value, f: &str) -> Result<IpAddr, ConfigError> {
     let s = string(v, f)?;
-    if let Ok(ip) = s.parse::<Ipv4Addr>() {
-        return Ok(ip);
-    }
-    let reason = if s.parse::<IpAddr>().is_ok() {
-        format!("expected an IPv4 address (the underlay is IPv4 only), got {s:?}")
-    } else {
-        format!("expected an IPv4 address like 10.0.2.2, got {s:?}")
-    };
-    Err(invalid(f, reason))
+    s.parse::<IpAddr>().map_err(|_| {
+        invalid(
+            f,
+            format!("expected an IPv4 or IPv6 address like 10.0.2.2 or fd00:0:2::2, got {s:?}"),
+        )
+    })
 }
 
 fn mac(v: &Value, f: &str) -> Result<[u8; 6], ConfigError> {
@@ -1624,7 +1665,7 @@ fn decode_underlay(v: &Value, f: &str) -> Result<Underlay, ConfigError> {
     };
     Ok(Underlay {
         interfaces,
-        local_ip: s.req("local_ip", ipv4)?,
+        local_ip: s.req("local_ip", vtep_ip)?,
         xdp_mode: s.opt("xdp_mode", parsed)?.unwrap_or_default(),
         failback: s
             .opt("failback", |v, f| {
@@ -1635,6 +1676,11 @@ fn decode_underlay(v: &Value, f: &str) -> Result<Underlay, ConfigError> {
             s.opt("failback_hold_ms", |v, f| int_in(v, f, FAILBACK_HOLD_MS))?
                 .unwrap_or(DEFAULT_FAILBACK_HOLD_MS),
         ),
+        udp6_zero_csum_rx: s
+            .opt("udp6_zero_csum_rx", |v, f| {
+                v.as_bool().ok_or_else(|| type_error(f, "a boolean", v))
+            })?
+            .unwrap_or(false),
     })
 }
 
@@ -1724,7 +1770,7 @@ fn decode_vni(v: &Value, f: &str) -> Result<Vni, ConfigError> {
             array(v, f)?
                 .iter()
                 .enumerate()
-                .map(|(i, v)| ipv4(v, &format!("{f}[{i}]")))
+                .map(|(i, v)| vtep_ip(v, &format!("{f}[{i}]")))
                 .collect::<Result<Vec<_>, _>>()
         })?
         .unwrap_or_default();
@@ -1756,7 +1802,7 @@ fn decode_static_fdb(v: &Value, f: &str) -> Result<StaticFdb, ConfigError> {
     let s = Section::open(f, v, STATIC_FDB_KEYS)?;
     Ok(StaticFdb {
         mac: s.req("mac", mac)?,
-        remote: s.req("remote", ipv4)?,
+        remote: s.req("remote", vtep_ip)?,
     })
 }
 

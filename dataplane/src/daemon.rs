@@ -7,7 +7,7 @@ use std::{
     collections::{HashMap, HashSet},
     fs,
     io::{BufRead, BufReader, Write},
-    net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket},
+    net::{IpAddr, SocketAddr, SocketAddrV6, TcpListener, UdpSocket},
     os::{fd::AsRawFd, unix::net::UnixListener},
     path::{Path, PathBuf},
     sync::{
@@ -290,10 +290,10 @@ pub fn run(config_path: &Path) -> Result<()> {
             .with_context(|| format!("{dp} missing after creation"))?;
         // Without a configured MAC, one derived from the VTEP address and VNI: stable across
         // restarts, so the neighbours' ARP caches stay right.
-        let ip = cfg.underlay.local_ip.octets();
+        let ip = ovl_common::vtep_addr(cfg.underlay.local_ip);
         let mac = v
             .mac
-            .unwrap_or([0x02, (v.id & 0xff) as u8, ip[0], ip[1], ip[2], ip[3]]);
+            .unwrap_or([0x02, (v.id & 0xff) as u8, ip[12], ip[13], ip[14], ip[15]]);
         nl.link_set_mac(kernel.index, mac)?;
         // The kernel must finish checksums itself: nothing after XDP would.
         crate::netns::disable_tx_checksum(&v.interface)?;
@@ -360,8 +360,9 @@ pub fn run(config_path: &Path) -> Result<()> {
             xdp.set_fdb(
                 FdbKey::new(v.id, f.mac),
                 FdbEntry {
-                    remote_ip_be: be(f.remote),
+                    remote: ovl_common::vtep_addr(f.remote),
                     flags: FDB_FLAG_STATIC,
+                    _pad: 0,
                     seen_ns: 0,
                 },
             )?;
@@ -378,12 +379,13 @@ pub fn run(config_path: &Path) -> Result<()> {
         xdp.set_port(rt.kernel_index, info)?;
     }
     let base_config = ovl_common::Config {
-        local_ip_be: be(cfg.underlay.local_ip),
+        local_ip: ovl_common::vtep_addr(cfg.underlay.local_ip),
         underlay_mtu: u16::try_from(report.underlay_mtu).unwrap_or(u16::MAX),
         enabled: 1,
         fast_path: u8::from(fast),
         local_mac,
-        _pad1: [0; 2],
+        ipv6: u8::from(cfg.underlay.ipv6()),
+        udp6_zero_csum_rx: u8::from(cfg.underlay.udp6_zero_csum_rx),
         // Set when an uplink is activated.
         underlay_ifindex: 0,
         xsk_frame_max: crate::config::MAX_XSK_FRAME,
@@ -626,10 +628,6 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn be(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
-}
-
 /// The TC fast path hands the underlay TCP packets whose checksum is still to be completed
 /// (the stack leaves it to the device: CHECKSUM_PARTIAL, GSO or not). A NIC completes it; a
 /// veth never does and passes the partial state to a kernel receiver only, so a receiver that
@@ -771,18 +769,18 @@ struct Control {
     sockets_rebound: u64,
     /// Next-hop MAC of each remote VTEP through each uplink device (index, remote), so a
     /// switch finds the new uplink's next hops already resolved.
-    by_uplink: HashMap<(u32, Ipv4Addr), [u8; 6]>,
-    static_fdb: HashMap<(u32, [u8; 6]), Ipv4Addr>,
-    learned: HashMap<(u32, [u8; 6]), (Ipv4Addr, Instant)>,
+    by_uplink: HashMap<(u32, IpAddr), [u8; 6]>,
+    static_fdb: HashMap<(u32, [u8; 6]), IpAddr>,
+    learned: HashMap<(u32, [u8; 6]), (IpAddr, Instant)>,
     ageing: Duration,
     max_learned: usize,
     /// Next hops through the active uplink: what the program and the workers use.
-    nexthops: HashMap<Ipv4Addr, Option<[u8; 6]>>,
+    nexthops: HashMap<IpAddr, Option<[u8; 6]>>,
     port_names: Vec<(u32, String)>,
     started: Instant,
-    last_provoke: HashMap<(u32, Ipv4Addr), Instant>,
+    last_provoke: HashMap<(u32, IpAddr), Instant>,
     /// Remotes whose missing route was already reported.
-    unroutable: HashSet<Ipv4Addr>,
+    unroutable: HashSet<IpAddr>,
 }
 
 impl Control {
@@ -1091,7 +1089,7 @@ impl Control {
         self.workers
             .set_uplinks(devices, to.map(|(_, i)| i), cfg.local_mac);
         // The new uplink's next hops, as far as they are known already.
-        let remotes: Vec<Ipv4Addr> = self.nexthops.keys().copied().collect();
+        let remotes: Vec<IpAddr> = self.nexthops.keys().copied().collect();
         for r in remotes {
             let mac = to.and_then(|(_, i)| self.by_uplink.get(&(i, r)).copied());
             self.publish_nexthop(r, mac);
@@ -1194,8 +1192,9 @@ impl Control {
                     if let Err(e) = self.xdp.set_fdb(
                         FdbKey::new(vni, mac),
                         FdbEntry {
-                            remote_ip_be: be(remote),
+                            remote: ovl_common::vtep_addr(remote),
                             flags: 0,
+                            _pad: 0,
                             seen_ns: monotonic_ns(),
                         },
                     ) {
@@ -1259,7 +1258,7 @@ impl Control {
     }
 
     fn refresh_unresolved(&mut self) {
-        let remotes: Vec<Ipv4Addr> = self
+        let remotes: Vec<IpAddr> = self
             .nexthops
             .iter()
             .filter(|(_, mac)| mac.is_none())
@@ -1271,7 +1270,7 @@ impl Control {
     }
 
     fn refresh_nexthops(&mut self) {
-        let remotes: Vec<Ipv4Addr> = self.nexthops.keys().copied().collect();
+        let remotes: Vec<IpAddr> = self.nexthops.keys().copied().collect();
         for r in remotes {
             self.refresh_one(r);
         }
@@ -1281,7 +1280,7 @@ impl Control {
     /// carrier (route through that device, then its neighbour entry) and publishes the active
     /// uplink's. An unresolved neighbour is provoked with a datagram to the discard port sent
     /// out of that device, so the kernel ARPs for it there.
-    fn refresh_one(&mut self, remote: Ipv4Addr) {
+    fn refresh_one(&mut self, remote: IpAddr) {
         let devices: Vec<(u32, String)> = self
             .uplinks
             .links()
@@ -1294,10 +1293,10 @@ impl Control {
         let mut routed = false;
         let mut last_err = None;
         for (index, name) in devices {
-            let mac = match self.nl.route_get_via(IpAddr::V4(remote), index) {
+            let mac = match self.nl.route_get_via(remote, index) {
                 Ok(route) => {
                     routed = true;
-                    let via = route.gateway.unwrap_or(IpAddr::V4(remote));
+                    let via = route.gateway.unwrap_or(remote);
                     match self.nl.neighbour(index, via) {
                         Ok(Some(n)) if n.is_usable() => n.mac,
                         _ => {
@@ -1332,7 +1331,7 @@ impl Control {
     }
 
     /// Makes `mac` the next hop of `remote` for the program and the workers, if it changed.
-    fn publish_nexthop(&mut self, remote: Ipv4Addr, found: Option<[u8; 6]>) {
+    fn publish_nexthop(&mut self, remote: IpAddr, found: Option<[u8; 6]>) {
         let old = self.nexthops.insert(remote, found).flatten();
         if old == found {
             return;
@@ -1342,31 +1341,37 @@ impl Control {
                 tracing::info!(%remote, mac = %format_mac(&mac), "next hop resolved");
                 if let Err(e) = self
                     .xdp
-                    .set_nexthop(be(remote), NextHop { mac, _pad: [0; 2] })
+                    .set_nexthop(ovl_common::vtep_addr(remote), NextHop { mac, _pad: [0; 2] })
                 {
                     tracing::warn!(%remote, "next-hop map: {e}");
                 }
             }
             None => {
                 tracing::warn!(%remote, "next hop lost");
-                let _ = self.xdp.remove_nexthop(be(remote));
+                let _ = self.xdp.remove_nexthop(ovl_common::vtep_addr(remote));
             }
         }
         self.workers.tell(ToWorker::NextHop { remote, mac: found });
     }
 
+    /// Makes the kernel resolve `via` out of `device` (ARP, or neighbour discovery for IPv6)
+    /// by sending it an empty datagram to the discard port, at most every 200 ms.
     fn provoke(&mut self, index: u32, device: &str, via: IpAddr) {
-        let IpAddr::V4(v4) = via else { return };
         let now = Instant::now();
         if self
             .last_provoke
-            .get(&(index, v4))
+            .get(&(index, via))
             .is_some_and(|t| now.duration_since(*t) < Duration::from_millis(200))
         {
             return;
         }
-        self.last_provoke.insert((index, v4), now);
-        let Ok(s) = UdpSocket::bind("0.0.0.0:0") else {
+        self.last_provoke.insert((index, via), now);
+        let (bind, dst) = match via {
+            IpAddr::V4(_) => ("0.0.0.0:0", SocketAddr::new(via, 9)),
+            // A link-local gateway (the usual IPv6 next hop) needs the device as its scope.
+            IpAddr::V6(a) => ("[::]:0", SocketAddr::V6(SocketAddrV6::new(a, 9, 0, index))),
+        };
+        let Ok(s) = UdpSocket::bind(bind) else {
             return;
         };
         // Out of this uplink, whatever the routing table prefers.
@@ -1381,7 +1386,7 @@ impl Control {
             )
         };
         if rc == 0 {
-            let _ = s.send_to(&[], (v4, 9));
+            let _ = s.send_to(&[], dst);
         }
     }
 }

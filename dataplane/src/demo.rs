@@ -46,8 +46,8 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn be(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
+fn vtep(ip: Ipv4Addr) -> ovl_common::VtepAddr {
+    ovl_common::v4_mapped(ip.octets())
 }
 
 /// Sends `frame` out of `ifname` through an AF_PACKET socket, as a remote host would.
@@ -198,7 +198,7 @@ fn in_private_netns() -> Result<()> {
     ip(&["addr", "add", "10.0.1.10/24", "dev", "ul0"])?;
     ip(&["addr", "add", "10.0.1.1/24", "dev", "ul1"])?;
     ip(&["addr", "add", "192.168.0.10/24", "dev", "ovl0"])?;
-    let overlay_mtu = 1500 - Encap::Vxlan.overhead(0);
+    let overlay_mtu = 1500 - Encap::Vxlan.overhead(0, false);
     ip(&["link", "set", "ovl0", "mtu", &overlay_mtu.to_string()])?;
     for dev in ["ul0", "ul1", "ovl0", "ovl0-dp"] {
         ip(&["link", "set", dev, "up"])?;
@@ -219,7 +219,7 @@ fn in_private_netns() -> Result<()> {
     let ul1_mac = mac_of("ul1")?;
     let dp_ifindex = ifindex("ovl0-dp")?;
     obj.set_config(Config {
-        local_ip_be: be(VTEP),
+        local_ip: vtep(VTEP),
         underlay_mtu: 1500,
         enabled: 1,
         local_mac: ul0_mac,
@@ -237,13 +237,14 @@ fn in_private_netns() -> Result<()> {
     obj.set_fdb(
         FdbKey::new(VNI, OVERLAY_PEER_MAC),
         FdbEntry {
-            remote_ip_be: be(REMOTE_VTEP),
+            remote: vtep(REMOTE_VTEP),
             flags: ovl_common::FDB_FLAG_STATIC,
+            _pad: 0,
             seen_ns: 0,
         },
     )?;
     obj.set_nexthop(
-        be(REMOTE_VTEP),
+        vtep(REMOTE_VTEP),
         NextHop {
             mac: ul1_mac,
             ..Default::default()

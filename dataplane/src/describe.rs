@@ -85,7 +85,7 @@ pub fn meta(m: &XdpMeta) -> String {
         Some(ovl_common::Encap::Geneve) => "geneve",
         None => "?",
     };
-    let peer = Ipv4Addr::from(m.peer_ip_be.to_ne_bytes());
+    let peer = ovl_common::vtep_ip(&m.peer_ip);
     match MetaKind::from_u8(m.kind) {
         Some(MetaKind::Decapped) => format!(
             "decapsulated {encap} VNI {} from {peer}:{}",
@@ -97,7 +97,7 @@ pub fn meta(m: &XdpMeta) -> String {
         Some(MetaKind::NoNeighbour) => {
             format!("VNI {} to {peer}, next hop unresolved", m.vni)
         }
-        Some(MetaKind::TooBig) => format!("VNI {}, too big for the overlay, DF set", m.vni),
+        Some(MetaKind::TooBig) => format!("VNI {}, too big for the overlay", m.vni),
         None => format!("unknown kind {}", m.kind),
     }
 }

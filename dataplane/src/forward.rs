@@ -2,7 +2,7 @@
 //! (and, for learning, its source MAC), so it is tested without sockets. The worker carries the
 //! decision out (`worker.rs`).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ovl_common::{META_FLAG_LEARN, MetaKind, XdpMeta};
 
@@ -20,7 +20,7 @@ pub enum Forward {
     /// flood list.
     Flood,
     /// Known unicast whose next hop the program did not have: encapsulate for `remote`.
-    Encapsulate { remote: Ipv4Addr },
+    Encapsulate { remote: IpAddr },
     /// Too big with DF: answer the sender with ICMP "fragmentation needed".
     AnswerTooBig,
     /// Counted drop.
@@ -32,7 +32,7 @@ pub enum Forward {
 pub struct Learn {
     pub vni: u32,
     pub mac: [u8; 6],
-    pub remote: Ipv4Addr,
+    pub remote: IpAddr,
 }
 
 /// A frame from the underlay socket: `meta` as the ingress program left it, `port_vnis` the
@@ -52,7 +52,7 @@ pub fn from_underlay(meta: Option<XdpMeta>, port_vnis: &[u32], frame: &[u8]) -> 
             Some(Learn {
                 vni: meta.vni,
                 mac,
-                remote: Ipv4Addr::from(meta.peer_ip_be.to_ne_bytes()),
+                remote: ovl_common::vtep_ip(&meta.peer_ip),
             })
         }
         _ => None,
@@ -70,7 +70,7 @@ pub fn from_port(meta: Option<XdpMeta>) -> Forward {
         Some(MetaKind::Flood) => Forward::Flood,
         Some(MetaKind::TooBig) => Forward::AnswerTooBig,
         Some(MetaKind::NoNeighbour) => Forward::Encapsulate {
-            remote: Ipv4Addr::from(meta.peer_ip_be.to_ne_bytes()),
+            remote: ovl_common::vtep_ip(&meta.peer_ip),
         },
         Some(MetaKind::Decapped) | None => Forward::Drop(WorkerDrop::BadMeta),
     }
@@ -81,7 +81,7 @@ mod tests {
     use super::*;
     use ovl_common::XDP_META_MAGIC;
 
-    const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, 2));
 
     fn meta(kind: MetaKind, vni: u32, flags: u16) -> XdpMeta {
         XdpMeta {
@@ -89,7 +89,7 @@ mod tests {
             kind: kind as u8,
             encap: 0,
             vni,
-            peer_ip_be: u32::from_ne_bytes(PEER.octets()),
+            peer_ip: ovl_common::vtep_addr(PEER),
             peer_port_be: 0,
             flags,
         }

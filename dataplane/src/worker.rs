@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     io::Write as _,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::AsRawFd,
     sync::{
         Arc,
@@ -29,7 +29,7 @@ use crate::{
     encap::{MAX_OUTER, Outer, outer_header},
     forward::{self, Forward},
     layout::{self, Bind},
-    pmtu::frag_needed,
+    pmtu::{self, too_big},
     stats::{QueueCounters, WorkerDrop, bump},
 };
 
@@ -42,7 +42,7 @@ pub struct PortSpec {
     pub encap: Encap,
     pub udp_port: u16,
     pub geneve_option: Option<[u8; GENEVE_OPT_LEN]>,
-    pub flood: Vec<Ipv4Addr>,
+    pub flood: Vec<IpAddr>,
     /// The overlay MTU, told to senders of too-big DF packets.
     pub mtu: u32,
 }
@@ -63,7 +63,7 @@ pub struct WorkerSpec {
     /// How many uplinks are configured (sizes a UMEM shared with them).
     pub uplink_slots: usize,
     pub local_mac: [u8; 6],
-    pub local_ip: Ipv4Addr,
+    pub local_ip: IpAddr,
     pub ports: Vec<PortSpec>,
     /// A learned MAC is re-announced to the control thread at most this often (so ageing
     /// sees it alive without a message per frame).
@@ -156,7 +156,7 @@ fn set_tx_budget(fd: i32, batch: usize) {
 pub enum ToWorker {
     /// The outer next-hop MAC for a remote VTEP (None: unresolved).
     NextHop {
-        remote: Ipv4Addr,
+        remote: IpAddr,
         mac: Option<[u8; 6]>,
     },
     /// Have sockets on exactly these uplink devices (name, index) and send on device
@@ -175,10 +175,10 @@ pub enum FromWorker {
     Learn {
         vni: u32,
         mac: [u8; 6],
-        remote: Ipv4Addr,
+        remote: IpAddr,
     },
     /// A frame needed this remote's next hop and it is unknown.
-    Resolve { remote: Ipv4Addr },
+    Resolve { remote: IpAddr },
     /// Sockets bound on uplinks after `ToWorker::Uplinks`: (device index, descriptor) for
     /// the XSKMAP, and the devices whose bind failed, with why.
     Sockets {
@@ -259,12 +259,12 @@ pub struct Worker {
     counters: Arc<QueueCounters>,
     /// The VNI of each overlay port, in port order.
     port_vnis: Vec<u32>,
-    nexthops: HashMap<Ipv4Addr, [u8; 6]>,
-    learned: HashMap<(u32, [u8; 6]), (Ipv4Addr, Instant)>,
+    nexthops: HashMap<IpAddr, [u8; 6]>,
+    learned: HashMap<(u32, [u8; 6]), (IpAddr, Instant)>,
     scratch: Vec<FrameDesc>,
     to_control: Sender<FromWorker>,
     from_control: Receiver<ToWorker>,
-    resolve_asked: HashMap<Ipv4Addr, Instant>,
+    resolve_asked: HashMap<IpAddr, Instant>,
     next_xsk_stats: Instant,
     /// The uplinks the control thread wants (name, index) and the device to send on.
     wanted: Vec<(String, u32)>,
@@ -922,7 +922,7 @@ impl Worker {
         copied
     }
 
-    fn learn(&mut self, vni: u32, mac: [u8; 6], remote: Ipv4Addr, now: Instant) {
+    fn learn(&mut self, vni: u32, mac: [u8; 6], remote: IpAddr, now: Instant) {
         // Multicast/broadcast and all-zero sources are never learned.
         if mac[0] & 1 != 0 || mac == [0; 6] {
             return;
@@ -1017,7 +1017,7 @@ impl Worker {
         &mut self,
         p: usize,
         desc: &FrameDesc,
-        remote: Ipv4Addr,
+        remote: IpAddr,
         flood: bool,
         now: Instant,
     ) {
@@ -1091,16 +1091,17 @@ impl Worker {
         self.socks[active].pending.push(out);
     }
 
-    /// Sends ICMP "fragmentation needed" back into the overlay port for a too-big DF packet
-    /// (already counted as `drop_tx_too_big` by the program).
+    /// Sends ICMP "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big" back into
+    /// the overlay port for a too-big packet (already counted as `drop_tx_too_big` by the
+    /// program); both count as `icmp_frag_needed`.
     fn answer_too_big(&mut self, p: usize, desc: &FrameDesc) {
-        let mtu = u16::try_from(self.spec.ports[p].mtu).unwrap_or(u16::MAX);
+        let mtu = self.spec.ports[p].mtu;
         let ps = self.spec.port_sock(p);
         let pool = self.socks[ps].pool;
         // SAFETY: `desc` came off an RX ring of this pool and is ours until released.
         let frame = unsafe { self.pools[pool].umem.data(desc) };
-        let mut buf = [0u8; 128];
-        let Some(n) = frag_needed(frame.contents(), mtu, &mut buf) else {
+        let mut buf = [0u8; pmtu::MAX_ANSWER];
+        let Some(n) = too_big(frame.contents(), mtu, &mut buf) else {
             return;
         };
         let Some(mut out) = self.pools[pool].frames.take() else {

@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -83,7 +83,7 @@ impl WorkerSet {
         uplinks: &[(usize, String, u32)],
         active: Option<u32>,
         local_mac: [u8; 6],
-        nexthops: &HashMap<Ipv4Addr, Option<[u8; 6]>>,
+        nexthops: &HashMap<IpAddr, Option<[u8; 6]>>,
     ) -> Result<()> {
         let mut workers = Vec::new();
         let mut ctl = Vec::new();

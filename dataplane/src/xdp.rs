@@ -15,7 +15,8 @@ use aya::{
     },
 };
 use ovl_common::{
-    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniCounters, VniInfo, maps,
+    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniCounters, VniInfo, VtepAddr,
+    maps,
     programs,
 };
 
@@ -419,16 +420,16 @@ impl XdpObject {
         m.remove(&key).map_err(map_err(maps::FDB))
     }
 
-    /// Sets the outer destination MAC for remote VTEP `remote_ip_be` (network order).
-    pub fn set_nexthop(&mut self, remote_ip_be: u32, nh: NextHop) -> Result<(), XdpError> {
-        let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, u32, NextHop>);
-        m.insert(remote_ip_be, nh, 0)
+    /// Sets the outer destination MAC for remote VTEP `remote`.
+    pub fn set_nexthop(&mut self, remote: VtepAddr, nh: NextHop) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, VtepAddr, NextHop>);
+        m.insert(remote, nh, 0)
             .map_err(map_err(maps::NEXTHOPS))
     }
 
-    pub fn remove_nexthop(&mut self, remote_ip_be: u32) -> Result<(), XdpError> {
-        let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, u32, NextHop>);
-        m.remove(&remote_ip_be).map_err(map_err(maps::NEXTHOPS))
+    pub fn remove_nexthop(&mut self, remote: VtepAddr) -> Result<(), XdpError> {
+        let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, VtepAddr, NextHop>);
+        m.remove(&remote).map_err(map_err(maps::NEXTHOPS))
     }
 
     /// Puts an AF_XDP socket into XSKMAP slot `slot`.

@@ -111,8 +111,8 @@ fn parse(text: &str) -> Config {
     }
 }
 
-fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
-    Ipv4Addr::new(a, b, c, d)
+fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
 }
 
 #[test]
@@ -121,6 +121,7 @@ fn spec_example_parses_to_the_expected_struct() {
         underlay: Underlay {
             interfaces: vec!["eth0".into()],
             local_ip: ip(10, 0, 2, 2),
+            udp6_zero_csum_rx: false,
             xdp_mode: XdpModeCfg::Auto,
             failback: true,
             failback_hold: std::time::Duration::from_secs(5),
@@ -152,7 +153,7 @@ fn spec_example_parses_to_the_expected_struct() {
                 port: 4789,
                 interface: "ovl0".into(),
                 address: Some(IpCidr {
-                    addr: IpAddr::V4(ip(192, 168, 0, 10)),
+                    addr: ip(192, 168, 0, 10),
                     prefix_len: 24,
                 }),
                 mac: Some([2, 0, 0, 0, 0, 0x0a]),
@@ -181,8 +182,8 @@ fn spec_example_parses_to_the_expected_struct() {
     };
     assert_eq!(parse(FULL), expected);
     assert_eq!(expected.vnis[0].dp_interface(), "ovl0-dp");
-    assert_eq!(expected.vnis[0].overhead(), 50);
-    assert_eq!(expected.vnis[1].overhead(), 58);
+    assert_eq!(expected.vnis[0].overhead(false), 50);
+    assert_eq!(expected.vnis[1].overhead(false), 58);
 }
 
 #[test]
@@ -1075,7 +1076,7 @@ fn validate_checks_configs_changed_in_code() {
 fn helpers_round_trip() {
     let cidr: IpCidr = "192.168.0.10/24".parse().expect("cidr");
     assert_eq!(cidr.to_string(), "192.168.0.10/24");
-    assert_eq!(cidr.addr, IpAddr::V4(ip(192, 168, 0, 10)));
+    assert_eq!(cidr.addr, ip(192, 168, 0, 10));
     assert!("192.168.0.10/24/1".parse::<IpCidr>().is_err());
     let mac = parse_mac("02:00:5E:10:00:0a").expect("mac");
     assert_eq!(format_mac(&mac), "02:00:5e:10:00:0a");
@@ -1090,17 +1091,17 @@ fn host(mtu: u32) -> HostInfo {
             HostInterface {
                 name: "lo".into(),
                 mtu: 65536,
-                ipv4: vec![ip(127, 0, 0, 1)],
+                addrs: vec![ip(127, 0, 0, 1)],
             },
             HostInterface {
                 name: "eth0".into(),
                 mtu,
-                ipv4: vec![ip(10, 0, 2, 2)],
+                addrs: vec![ip(10, 0, 2, 2)],
             },
             HostInterface {
                 name: "eth1".into(),
                 mtu: 1500,
-                ipv4: vec![ip(10, 0, 9, 9)],
+                addrs: vec![ip(10, 0, 9, 9)],
             },
         ],
         cpus: vec![0, 1],
@@ -1230,7 +1231,7 @@ fn check_host_rejects_a_local_ip_not_on_the_underlay() {
     );
     let c = parse(&edit(MINIMAL, "\"10.0.2.2\"", "\"10.0.2.3\""));
     let mut h = host(1500);
-    h.interfaces[1].ipv4.clear();
+    h.interfaces[1].addrs.clear();
     let msg = host_err(&c, &h, "underlay.local_ip");
     assert!(msg.contains("eth0 has no IPv4 address"), "{msg}");
 }
@@ -1254,7 +1255,7 @@ fn check_host_rejects_cpus_we_may_not_use() {
 fn gather_finds_loopback_in_this_namespace() {
     let host = HostInfo::gather().expect("gather");
     let lo = host.interface("lo").expect("lo in this namespace");
-    assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST), "{lo:?}");
+    assert!(lo.addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{lo:?}");
     assert!(lo.mtu >= 1280, "{lo:?}");
     // The affinity mask of a test thread is never empty.
     assert!(!host.cpus.is_empty(), "{:?}", host.cpus);
@@ -1325,9 +1326,12 @@ fn load_reads_parses_and_checks_in_a_private_namespace() {
     .expect("private namespace");
     let (veth0, veth1, report, typo_err, other_err) = result;
     assert_eq!(veth0.mtu, 9000);
-    assert_eq!(veth0.ipv4, vec![ip(10, 0, 2, 2), ip(10, 0, 2, 9)]);
+    let v4 = |i: &HostInterface| -> Vec<IpAddr> {
+        i.addrs.iter().copied().filter(IpAddr::is_ipv4).collect()
+    };
+    assert_eq!(v4(&veth0), vec![ip(10, 0, 2, 2), ip(10, 0, 2, 9)]);
     assert_eq!(veth1.mtu, 1400);
-    assert!(veth1.ipv4.is_empty());
+    assert!(v4(&veth1).is_empty());
     assert_eq!(report.underlay_mtu, 9000);
     assert_eq!(report.mtu_of_vni(10), Some(8950));
     assert!(
@@ -1468,7 +1472,7 @@ fn check_host_with_uplinks_needs_one_present_carrying_the_vtep_address() {
     assert_eq!(r.absent_uplinks, ["vf0"]);
     // Both present: the overlay fits the smaller MTU (eth1 has 1500, eth0 9000 here) ...
     let mut h = host(9000);
-    h.interfaces[2].ipv4.push(ip(10, 0, 2, 2));
+    h.interfaces[2].addrs.push(ip(10, 0, 2, 2));
     let c = two("[\"eth0\", \"eth1\"]");
     let r = c.check_host(&h).expect("host check");
     assert_eq!(r.underlay_mtu, 1500);

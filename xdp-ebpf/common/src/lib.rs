@@ -48,6 +48,48 @@ pub const VXLAN_FLAG_I: u8 = 0x08;
 pub const SRC_PORT_MIN: u16 = 49152;
 pub const SRC_PORT_MAX: u16 = 65535;
 
+/// A VTEP address as the maps and metadata hold it: IPv6, or IPv4 mapped into IPv6
+/// (`::ffff:a.b.c.d`), in network order. One type for both families keeps the map keys fixed.
+pub type VtepAddr = [u8; 16];
+
+/// `a.b.c.d` (network order) as a `VtepAddr`.
+pub const fn v4_mapped(v4: [u8; 4]) -> VtepAddr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// The IPv4 address inside a mapped `VtepAddr`, or `None` for a real IPv6 one.
+pub const fn mapped_v4(a: &VtepAddr) -> Option<[u8; 4]> {
+    let mut i = 0;
+    while i < 10 {
+        if a[i] != 0 {
+            return None;
+        }
+        i += 1;
+    }
+    if a[10] != 0xff || a[11] != 0xff {
+        return None;
+    }
+    Some([a[12], a[13], a[14], a[15]])
+}
+
+/// `ip` as the maps hold it.
+pub const fn vtep_addr(ip: core::net::IpAddr) -> VtepAddr {
+    match ip {
+        core::net::IpAddr::V4(a) => v4_mapped(a.octets()),
+        core::net::IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// A `VtepAddr` as the address it holds (IPv4 when mapped).
+pub const fn vtep_ip(a: &VtepAddr) -> core::net::IpAddr {
+    match mapped_v4(a) {
+        Some(v4) => core::net::IpAddr::V4(core::net::Ipv4Addr::new(v4[0], v4[1], v4[2], v4[3])),
+        None => core::net::IpAddr::V6(core::net::Ipv6Addr::from_octets(*a)),
+    }
+}
+
 /// Largest VNI (24 bits).
 pub const VNI_MAX: u32 = 0x00ff_ffff;
 
@@ -138,12 +180,14 @@ impl Encap {
         }
     }
 
-    /// Bytes the encapsulation adds in front of the inner Ethernet frame (outer Ethernet, IPv4,
-    /// UDP and the tunnel header), given the GENEVE option length in bytes.
-    pub const fn overhead(self, geneve_opt_len: usize) -> usize {
+    /// Bytes the encapsulation adds in front of the inner Ethernet frame (outer Ethernet, IPv4
+    /// or IPv6, UDP and the tunnel header), given the GENEVE option length in bytes: 50 for
+    /// VXLAN over IPv4, 70 over IPv6, as the kernel driver counts.
+    pub const fn overhead(self, geneve_opt_len: usize, ipv6: bool) -> usize {
+        let ip = if ipv6 { IPV6_HLEN } else { IPV4_HLEN };
         match self {
-            Encap::Vxlan => ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN,
-            Encap::Geneve => ETH_HLEN + IPV4_HLEN + UDP_HLEN + GENEVE_HLEN + geneve_opt_len,
+            Encap::Vxlan => ETH_HLEN + ip + UDP_HLEN + VXLAN_HLEN,
+            Encap::Geneve => ETH_HLEN + ip + UDP_HLEN + GENEVE_HLEN + geneve_opt_len,
         }
     }
 }
@@ -152,9 +196,9 @@ impl Encap {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// Local VTEP address (network order).
-    pub local_ip_be: u32,
-    /// Underlay MTU: the largest outer IPv4 packet the encapsulation may produce.
+    /// Local VTEP address.
+    pub local_ip: VtepAddr,
+    /// Underlay MTU: the largest outer IP packet the encapsulation may produce.
     pub underlay_mtu: u16,
     /// Non-zero once userspace has filled this entry; until then both programs pass everything.
     pub enabled: u8,
@@ -164,7 +208,11 @@ pub struct Config {
     pub fast_path: u8,
     /// MAC address of the underlay interface (outer source MAC).
     pub local_mac: [u8; 6],
-    pub _pad1: [u8; 2],
+    /// Non-zero when the VTEPs talk IPv6 (outer IPv6 headers, UDP checksums computed).
+    pub ipv6: u8,
+    /// Non-zero: IPv6 UDP with checksum zero is accepted (RFC 6935/6936; the kernel driver's
+    /// `udp6zerocsumrx`). Off by default, as in the kernel driver.
+    pub udp6_zero_csum_rx: u8,
     /// Interface index of the active underlay device (the TC program redirects to it).
     pub underlay_ifindex: u32,
     /// The longest frame an AF_XDP socket takes in one descriptor (0: no limit known).
@@ -259,11 +307,12 @@ impl FdbKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FdbEntry {
-    /// Remote VTEP address (network order).
-    pub remote_ip_be: u32,
+    /// Remote VTEP address.
+    pub remote: VtepAddr,
     /// `FDB_FLAG_*` bits.
     pub flags: u32,
-    /// When a frame from this MAC behind `remote_ip_be` was last seen, CLOCK_MONOTONIC ns
+    pub _pad: u32,
+    /// When a frame from this MAC behind `remote` was last seen, CLOCK_MONOTONIC ns
     /// (`bpf_ktime_get_ns`). The ingress program refreshes it in place at most every
     /// `FDB_SEEN_REFRESH_NS`, so ageing sees live entries without a map write per frame.
     pub seen_ns: u64,
@@ -295,12 +344,12 @@ impl SourceState {
     }
 }
 
-/// Classifies inner source MAC `src`, seen behind VTEP `peer_ip_be` at `now_ns`, against its FDB
+/// Classifies inner source MAC `src`, seen behind VTEP `peer` at `now_ns`, against its FDB
 /// entry (if any). Pure, so the program and the host tests share it.
 pub const fn source_state(
     entry: Option<&FdbEntry>,
     src: [u8; 6],
-    peer_ip_be: u32,
+    peer: &VtepAddr,
     now_ns: u64,
 ) -> SourceState {
     let zero =
@@ -311,17 +360,29 @@ pub const fn source_state(
     match entry {
         None => SourceState::New,
         Some(e) if e.flags & FDB_FLAG_STATIC != 0 => SourceState::Static,
-        Some(e) if e.remote_ip_be != peer_ip_be => SourceState::Moved,
+        Some(e) if !same_addr(&e.remote, peer) => SourceState::Moved,
         Some(e) => SourceState::Known {
             refresh: now_ns.wrapping_sub(e.seen_ns) > FDB_SEEN_REFRESH_NS,
         },
     }
 }
 
+/// Byte-wise equality usable in `const fn` (and cheap for the verifier: no memcmp call).
+pub const fn same_addr(a: &VtepAddr, b: &VtepAddr) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The entry was configured, not learned: ageing never removes it.
 pub const FDB_FLAG_STATIC: u32 = 1;
 
-/// Value of the `OVL_NEXTHOPS` hash map, keyed by a remote VTEP address (network order u32):
+/// Value of the `OVL_NEXTHOPS` hash map, keyed by a remote VTEP address (`VtepAddr`):
 /// the outer destination MAC to reach it, taken from the kernel's neighbour table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -391,9 +452,8 @@ pub struct XdpMeta {
     pub encap: u8,
     /// VNI of the frame.
     pub vni: u32,
-    /// Decapped: outer source address. Encapped/NoNeighbour: remote VTEP. Flood: 0.
-    /// Network order.
-    pub peer_ip_be: u32,
+    /// Decapped: outer source address. Encapped/NoNeighbour: remote VTEP. Flood: zero.
+    pub peer_ip: VtepAddr,
     /// Decapped: outer UDP source port. Otherwise 0. Network order.
     pub peer_port_be: u16,
     /// `META_FLAG_*` bits.
@@ -418,8 +478,8 @@ pub enum Counter {
     PassDisabled = 0,
     /// Not IPv4 or IPv6 (ARP, LLDP, ...).
     PassNonIp,
-    /// IPv6 (outer IPv6 is parsed but not decapsulated yet).
-    PassIpv6,
+    /// IPv6 with extension headers before UDP: the kernel's IPv6 layer judges it.
+    PassIpv6ExtHeaders,
     /// IPv4 not addressed to the local VTEP, or not UDP.
     PassNotForUs,
     /// UDP to the local VTEP on a port that is not an overlay port.
@@ -448,6 +508,10 @@ pub enum Counter {
     DropIpv4Checksum,
     DropIpLength,
     DropUdpLength,
+    /// Outer IPv6: the UDP checksum is wrong.
+    DropUdpChecksum,
+    /// Outer IPv6: UDP checksum zero, not accepted unless configured (RFC 6936).
+    DropUdpZeroChecksum,
     DropVxlanFlags,
     DropGeneveVersion,
     DropGeneveOptLen,
@@ -505,7 +569,7 @@ impl Counter {
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::PassDisabled,
         Counter::PassNonIp,
-        Counter::PassIpv6,
+        Counter::PassIpv6ExtHeaders,
         Counter::PassNotForUs,
         Counter::PassOtherUdp,
         Counter::PassTruncated,
@@ -522,6 +586,8 @@ impl Counter {
         Counter::DropIpv4Checksum,
         Counter::DropIpLength,
         Counter::DropUdpLength,
+        Counter::DropUdpChecksum,
+        Counter::DropUdpZeroChecksum,
         Counter::DropVxlanFlags,
         Counter::DropGeneveVersion,
         Counter::DropGeneveOptLen,
@@ -554,7 +620,7 @@ impl Counter {
         match self {
             Counter::PassDisabled => "pass_disabled",
             Counter::PassNonIp => "pass_non_ip",
-            Counter::PassIpv6 => "pass_ipv6",
+            Counter::PassIpv6ExtHeaders => "pass_ipv6_ext_headers",
             Counter::PassNotForUs => "pass_not_for_us",
             Counter::PassOtherUdp => "pass_other_udp",
             Counter::PassTruncated => "pass_truncated",
@@ -571,6 +637,8 @@ impl Counter {
             Counter::DropIpv4Checksum => "drop_ipv4_checksum",
             Counter::DropIpLength => "drop_ip_length",
             Counter::DropUdpLength => "drop_udp_length",
+            Counter::DropUdpChecksum => "drop_udp_checksum",
+            Counter::DropUdpZeroChecksum => "drop_udp_zero_checksum",
             Counter::DropVxlanFlags => "drop_vxlan_flags",
             Counter::DropGeneveVersion => "drop_geneve_version",
             Counter::DropGeneveOptLen => "drop_geneve_opt_len",
@@ -609,6 +677,8 @@ impl Counter {
                 | Counter::DropIpv4Checksum
                 | Counter::DropIpLength
                 | Counter::DropUdpLength
+                | Counter::DropUdpChecksum
+                | Counter::DropUdpZeroChecksum
                 | Counter::DropVxlanFlags
                 | Counter::DropGeneveVersion
                 | Counter::DropGeneveOptLen
@@ -707,24 +777,26 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<Config>(), 36);
         assert_eq!(size_of::<UdpPortInfo>(), 4);
         assert_eq!(size_of::<VniInfo>(), 16);
         assert_eq!(size_of::<PortInfo>(), 8);
         assert_eq!(size_of::<FdbKey>(), 12);
-        assert_eq!(size_of::<FdbEntry>(), 16);
+        assert_eq!(size_of::<FdbEntry>(), 32);
         assert_eq!(size_of::<NextHop>(), 8);
-        assert_eq!(size_of::<XdpMeta>(), 16);
+        assert_eq!(size_of::<XdpMeta>(), 28);
     }
 
     #[test]
     fn source_state_decides_learning() {
         const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 4];
-        const PEER: u32 = 0x0a00_0102;
+        const PEER: VtepAddr = v4_mapped([10, 0, 1, 2]);
+        const OTHER: VtepAddr = v4_mapped([10, 0, 1, 3]);
         const NOW: u64 = 10_000_000_000;
-        let entry = |remote_ip_be, flags, seen_ns| FdbEntry {
-            remote_ip_be,
+        let entry = |remote, flags, seen_ns| FdbEntry {
+            remote,
             flags,
+            _pad: 0,
             seen_ns,
         };
         use SourceState::*;
@@ -744,8 +816,8 @@ mod tests {
             // A stamp of 0 (never seen) or from the future (clock read elsewhere) refreshes.
             (Some(entry(PEER, 0, 0)), SRC, Known { refresh: true }),
             (Some(entry(PEER, 0, NOW + 1)), SRC, Known { refresh: true }),
-            (Some(entry(PEER + 1, 0, NOW)), SRC, Moved),
-            (Some(entry(PEER + 1, FDB_FLAG_STATIC, NOW)), SRC, Static),
+            (Some(entry(OTHER, 0, NOW)), SRC, Moved),
+            (Some(entry(OTHER, FDB_FLAG_STATIC, NOW)), SRC, Static),
             (Some(entry(PEER, FDB_FLAG_STATIC, 0)), SRC, Static),
             (None, [0x01, 0, 0x5e, 0, 0, 1], NotLearnable),
             (None, [0xff; 6], NotLearnable),
@@ -753,7 +825,7 @@ mod tests {
         ];
         for (e, src, want) in cases {
             assert_eq!(
-                source_state(e.as_ref(), src, PEER, NOW),
+                source_state(e.as_ref(), src, &PEER, NOW),
                 want,
                 "{e:?} {src:?}"
             );
@@ -773,8 +845,26 @@ mod tests {
 
     #[test]
     fn overhead_matches_header_sizes() {
-        assert_eq!(Encap::Vxlan.overhead(0), 50);
-        assert_eq!(Encap::Geneve.overhead(0), 50);
-        assert_eq!(Encap::Geneve.overhead(GENEVE_OPT_LEN), 58);
+        assert_eq!(Encap::Vxlan.overhead(0, false), 50);
+        assert_eq!(Encap::Geneve.overhead(0, false), 50);
+        assert_eq!(Encap::Geneve.overhead(GENEVE_OPT_LEN, false), 58);
+        assert_eq!(Encap::Vxlan.overhead(0, true), 70);
+        assert_eq!(Encap::Geneve.overhead(GENEVE_OPT_LEN, true), 78);
+    }
+
+    #[test]
+    fn ipv4_maps_into_vtep_addresses_and_back() {
+        let a = v4_mapped([10, 0, 1, 2]);
+        assert_eq!(mapped_v4(&a), Some([10, 0, 1, 2]));
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xfd;
+        v6[15] = 2;
+        assert_eq!(mapped_v4(&v6), None);
+        // ::ffff:0:0/96 only; ::a.b.c.d (compatible, deprecated) is not IPv4 here.
+        let mut compat = a;
+        compat[10] = 0;
+        assert_eq!(mapped_v4(&compat), None);
+        assert!(same_addr(&a, &v4_mapped([10, 0, 1, 2])));
+        assert!(!same_addr(&a, &v6));
     }
 }

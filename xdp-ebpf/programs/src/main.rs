@@ -27,7 +27,7 @@ use aya_ebpf::{
         xdp_action,
     },
     helpers::generated::{
-        bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
+        bpf_csum_diff, bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
         bpf_xdp_adjust_meta, bpf_xdp_adjust_tail,
     },
     macros::{classifier, map, xdp},
@@ -39,7 +39,8 @@ use ovl_common::{
     Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap, FdbEntry,
     FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, META_FLAG_LEARN,
     MetaKind, NextHop, PortInfo, SourceState, UDP_HLEN, UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I,
-    VXLAN_HLEN, VniCounters, VniInfo, XDP_META_LEN, XDP_META_MAGIC, XdpMeta, source_state,
+    VXLAN_HLEN, VniCounters, VniInfo, VtepAddr, XDP_META_LEN, XDP_META_MAGIC, XdpMeta,
+    source_state, v4_mapped,
 };
 
 #[map]
@@ -58,7 +59,7 @@ static OVL_UPLINKS: HashMap<u32, u32> = HashMap::with_max_entries(ovl_common::UP
 #[map]
 static OVL_FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(ovl_common::FDB_ENTRIES, 0);
 #[map]
-static OVL_NEXTHOPS: HashMap<u32, NextHop> =
+static OVL_NEXTHOPS: HashMap<VtepAddr, NextHop> =
     HashMap::with_max_entries(ovl_common::NEXTHOP_ENTRIES, 0);
 #[map]
 static OVL_XSKS: XskMap = XskMap::with_max_entries(ovl_common::XSK_SLOTS, 0);
@@ -138,6 +139,120 @@ fn sum_be32(v_be: u32) -> u32 {
     u16::from_be_bytes([b[0], b[1]]) as u32 + u16::from_be_bytes([b[2], b[3]]) as u32
 }
 
+/// Sum of `b`'s 16-bit words in memory order: the order `bpf_csum_diff` adds packet bytes
+/// in, so the two can be mixed; a ones' complement sum folds to the same result either way
+/// round only when every part is added in one order.
+#[inline(always)]
+fn ne_sum<const N: usize>(b: &[u8; N]) -> u32 {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u16::from_ne_bytes([b[i], b[i + 1]]) as u32;
+        i += 2;
+    }
+    sum
+}
+
+/// The IPv6 pseudo-header's sum (RFC 8200 section 8.1) for UDP of `len` bytes, memory order.
+#[inline(always)]
+fn pseudo6_sum(src: &VtepAddr, dst: &VtepAddr, len: u32) -> u32 {
+    ne_sum(src) + ne_sum(dst) + ne_sum(&len.to_be_bytes()) + ne_sum(&[0, 0, 0, IPPROTO_UDP])
+}
+
+/// `data_end`, read so that the compiler cannot reuse an earlier comparison: it would drop a
+/// check against it that an earlier one against a shorter bound seems to imply, and the
+/// verifier, which tracks bounds per register, would then refuse the access.
+#[inline(always)]
+fn fresh_end(ctx: &XdpContext) -> usize {
+    // SAFETY: a field read of the program's own context.
+    unsafe { core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize }
+}
+
+/// Adds the `len` bytes of the packet from `p` to `sum`, memory order: in 512-byte helper
+/// calls (the most `bpf_csum_diff` takes), then halving constant sizes, then the last two and
+/// one bytes by hand. `None` if the bytes are not all inside the packet or a helper fails.
+/// Frames up to 9216 bytes.
+#[inline(always)]
+fn packet_sum(ctx: &XdpContext, mut p: usize, len: usize, mut sum: u32) -> Option<u32> {
+    const CHUNK: usize = 512;
+    let mut left = len;
+    let mut i = 0;
+    while i < 18 {
+        if left < CHUNK {
+            break;
+        }
+        if p + CHUNK > fresh_end(ctx) {
+            return None;
+        }
+        // SAFETY: [p, p + CHUNK) lies inside the packet (checked just above); read only.
+        let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, CHUNK as u32, sum) };
+        if r < 0 {
+            return None;
+        }
+        sum = r as u32;
+        p += CHUNK;
+        left -= CHUNK;
+        i += 1;
+    }
+    if left >= CHUNK {
+        return None;
+    }
+    macro_rules! step {
+        ($n:expr) => {
+            if left >= $n {
+                if p + $n > fresh_end(ctx) {
+                    return None;
+                }
+                // SAFETY: as above, for $n bytes.
+                let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, $n, sum) };
+                if r < 0 {
+                    return None;
+                }
+                sum = r as u32;
+                p += $n as usize;
+                left -= $n as usize;
+            }
+        };
+    }
+    step!(256);
+    step!(128);
+    step!(64);
+    step!(32);
+    step!(16);
+    step!(8);
+    step!(4);
+    if left >= 2 {
+        if p + 2 > fresh_end(ctx) {
+            return None;
+        }
+        // SAFETY: two bytes inside the packet, checked just above.
+        let w: [u8; 2] = unsafe { core::ptr::read_unaligned(p as *const [u8; 2]) };
+        sum = fold(sum) as u32 + u16::from_ne_bytes(w) as u32;
+        p += 2;
+        left -= 2;
+    }
+    if left == 1 {
+        // A trailing odd byte is the high-order byte of a word padded with zero (RFC 1071).
+        let b = u8_at(p, fresh_end(ctx))?;
+        sum = fold(sum) as u32 + u16::from_ne_bytes([b, 0]) as u32;
+    }
+    Some(sum)
+}
+
+/// 16 bytes at `addr`; bounds-checked by the caller.
+#[inline(always)]
+fn addr16(addr: usize) -> VtepAddr {
+    // SAFETY: the caller checked the sixteen bytes lie inside the packet.
+    unsafe { core::ptr::read_unaligned(addr as *const VtepAddr) }
+}
+
+/// IPv6 extension headers (RFC 8200 section 4, and the IANA list): a UDP header may follow
+/// them, but the programs do not walk them.
+#[inline(always)]
+fn is_ipv6_ext_header(nh: u8) -> bool {
+    matches!(nh, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}
+
 #[xdp]
 pub fn ovl_underlay_ingress(ctx: XdpContext) -> u32 {
     let (action, counter) = underlay_ingress(&ctx);
@@ -179,11 +294,7 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         ip = data + ETH_HLEN + VLAN_HLEN;
     }
     if ethertype == ETH_P_IPV6 {
-        // Outer IPv6 is not decapsulated yet; a whole header is still required to call it IPv6.
-        if ip + IPV6_HLEN > end {
-            return pass(Counter::PassTruncated);
-        }
-        return pass(Counter::PassIpv6);
+        return underlay_ingress_v6(ctx, cfg, data, ip, end);
     }
     if ethertype != ETH_P_IPV4 {
         return pass(Counter::PassNonIp);
@@ -197,7 +308,11 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
     // SAFETY: as above.
     let proto = unsafe { *((ip + 9) as *const u8) };
     let daddr = raw32(ip + 16);
-    if ver_ihl >> 4 != 4 || daddr != cfg.local_ip_be || proto != IPPROTO_UDP {
+    if cfg.ipv6 != 0
+        || ver_ihl >> 4 != 4
+        || v4_mapped(daddr.to_ne_bytes()) != cfg.local_ip
+        || proto != IPPROTO_UDP
+    {
         return pass(Counter::PassNotForUs);
     }
     let frag = be16(ip + 6);
@@ -245,7 +360,89 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
     if be16(udp + 4) as usize != tot_len - IPV4_HLEN {
         return drop(Counter::DropUdpLength);
     }
+    // The UDP checksum is optional over IPv4 and the kernel driver sends none (RFC 7348).
+    let peer = v4_mapped(raw32(ip + 12).to_ne_bytes());
+    decap(ctx, cfg, data, udp, pkt_end, encap, peer)
+}
 
+/// Outer IPv6: the fixed header must be followed by UDP directly (extension headers go to the
+/// kernel), the lengths must agree, and the UDP checksum must be right, since IPv6 has no
+/// header checksum and the UDP one is all that protects the addresses (RFC 6935/6936). A zero
+/// checksum is refused unless configured, as by the kernel driver (`udp6zerocsumrx` off).
+#[inline(always)]
+fn underlay_ingress_v6(
+    ctx: &XdpContext,
+    cfg: &Config,
+    data: usize,
+    ip: usize,
+    end: usize,
+) -> Verdict {
+    if ip + IPV6_HLEN > end {
+        return pass(Counter::PassTruncated);
+    }
+    let Some(ver) = u8_at(ip, end) else {
+        return pass(Counter::PassTruncated);
+    };
+    if cfg.ipv6 == 0 || ver >> 4 != 6 || addr16(ip + 24) != cfg.local_ip {
+        return pass(Counter::PassNotForUs);
+    }
+    let Some(next) = u8_at(ip + 6, end) else {
+        return pass(Counter::PassTruncated);
+    };
+    if next != IPPROTO_UDP {
+        if is_ipv6_ext_header(next) {
+            return pass(Counter::PassIpv6ExtHeaders);
+        }
+        return pass(Counter::PassNotForUs);
+    }
+    let udp = ip + IPV6_HLEN;
+    if udp + UDP_HLEN > end {
+        return pass(Counter::PassTruncated);
+    }
+    let dport = be16(udp + 2);
+    // SAFETY: the map value is plain data, only read.
+    let Some(port) = (unsafe { OVL_UDP_PORTS.get(dport) }) else {
+        return pass(Counter::PassOtherUdp);
+    };
+    let encap = port.encap;
+
+    let payload_len = be16(ip + 4) as usize;
+    if payload_len < UDP_HLEN || udp + payload_len > end {
+        return drop(Counter::DropIpLength);
+    }
+    let pkt_end = udp + payload_len;
+    if be16(udp + 4) as usize != payload_len {
+        return drop(Counter::DropUdpLength);
+    }
+    let peer = addr16(ip + 8);
+    if be16(udp + 6) == 0 {
+        if cfg.udp6_zero_csum_rx == 0 {
+            return drop(Counter::DropUdpZeroChecksum);
+        }
+    } else {
+        let seed = pseudo6_sum(&peer, &cfg.local_ip, payload_len as u32);
+        match packet_sum(ctx, udp, payload_len, seed) {
+            Some(sum) if fold(sum) == 0xffff => {}
+            Some(_) => return drop(Counter::DropUdpChecksum),
+            None => return drop(Counter::DropInternal),
+        }
+    }
+    decap(ctx, cfg, data, udp, pkt_end, encap, peer)
+}
+
+/// The tunnel header at `udp + 8` (`encap`'s, by the destination port), then the inner frame
+/// up to `pkt_end`: validated, stripped, and handed on to the overlay port or a worker.
+#[inline(always)]
+fn decap(
+    ctx: &XdpContext,
+    cfg: &Config,
+    data: usize,
+    udp: usize,
+    pkt_end: usize,
+    encap: u8,
+    peer: VtepAddr,
+) -> Verdict {
+    let end = ctx.data_end();
     let tun = udp + UDP_HLEN;
     if tun + 8 > end || tun + 8 > pkt_end {
         return drop(Counter::DropTruncated);
@@ -301,7 +498,6 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         return drop(Counter::DropInnerTooBig);
     }
 
-    let peer_ip_be = raw32(ip + 12);
     let peer_port_be = u16::from_ne_bytes(be16(udp).to_be_bytes());
     let strip = (inner - data) as i32;
     let excess = (end - pkt_end) as i32;
@@ -323,13 +519,13 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
     }
     // SAFETY: data + ETH_HLEN <= data_end checked just above.
     let src: [u8; 6] = unsafe { core::ptr::read_unaligned((data + 6) as *const [u8; 6]) };
-    let learn = needs_learning(vni, src, peer_ip_be);
+    let learn = needs_learning(vni, src, &peer);
     let meta = XdpMeta {
         magic: XDP_META_MAGIC,
         kind: MetaKind::Decapped as u8,
         encap,
         vni,
-        peer_ip_be,
+        peer_ip: peer,
         peer_port_be,
         flags: if learn { META_FLAG_LEARN } else { 0 },
     };
@@ -370,11 +566,11 @@ fn uplink_slot(ctx: &XdpContext) -> u32 {
     base + ctx.rx_queue_index()
 }
 
-/// Whether the inner source `src` of VNI `vni`, seen behind VTEP `peer_ip_be`, is news for
+/// Whether the inner source `src` of VNI `vni`, seen behind VTEP `peer`, is news for
 /// the FDB (`ovl_common::source_state`). A known one costs this lookup and, at most every
 /// `FDB_SEEN_REFRESH_NS`, a store of its last-seen stamp.
 #[inline(always)]
-fn needs_learning(vni: u32, src: [u8; 6], peer_ip_be: u32) -> bool {
+fn needs_learning(vni: u32, src: [u8; 6], peer: &VtepAddr) -> bool {
     let e = OVL_FDB.get_ptr_mut(FdbKey::new(vni, src));
     // SAFETY: a pointer to the map value, valid for this program run; racing writers (another
     // CPU's stamp, userspace replacing the entry) at worst leave an older stamp, which the next
@@ -382,7 +578,7 @@ fn needs_learning(vni: u32, src: [u8; 6], peer_ip_be: u32) -> bool {
     let entry = e.map(|p| unsafe { &*p });
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let state = source_state(entry, src, peer_ip_be, now);
+    let state = source_state(entry, src, peer, now);
     if let (SourceState::Known { refresh: true }, Some(p)) = (state, e) {
         // SAFETY: as above.
         unsafe { (*p).seen_ns = now };
@@ -391,14 +587,15 @@ fn needs_learning(vni: u32, src: [u8; 6], peer_ip_be: u32) -> bool {
 }
 
 /// Largest inner L3 packet the VNI's overlay port carries: the underlay MTU less the outer
-/// IPv4/UDP/tunnel headers and the inner Ethernet header (which `overhead` counts in place of
+/// IP/UDP/tunnel headers and the inner Ethernet header (which `overhead` counts in place of
 /// the outer one).
 #[inline(always)]
 fn overlay_mtu(cfg: &Config, vinfo: &VniInfo) -> usize {
+    let v6 = cfg.ipv6 != 0;
     let overhead = if vinfo.encap == Encap::Vxlan as u8 {
-        Encap::Vxlan.overhead(0)
+        Encap::Vxlan.overhead(0, v6)
     } else {
-        Encap::Geneve.overhead(vinfo.geneve_opt_len as usize)
+        Encap::Geneve.overhead(vinfo.geneve_opt_len as usize, v6)
     };
     (cfg.underlay_mtu as usize).saturating_sub(overhead)
 }
@@ -450,18 +647,22 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         kind: MetaKind::Flood as u8,
         encap: vinfo.encap,
         vni,
-        peer_ip_be: 0,
+        peer_ip: [0; 16],
         peer_port_be: 0,
         flags: 0,
     };
     if frame_len - ETH_HLEN > overlay_mtu(cfg, vinfo) {
-        // IPv4 with DF: userspace tells the sender the MTU (ICMP "fragmentation needed"), as
-        // the kernel's tunnel drivers do. Either way the frame itself is dropped, and counted.
-        let df = match u8_at(data + ETH_HLEN + 6, end) {
-            Some(flags) => be16(data + 12) == ETH_P_IPV4 && flags & 0x40 != 0,
+        // IPv4 with DF, and IPv6 (never fragmented on the way): userspace tells the sender
+        // the MTU (ICMP "fragmentation needed", ICMPv6 "packet too big"), as the kernel's
+        // tunnel drivers do. Either way the frame itself is dropped, and counted.
+        let ethertype = be16(data + 12);
+        let answer = match u8_at(data + ETH_HLEN + 6, end) {
+            Some(flags) => {
+                (ethertype == ETH_P_IPV4 && flags & 0x40 != 0) || ethertype == ETH_P_IPV6
+            }
             None => false,
         };
-        if df {
+        if answer {
             meta.kind = MetaKind::TooBig as u8;
             return to_socket(ctx, meta, slot, Counter::DropTxTooBig);
         }
@@ -476,10 +677,10 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     let Some(fdb) = (unsafe { OVL_FDB.get(FdbKey::new(vni, dst)) }) else {
         return to_socket(ctx, meta, slot, Counter::TxUnknownUnicast);
     };
-    let remote = fdb.remote_ip_be;
-    meta.peer_ip_be = remote;
+    let remote = fdb.remote;
+    meta.peer_ip = remote;
     // SAFETY: the map value is plain data, only read.
-    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
+    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(&remote) }) else {
         meta.kind = MetaKind::NoNeighbour as u8;
         return to_socket(ctx, meta, slot, Counter::TxNoNeighbour);
     };
@@ -496,9 +697,17 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     } else {
         VXLAN_HLEN
     };
+    let counter = if geneve {
+        Counter::TxGeneve
+    } else {
+        Counter::TxVxlan
+    };
+    meta.kind = MetaKind::Encapped as u8;
+    if cfg.ipv6 != 0 {
+        return encap_v6(ctx, cfg, meta, slot, nh_mac, vinfo, src_port, tun_len, counter);
+    }
     let ip_len = IPV4_HLEN + UDP_HLEN + tun_len + frame_len;
     let outer_len = ETH_HLEN + ip_len - frame_len;
-    meta.kind = MetaKind::Encapped as u8;
 
     // SAFETY: helper call on the program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer_len as i32)) } != 0 {
@@ -512,7 +721,7 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         return drop(Counter::DropInternal);
     }
 
-    let outer = outer_header(cfg, nh_mac, remote, vinfo, vni, src_port, ip_len as u16);
+    let outer = outer_header(cfg, nh_mac, &remote, vinfo, vni, src_port, ip_len as u16);
     let mut base = [0u8; OUTER_BASE];
     base.copy_from_slice(&outer[..OUTER_BASE]);
     write_bytes(data, base);
@@ -521,11 +730,64 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         opt.copy_from_slice(&outer[OUTER_BASE..]);
         write_bytes(data + OUTER_BASE, opt);
     }
-    let counter = if geneve {
-        Counter::TxGeneve
-    } else {
-        Counter::TxVxlan
+    to_socket(ctx, meta, slot, counter)
+}
+
+/// Outer Ethernet, IPv6, UDP and tunnel header without option, and with the GENEVE option.
+const OUTER6_BASE: usize = ETH_HLEN + IPV6_HLEN + UDP_HLEN + VXLAN_HLEN;
+const OUTER6_MAX: usize = OUTER6_BASE + GENEVE_OPT_LEN;
+
+/// `overlay_egress` over IPv6: the outer headers, then the UDP checksum over the whole
+/// datagram, which IPv6 requires (RFC 8200 section 8.1; the kernel driver's receivers refuse
+/// zero by default).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn encap_v6(
+    ctx: &XdpContext,
+    cfg: &Config,
+    meta: XdpMeta,
+    slot: u32,
+    nh_mac: [u8; 6],
+    vinfo: &VniInfo,
+    src_port: u16,
+    tun_len: usize,
+    counter: Counter,
+) -> Verdict {
+    let frame_len = ctx.data_end() - ctx.data();
+    let udp_len = UDP_HLEN + tun_len + frame_len;
+    let outer_len = ETH_HLEN + IPV6_HLEN + UDP_HLEN + tun_len;
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer_len as i32)) } != 0 {
+        error!(ctx, "adjust_head failed");
+        return drop(Counter::DropInternal);
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + OUTER6_MAX > end {
+        // Cannot happen (the inner frame is at least 14 bytes); keeps the verifier informed.
+        return drop(Counter::DropInternal);
+    }
+    let remote = meta.peer_ip;
+    let outer = outer_header6(cfg, nh_mac, &remote, vinfo, meta.vni, src_port, udp_len as u16);
+    let mut base = [0u8; OUTER6_BASE];
+    base.copy_from_slice(&outer[..OUTER6_BASE]);
+    write_bytes(data, base);
+    if tun_len == GENEVE_HLEN + GENEVE_OPT_LEN {
+        let mut opt = [0u8; GENEVE_OPT_LEN];
+        opt.copy_from_slice(&outer[OUTER6_BASE..]);
+        write_bytes(data + OUTER6_BASE, opt);
+    }
+    let udp = data + ETH_HLEN + IPV6_HLEN;
+    let seed = pseudo6_sum(&cfg.local_ip, &remote, udp_len as u32);
+    let Some(sum) = packet_sum(ctx, udp, udp_len, seed) else {
+        return drop(Counter::DropInternal);
     };
+    // Memory order throughout, so the result is stored as such; zero is sent as all ones.
+    let csum = match !fold(sum) {
+        0 => 0xffff,
+        c => c,
+    };
+    write_bytes(udp + 6, csum.to_ne_bytes());
     to_socket(ctx, meta, slot, counter)
 }
 
@@ -561,7 +823,10 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     let Some(cfg) = config() else {
         return tc_pass();
     };
-    if cfg.fast_path == 0 || cfg.underlay_ifindex == 0 {
+    // Over IPv6 the outer UDP checksum is required, and `bpf_skb_adjust_room` marks GSO
+    // packets SKB_GSO_UDP_TUNNEL without _CSUM: their segments would leave with checksum zero,
+    // which the kernel driver refuses. So IPv6 underlays encapsulate in XDP (per segment).
+    if cfg.fast_path == 0 || cfg.underlay_ifindex == 0 || cfg.ipv6 != 0 {
         return tc_pass();
     }
     let skb = ctx.skb.skb;
@@ -600,9 +865,9 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     let Some(fdb) = (unsafe { OVL_FDB.get(FdbKey::new(vni, dst)) }) else {
         return tc_pass();
     };
-    let remote = fdb.remote_ip_be;
+    let remote = fdb.remote;
     // SAFETY: as above.
-    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
+    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(&remote) }) else {
         return tc_pass();
     };
     let len = ctx.len() as usize;
@@ -638,7 +903,7 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     // Past GSO's 64 KB the length field is rewritten per segment anyway.
     let ip_len = (len + room - ETH_HLEN).min(0xffff) as u16;
     let src_port = ovl_common::src_port_from_hash(hash);
-    let outer = outer_header(cfg, nh.mac, remote, vinfo, vni, src_port, ip_len);
+    let outer = outer_header(cfg, nh.mac, &remote, vinfo, vni, src_port, ip_len);
     let mut hdr = [0u8; TC_HDR_OPT];
     hdr[..OUTER_MAX].copy_from_slice(&outer);
     let counter = if geneve {
@@ -684,7 +949,7 @@ const OUTER_MAX: usize = OUTER_BASE + GENEVE_OPT_LEN;
 fn outer_header(
     cfg: &Config,
     nh_mac: [u8; 6],
-    remote_be: u32,
+    remote: &VtepAddr,
     vinfo: &VniInfo,
     vni: u32,
     src_port: u16,
@@ -692,6 +957,14 @@ fn outer_header(
 ) -> [u8; OUTER_MAX] {
     const TTL_PROTO: u16 = (64 << 8) | IPPROTO_UDP as u16;
     const DF: u16 = 0x4000;
+    // IPv4 VTEPs are stored mapped into IPv6: the last four bytes.
+    let local_be = u32::from_ne_bytes([
+        cfg.local_ip[12],
+        cfg.local_ip[13],
+        cfg.local_ip[14],
+        cfg.local_ip[15],
+    ]);
+    let remote_be = u32::from_ne_bytes([remote[12], remote[13], remote[14], remote[15]]);
     let mut h = [0u8; OUTER_MAX];
     h[0..6].copy_from_slice(&nh_mac);
     h[6..12].copy_from_slice(&cfg.local_mac);
@@ -702,13 +975,13 @@ fn outer_header(
             + ip_len as u32
             + DF as u32
             + TTL_PROTO as u32
-            + sum_be32(cfg.local_ip_be)
+            + sum_be32(local_be)
             + sum_be32(remote_be),
     );
     let [l0, l1] = ip_len.to_be_bytes();
     let [c0, c1] = csum.to_be_bytes();
     h[ip..ip + 12].copy_from_slice(&[0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, IPPROTO_UDP, c0, c1]);
-    h[ip + 12..ip + 16].copy_from_slice(&cfg.local_ip_be.to_ne_bytes());
+    h[ip + 12..ip + 16].copy_from_slice(&local_be.to_ne_bytes());
     h[ip + 16..ip + 20].copy_from_slice(&remote_be.to_ne_bytes());
     let udp = ip + IPV4_HLEN;
     h[udp..udp + 2].copy_from_slice(&src_port.to_be_bytes());
@@ -727,6 +1000,52 @@ fn outer_header(
         h[tun..tun + 8].copy_from_slice(&[words, 0, p0, p1, v[1], v[2], v[3], 0]);
         if with_opt {
             h[OUTER_BASE..].copy_from_slice(&vinfo.geneve_opt);
+        }
+    } else {
+        h[tun..tun + 8].copy_from_slice(&[VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
+    }
+    h
+}
+
+/// The IPv6 counterpart of `outer_header`: Ethernet to `nh_mac`; IPv6 with traffic class and
+/// flow label zero, hop limit 64, payload `udp_len`; UDP with checksum zero (the caller sums
+/// the datagram and fills it in); the tunnel header as there.
+#[inline(always)]
+fn outer_header6(
+    cfg: &Config,
+    nh_mac: [u8; 6],
+    remote: &VtepAddr,
+    vinfo: &VniInfo,
+    vni: u32,
+    src_port: u16,
+    udp_len: u16,
+) -> [u8; OUTER6_MAX] {
+    let mut h = [0u8; OUTER6_MAX];
+    h[0..6].copy_from_slice(&nh_mac);
+    h[6..12].copy_from_slice(&cfg.local_mac);
+    h[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+    let ip = ETH_HLEN;
+    let [l0, l1] = udp_len.to_be_bytes();
+    h[ip..ip + 8].copy_from_slice(&[0x60, 0, 0, 0, l0, l1, IPPROTO_UDP, 64]);
+    h[ip + 8..ip + 24].copy_from_slice(&cfg.local_ip);
+    h[ip + 24..ip + 40].copy_from_slice(remote);
+    let udp = ip + IPV6_HLEN;
+    h[udp..udp + 2].copy_from_slice(&src_port.to_be_bytes());
+    h[udp + 2..udp + 4].copy_from_slice(&vinfo.udp_port.to_be_bytes());
+    h[udp + 4..udp + 6].copy_from_slice(&[l0, l1]);
+    let tun = udp + UDP_HLEN;
+    let v = vni.to_be_bytes();
+    if vinfo.encap == Encap::Geneve as u8 {
+        let with_opt = vinfo.geneve_opt_len as usize == GENEVE_OPT_LEN;
+        let words = if with_opt {
+            (GENEVE_OPT_LEN / 4) as u8
+        } else {
+            0
+        };
+        let [p0, p1] = ETH_P_TEB.to_be_bytes();
+        h[tun..tun + 8].copy_from_slice(&[words, 0, p0, p1, v[1], v[2], v[3], 0]);
+        if with_opt {
+            h[OUTER6_BASE..].copy_from_slice(&vinfo.geneve_opt);
         }
     } else {
         h[tun..tun + 8].copy_from_slice(&[VXLAN_FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
