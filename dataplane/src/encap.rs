@@ -262,7 +262,11 @@ mod tests {
         o.dst_ip = IpAddr::V6(dst);
         let mut buf = [0u8; 256];
         let n = encapsulate(&inner, &o, &mut buf).expect("fits");
-        assert_eq!(n, inner.len() + 70, "70 bytes over IPv6, as the kernel driver");
+        assert_eq!(
+            n,
+            inner.len() + 70,
+            "70 bytes over IPv6, as the kernel driver"
+        );
         let eth = ovl_wire::ethernet::Frame::new_checked(&buf[..n]).expect("eth");
         assert_eq!(eth.ethertype(), ovl_wire::ethernet::EtherType::Ipv6);
         let ip = ovl_wire::ipv6::Packet::new_checked(eth.payload()).expect("ipv6");

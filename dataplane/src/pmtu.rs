@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(u8::from(ip.next_header()), 58);
         let icmp = ip.payload();
         assert_eq!((icmp[0], icmp[1]), (2, 0));
-        assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), 1430);
+        assert_eq!(
+            u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+            1430
+        );
         let sum = checksum::combine(&[
             checksum::pseudo_header_v6(&ip.src_addr(), &ip.dst_addr(), 58, icmp.len() as u32),
             checksum::data(icmp),
@@ -207,7 +210,11 @@ mod tests {
         let short = packet6(8);
         assert_eq!(too_big(&short, 1430, &mut out), Some(14 + 40 + 8 + 48));
         for cut in 0..54 {
-            assert_eq!(packet_too_big(&p[..cut], 1430, &mut out), None, "cut at {cut}");
+            assert_eq!(
+                packet_too_big(&p[..cut], 1430, &mut out),
+                None,
+                "cut at {cut}"
+            );
         }
         let mut mcast = p.clone();
         mcast[14 + 8] = 0xff;

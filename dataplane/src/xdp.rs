@@ -15,9 +15,8 @@ use aya::{
     },
 };
 use ovl_common::{
-    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniCounters, VniInfo, VtepAddr,
-    maps,
-    programs,
+    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniCounters, VniInfo,
+    VtepAddr, maps, programs,
 };
 
 use crate::testrun::{self, TestRun, TestRunError};
@@ -423,8 +422,7 @@ impl XdpObject {
     /// Sets the outer destination MAC for remote VTEP `remote`.
     pub fn set_nexthop(&mut self, remote: VtepAddr, nh: NextHop) -> Result<(), XdpError> {
         let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, VtepAddr, NextHop>);
-        m.insert(remote, nh, 0)
-            .map_err(map_err(maps::NEXTHOPS))
+        m.insert(remote, nh, 0).map_err(map_err(maps::NEXTHOPS))
     }
 
     pub fn remove_nexthop(&mut self, remote: VtepAddr) -> Result<(), XdpError> {

@@ -1255,7 +1255,10 @@ fn check_host_rejects_cpus_we_may_not_use() {
 fn gather_finds_loopback_in_this_namespace() {
     let host = HostInfo::gather().expect("gather");
     let lo = host.interface("lo").expect("lo in this namespace");
-    assert!(lo.addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{lo:?}");
+    assert!(
+        lo.addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "{lo:?}"
+    );
     assert!(lo.mtu >= 1280, "{lo:?}");
     // The affinity mask of a test thread is never empty.
     assert!(!host.cpus.is_empty(), "{:?}", host.cpus);

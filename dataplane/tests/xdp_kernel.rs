@@ -1221,3 +1221,320 @@ fn tc_hands_everything_but_resolved_known_unicast_ipv4_on_unchanged() {
         env.tc_expect_pass(&inner_frame(INNER_B, 300), "afxdp mode");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// IPv6 VTEPs: outer IPv6 decapsulation (UDP checksum verified) and encapsulation (computed)
+
+const LOCAL6: [u8; 16] = [0xfd, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a];
+const REMOTE6: [u8; 16] = [0xfd, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14];
+/// A jumbo underlay, so that inner frames longer than the checksum's 512-byte chunks fit.
+const MTU6: u16 = 9000;
+
+impl Env {
+    /// The programs with IPv6 VTEPs: local `LOCAL6`, INNER_B behind `REMOTE6`, resolved.
+    fn v6(fast: bool, zero_csum_rx: bool) -> Env {
+        let mut env = Env::new();
+        env.obj
+            .set_config(Config {
+                local_ip: LOCAL6,
+                underlay_mtu: MTU6,
+                enabled: 1,
+                fast_path: u8::from(fast),
+                local_mac: LOCAL_MAC,
+                ipv6: 1,
+                udp6_zero_csum_rx: u8::from(zero_csum_rx),
+                underlay_ifindex: env.lo,
+                ..Config::default()
+            })
+            .unwrap();
+        for vni in [VNI_VXLAN, VNI_GENEVE, VNI_GENEVE_OPT] {
+            env.obj
+                .set_fdb(
+                    FdbKey::new(vni, INNER_B),
+                    FdbEntry {
+                        remote: REMOTE6,
+                        flags: 0,
+                        _pad: 0,
+                        seen_ns: 0,
+                    },
+                )
+                .unwrap();
+        }
+        env.obj
+            .set_nexthop(
+                REMOTE6,
+                NextHop {
+                    mac: GW_MAC,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        env
+    }
+}
+
+fn outer6(
+    from: [u8; 16],
+    to: [u8; 16],
+    port: u16,
+    vni: u32,
+    encap: Encap,
+) -> dataplane::encap::Outer {
+    dataplane::encap::Outer {
+        src_mac: GW_MAC,
+        dst_mac: LOCAL_MAC,
+        src_ip: std::net::Ipv6Addr::from(from).into(),
+        dst_ip: std::net::Ipv6Addr::from(to).into(),
+        udp_port: port,
+        vni,
+        encap,
+        geneve_option: None,
+    }
+}
+
+/// `inner` encapsulated by the userspace code (its checksum is checked against `ovl_wire`
+/// in the unit tests), from `REMOTE6` to `LOCAL6`.
+fn to_us6(port: u16, vni: u32, encap: Encap, inner: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; inner.len() + 128];
+    let n =
+        dataplane::encap::encapsulate(inner, &outer6(REMOTE6, LOCAL6, port, vni, encap), &mut buf)
+            .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// The offset of the outer UDP checksum in a frame from `to_us6`.
+const CSUM6: usize = 14 + 40 + 6;
+
+/// Inner frames of odd and even lengths, below, at and above the 512-byte chunks and their
+/// halvings, up to what BPF_PROG_TEST_RUN takes in one buffer.
+fn inner_sizes() -> Vec<Vec<u8>> {
+    [0usize, 1, 2, 3, 5, 300, 466, 467, 979, 1400, 3001]
+        .iter()
+        .map(|&p| inner_frame(INNER_B, p))
+        .collect()
+}
+
+#[test]
+fn ipv6_vteps_decapsulate_with_a_verified_udp_checksum() {
+    for fast in [false, true] {
+        in_private_netns(move || {
+            let env = Env::v6(fast, false);
+            for inner in inner_sizes() {
+                for (port, vni, encap, counter) in [
+                    (4789, VNI_VXLAN, Encap::Vxlan, Counter::RxVxlan),
+                    (6081, VNI_GENEVE, Encap::Geneve, Counter::RxGeneve),
+                ] {
+                    let frame = to_us6(port, vni, encap, &inner);
+                    // A new source (INNER_A): to the worker even with the fast path on.
+                    let out = env.ingress(&frame, counter);
+                    assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+                    assert_eq!(out.frame, inner, "{} bytes inner", inner.len());
+                    let meta = out.xdp_meta().expect("metadata");
+                    assert_eq!(meta.peer_ip, REMOTE6, "the IPv6 peer, for learning");
+                    assert_eq!(meta.vni, vni);
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn ipv6_checksums_wrong_or_zero_are_dropped_and_zero_only_allowed_when_configured() {
+    in_private_netns(|| {
+        let env = Env::v6(false, false);
+        for inner in inner_sizes() {
+            let good = to_us6(4789, VNI_VXLAN, Encap::Vxlan, &inner);
+            // One bit anywhere after the UDP header, the tunnel header or the last byte.
+            for at in [CSUM6 + 2, CSUM6 + 6, good.len() - 1] {
+                let mut bad = good.clone();
+                bad[at] ^= 0x10;
+                env.expect_drop(&bad, Counter::DropUdpChecksum);
+            }
+            // The source address is covered too (the pseudo-header): a spoofed peer fails.
+            let mut spoofed = good.clone();
+            spoofed[14 + 8 + 15] ^= 1;
+            env.expect_drop(&spoofed, Counter::DropUdpChecksum);
+            let mut zero = good.clone();
+            zero[CSUM6..CSUM6 + 2].copy_from_slice(&[0, 0]);
+            env.expect_drop(&zero, Counter::DropUdpZeroChecksum);
+        }
+        // RFC 6935/6936 zero checksums, when the operator allows them (udp6zerocsumrx).
+        let env = Env::v6(false, true);
+        let inner = inner_frame(INNER_B, 100);
+        let mut zero = to_us6(4789, VNI_VXLAN, Encap::Vxlan, &inner);
+        zero[CSUM6..CSUM6 + 2].copy_from_slice(&[0, 0]);
+        let out = env.ingress(&zero, Counter::RxVxlan);
+        assert_eq!(out.frame, inner);
+        // A wrong non-zero checksum is still wrong.
+        let mut bad = to_us6(4789, VNI_VXLAN, Encap::Vxlan, &inner);
+        bad[CSUM6] ^= 1;
+        env.expect_drop(&bad, Counter::DropUdpChecksum);
+    });
+}
+
+#[test]
+fn ipv6_extension_headers_other_destinations_and_families_pass() {
+    in_private_netns(|| {
+        let env = Env::v6(false, false);
+        let good = to_us6(4789, VNI_VXLAN, Encap::Vxlan, &inner_frame(INNER_B, 50));
+        // Extension headers before UDP: the kernel's IPv6 layer walks them, not us.
+        for nh in [0u8, 43, 44, 60] {
+            let mut ext = good.clone();
+            ext[14 + 6] = nh;
+            env.expect_pass(&ext, Counter::PassIpv6ExtHeaders);
+        }
+        let mut tcp = good.clone();
+        tcp[14 + 6] = 6;
+        env.expect_pass(&tcp, Counter::PassNotForUs);
+        let mut elsewhere = good.clone();
+        elsewhere[14 + 24 + 15] ^= 1;
+        env.expect_pass(&elsewhere, Counter::PassNotForUs);
+        let mut version = good.clone();
+        version[14] = 0x40;
+        env.expect_pass(&version, Counter::PassNotForUs);
+        let mut other_port = good.clone();
+        other_port[14 + 40 + 2..14 + 40 + 4].copy_from_slice(&53u16.to_be_bytes());
+        env.expect_pass(&other_port, Counter::PassOtherUdp);
+        // IPv4 overlay traffic to an IPv6 VTEP is not ours.
+        env.expect_pass(
+            &vxlan_frame(4789, VNI_VXLAN, &inner_frame(INNER_B, 50)),
+            Counter::PassNotForUs,
+        );
+    });
+}
+
+#[test]
+fn ipv6_truncation_at_every_length_and_disagreeing_lengths() {
+    in_private_netns(|| {
+        let env = Env::v6(false, false);
+        for encap in [Encap::Vxlan, Encap::Geneve] {
+            let port = if encap == Encap::Vxlan { 4789 } else { 6081 };
+            let full = to_us6(port, VNI_VXLAN, encap, &inner_frame(INNER_B, 18));
+            for len in 14..full.len() {
+                let cut = &full[..len];
+                if len < 14 + 40 + 8 {
+                    env.expect_pass(cut, Counter::PassTruncated);
+                } else {
+                    env.expect_drop(cut, Counter::DropIpLength);
+                }
+            }
+        }
+        let good = to_us6(4789, VNI_VXLAN, Encap::Vxlan, &inner_frame(INNER_B, 18));
+        let payload = u16::from_be_bytes([good[18], good[19]]);
+        let mut short_udp = good.clone();
+        short_udp[14 + 44..14 + 46].copy_from_slice(&(payload - 1).to_be_bytes());
+        env.expect_drop(&short_udp, Counter::DropUdpLength);
+        let mut tiny = good.clone();
+        tiny[18..20].copy_from_slice(&7u16.to_be_bytes());
+        env.expect_drop(&tiny, Counter::DropIpLength);
+        // Consistent lengths around a cut tunnel header: the tunnel's own checks (the
+        // checksum is made right for the cut datagram, so only the length can fail).
+        let inner = inner_frame(INNER_B, 18);
+        let mut cut = to_us6(4789, VNI_VXLAN, Encap::Vxlan, &inner);
+        cut.truncate(14 + 40 + 8 + 4);
+        let udp_len = (8 + 4) as u16;
+        cut[18..20].copy_from_slice(&udp_len.to_be_bytes());
+        cut[14 + 44..14 + 46].copy_from_slice(&udp_len.to_be_bytes());
+        cut[CSUM6..CSUM6 + 2].copy_from_slice(&[0, 0]);
+        let src = std::net::Ipv6Addr::from(REMOTE6);
+        let dst = std::net::Ipv6Addr::from(LOCAL6);
+        let sum = ovl_wire::checksum::combine(&[
+            ovl_wire::checksum::pseudo_header_v6(&src, &dst, 17, u32::from(udp_len)),
+            ovl_wire::checksum::data(&cut[14 + 40..]),
+        ]);
+        cut[CSUM6..CSUM6 + 2].copy_from_slice(&(!sum).to_be_bytes());
+        env.expect_drop(&cut, Counter::DropTruncated);
+        // Ethernet padding after the IPv6 packet is trimmed, not delivered.
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0u8; 20]);
+        let out = env.ingress(&padded, Counter::RxVxlan);
+        assert_eq!(out.frame, inner);
+    });
+}
+
+#[test]
+fn ipv6_encap_matches_userspace_byte_for_byte_with_a_valid_checksum() {
+    in_private_netns(|| {
+        let mut env = Env::v6(false, false);
+        let cases: [(u32, Encap, u16, Option<[u8; 8]>); 3] = [
+            (VNI_VXLAN, Encap::Vxlan, 4789, None),
+            (VNI_GENEVE, Encap::Geneve, 6081, None),
+            (VNI_GENEVE_OPT, Encap::Geneve, 6081, Some(GENEVE_OPT)),
+        ];
+        for (vni, encap, port, opt) in cases {
+            env.port_vni(vni);
+            for inner in inner_sizes() {
+                let counter = match encap {
+                    Encap::Vxlan => Counter::TxVxlan,
+                    Encap::Geneve => Counter::TxGeneve,
+                };
+                let out = env.egress(&inner, counter);
+                let meta = out.xdp_meta().expect("metadata");
+                assert_eq!(meta.peer_ip, REMOTE6);
+                let mut outer = outer6(LOCAL6, REMOTE6, port, vni, encap);
+                outer.src_mac = LOCAL_MAC;
+                outer.dst_mac = GW_MAC;
+                outer.geneve_option = opt;
+                let mut buf = vec![0u8; inner.len() + 128];
+                let n = dataplane::encap::encapsulate(&inner, &outer, &mut buf).unwrap();
+                assert_eq!(buf[..n], out.frame[..], "vni {vni}, {} bytes", inner.len());
+                let eth = ovl_wire::ethernet::Frame::new_checked(&out.frame[..]).unwrap();
+                let ip = ovl_wire::ipv6::Packet::new_checked(eth.payload()).unwrap();
+                let udp = ovl_wire::udp::Packet::new_checked(ip.payload()).unwrap();
+                let pair = ovl_wire::checksum::IpPair::V6 {
+                    src: LOCAL6.into(),
+                    dst: REMOTE6.into(),
+                };
+                assert!(
+                    udp.verify_checksum(&pair),
+                    "vni {vni}, {} bytes",
+                    inner.len()
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn ipv6_overlay_mtu_is_70_bytes_less_and_too_big_ipv6_is_answered() {
+    in_private_netns(|| {
+        let mut env = Env::v6(false, false);
+        env.obj
+            .set_config(Config {
+                local_ip: LOCAL6,
+                underlay_mtu: MTU,
+                enabled: 1,
+                local_mac: LOCAL_MAC,
+                ipv6: 1,
+                ..Config::default()
+            })
+            .unwrap();
+        env.port_vni(VNI_VXLAN);
+        // 1500 - 70 = 1430 bytes of inner L3 packet fit; one more does not.
+        env.egress(&inner_frame(INNER_B, 1430 - 28), Counter::TxVxlan);
+        let too_big = inner_frame(INNER_B, 1430 - 28 + 1);
+        let out = env.egress(&too_big, Counter::DropTxTooBig);
+        assert_eq!(out.xdp_meta().unwrap().kind, MetaKind::TooBig as u8);
+        // An inner IPv6 packet too big is answered too (ICMPv6 packet too big), never DF-less.
+        let mut v6 = eth(INNER_B, INNER_A, 0x86dd);
+        v6.extend_from_slice(&[0x60, 0, 0, 0, 0x05, 0x70, 17, 64]);
+        v6.extend_from_slice(&[0xfd; 32]);
+        v6.extend(std::iter::repeat_n(0u8, 1392));
+        let out = env.egress(&v6, Counter::DropTxTooBig);
+        assert_eq!(out.xdp_meta().unwrap().kind, MetaKind::TooBig as u8);
+        // Decapsulation refuses inner frames over the port's MTU the same way.
+        let big = to_us6(4789, VNI_VXLAN, Encap::Vxlan, &too_big);
+        env.expect_drop(&big, Counter::DropInnerTooBig);
+    });
+}
+
+#[test]
+fn tc_hands_everything_on_over_an_ipv6_underlay() {
+    // bpf_skb_adjust_room gives GSO packets no outer checksum, which IPv6 needs: the XDP
+    // program encapsulates instead.
+    in_private_netns(|| {
+        let env = Env::v6(true, false);
+        env.tc_expect_pass(&inner_frame(INNER_B, 300), "known unicast over IPv6");
+    });
+}
