@@ -34,6 +34,13 @@ pub enum LabCmd {
         /// set to-pri down` and watch `dataplane stats` switch.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
         uplinks: u32,
+        /// IPv6 underlay: every host also gets `fd00:0:{i+1}::2/64` (router `::1`), and the
+        /// VTEPs (kernel VXLAN local/remote, the data plane's `local_ip` and flood list)
+        /// talk over it, as in an IPv6-only cloud subnet. The IPv4 underlay stays; the
+        /// overlay is IPv4 as before. Our data plane needs IPv6 underlay support for this;
+        /// `--kernel --ipv6` works with the kernel driver alone.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Stop every process in the lab's namespaces, delete them and the state directory.
     /// Idempotent.
@@ -54,7 +61,8 @@ pub fn run(root: &Path, cmd: LabCmd) -> Result<()> {
             kernel,
             no_build,
             uplinks,
-        } => up(root, kernel, no_build, uplinks),
+            ipv6,
+        } => up(root, kernel, no_build, uplinks, ipv6),
         LabCmd::Down => {
             step(&format!("taking the lab {PREFIX} down"));
             Lab::down(PREFIX)?;
@@ -68,7 +76,7 @@ pub fn run(root: &Path, cmd: LabCmd) -> Result<()> {
     }
 }
 
-fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32) -> Result<()> {
+fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32, ipv6: bool) -> Result<()> {
     let mut spec = if kernel {
         LabSpec::seed_kernel(PREFIX)
     } else {
@@ -78,6 +86,7 @@ fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32) -> Result<()> {
         )
     };
     spec.uplinks = uplinks;
+    spec.underlay_ipv6 = ipv6;
     if !no_build {
         step(&format!("building {} (release)", LAB_PACKAGES.join(", ")));
         let mut args = vec!["build", "--release", "--quiet"];
@@ -113,8 +122,8 @@ fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32) -> Result<()> {
 
 fn print_usage(spec: &LabSpec) {
     println!(
-        "\n  {:<8} {:<12} {:<10} overlay",
-        "host", "namespace", "underlay"
+        "\n  {:<8} {:<12} {:<13} overlay",
+        "host", "namespace", "vtep"
     );
     for (i, h) in spec.hosts.iter().enumerate() {
         let overlay = match &h.overlay {
@@ -130,10 +139,10 @@ fn print_usage(spec: &LabSpec) {
             ),
         };
         println!(
-            "  {:<8} {:<12} {:<10} {overlay}",
+            "  {:<8} {:<12} {:<13} {overlay}",
             h.name,
             spec.ns(&h.name),
-            LabSpec::underlay_ip_at(i).to_string()
+            spec.vtep_ip_at(i).to_string()
         );
     }
     let dir = format!("ls {}", ovl_lab::state_dir(&spec.prefix).display());

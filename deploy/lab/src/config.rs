@@ -124,7 +124,9 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
                     .collect()
             }),
             failback_hold_ms: spec.failback_hold_ms,
-            local_ip: LabSpec::underlay_ip_at(index).to_string(),
+            // IPv6 with `underlay_ipv6`: the data plane then encapsulates over IPv6 and must
+            // send real outer UDP checksums (kernel VXLAN peers drop zero-checksum IPv6 UDP).
+            local_ip: spec.vtep_ip_at(index).to_string(),
             // Driver mode works on veth; auto still falls back (with a warning) if not.
             xdp_mode: "auto",
         },
@@ -157,7 +159,11 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             interface: OURS_INTERFACE,
             address: addr.to_string(),
             mac: format_mac(LabSpec::overlay_mac_at(index)),
-            flood: spec.peers(name).iter().map(|a| a.to_string()).collect(),
+            flood: spec
+                .vtep_peers(name)
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
             geneve_option: geneve_option.map(|o| GeneveOpt {
                 class: o.class,
                 typ: o.typ,
@@ -282,6 +288,33 @@ mod tests {
             LabSpec::seed("t-", "/bin/dp").with_host_mode("sec", crate::DatapathMode::Afxdp);
         assert_eq!(dp(&only_sec, "pri"), None);
         assert_eq!(dp(&only_sec, "sec").as_deref(), Some("afxdp"));
+    }
+
+    #[test]
+    fn ipv6_underlay_puts_ipv6_vteps_in_local_ip_and_flood() {
+        let mut spec = LabSpec::seed("t-", "/bin/dp");
+        spec.underlay_ipv6 = true;
+        spec.uplinks = 2;
+        let t = parse(&render(&spec, "pri", Path::new("/s")).unwrap());
+        assert_eq!(t["underlay"]["local_ip"].as_str(), Some("fd00:0:2::2"));
+        // The same address on both uplinks: nothing else in [underlay] changes.
+        assert_eq!(t["underlay"]["interfaces"].as_array().unwrap().len(), 2);
+        let flood: Vec<&str> = t["vni"][0]["flood"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(flood, ["fd00:0:1::2", "fd00:0:3::2"]);
+        // Overlay addressing stays IPv4.
+        assert_eq!(t["vni"][0]["address"].as_str(), Some("192.168.0.10/24"));
+        // And every address parses as what the data plane will read.
+        for a in flood
+            .iter()
+            .chain([&t["underlay"]["local_ip"].as_str().unwrap()])
+        {
+            assert!(a.parse::<std::net::Ipv6Addr>().is_ok(), "{a}");
+        }
     }
 
     #[test]

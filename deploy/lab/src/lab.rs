@@ -5,7 +5,7 @@ use std::{
     ffi::OsStr,
     fs::{self, File, OpenOptions},
     io::Write,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::{net::UnixStream, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
@@ -223,39 +223,72 @@ impl Lab {
         netns::add(&fabric)?;
         self.set_ipv6(&fabric)?;
         netns::sysctl(&fabric, "net/ipv4/ip_forward", "1")?;
+        if self.spec.underlay_ipv6 {
+            // `all` also sets `default`, so every router port created later forwards.
+            netns::sysctl(&fabric, "net/ipv6/conf/all/forwarding", "1")?;
+        }
         if self.spec.uplinks > 1 {
             // A route through a link without carrier is skipped, so the router reaches a
             // host over whichever of its uplinks is up.
-            netns::sysctl(
-                &fabric,
-                "net/ipv4/conf/all/ignore_routes_with_linkdown",
-                "1",
-            )?;
-            netns::sysctl(
-                &fabric,
-                "net/ipv4/conf/default/ignore_routes_with_linkdown",
-                "1",
-            )?;
+            self.ignore_linkdown_routes(&fabric)?;
         }
         for (i, h) in self.spec.hosts.iter().enumerate() {
             let ns = self.spec.ns(&h.name);
             let me = LabSpec::underlay_ip_at(i);
             let gw = LabSpec::gateway_at(i);
-            progress(&format!("host {ns}: underlay {me}/24 via {gw}"));
+            if self.spec.underlay_ipv6 {
+                progress(&format!(
+                    "host {ns}: underlay {me}/24 via {gw}, {}/64 via {}",
+                    LabSpec::underlay_ip6_at(i),
+                    LabSpec::gateway6_at(i)
+                ));
+            } else {
+                progress(&format!("host {ns}: underlay {me}/24 via {gw}"));
+            }
             netns::add(&ns)?;
             self.set_ipv6(&ns)?;
             let uplinks = self.spec.uplinks_of(&h.name);
             if uplinks > 1 {
-                netns::sysctl(&ns, "net/ipv4/conf/all/ignore_routes_with_linkdown", "1")?;
-                netns::sysctl(
-                    &ns,
-                    "net/ipv4/conf/default/ignore_routes_with_linkdown",
-                    "1",
-                )?;
+                self.ignore_linkdown_routes(&ns)?;
             }
             for k in 0..uplinks {
                 self.add_uplink(&h.name, k)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Routes through a link without carrier are skipped in `ns` (both families when the
+    /// underlay has IPv6), for hosts and a router with several uplinks.
+    fn ignore_linkdown_routes(&self, ns: &str) -> Result<(), LabError> {
+        let families: &[&str] = if self.spec.underlay_ipv6 {
+            &["ipv4", "ipv6"]
+        } else {
+            &["ipv4"]
+        };
+        for fam in families {
+            for scope in ["all", "default"] {
+                netns::sysctl(
+                    ns,
+                    &format!("net/{fam}/conf/{scope}/ignore_routes_with_linkdown"),
+                    "1",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns IPv6 on for the underlay veth `dev` in `ns` only (the namespace's `default` may
+    /// keep it off, see [`LabSpec::ipv6`]): no DAD, so addresses work at once; addresses kept
+    /// when the link goes admin down (as IPv4 does), so a router port that
+    /// [`Lab::set_uplink_carrier`] turns off and on again still has its gateway address.
+    fn enable_underlay_ipv6(ns: &str, dev: &str) -> Result<(), LabError> {
+        for (key, value) in [
+            ("accept_dad", "0"),
+            ("keep_addr_on_down", "1"),
+            ("disable_ipv6", "0"),
+        ] {
+            netns::sysctl(ns, &format!("net/ipv6/conf/{dev}/{key}"), value)?;
         }
         Ok(())
     }
@@ -285,6 +318,7 @@ impl Lab {
         let port = Self::uplink_port(host, k);
         let dev = format!("eth{k}");
         let metric = (100 * k).to_string();
+        let metric6 = uplink_metric6(k);
         let queues = self.spec.queues.max(1).to_string();
         // Created inside the router's namespace with the peer moved straight into the
         // host's, so nothing ever appears in the root namespace and names cannot clash
@@ -335,6 +369,23 @@ impl Lab {
                 &metric,
             ],
         )?;
+        if self.spec.underlay_ipv6 {
+            Self::enable_underlay_ipv6(&fabric, &port)?;
+            cmd::ip_ns(
+                &fabric,
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{}/64", LabSpec::gateway6_at(i)),
+                    "dev",
+                    &port,
+                    "metric",
+                    &metric6,
+                    "nodad",
+                ],
+            )?;
+        }
         cmd::ip_ns(&fabric, &["link", "set", &port, "up"])?;
         self.host_route(host, k)?;
         cmd::ip_ns(
@@ -349,6 +400,24 @@ impl Lab {
                 &metric,
             ],
         )?;
+        if self.spec.underlay_ipv6 {
+            // The same IPv6 address on every uplink, as the IPv4 one.
+            Self::enable_underlay_ipv6(&ns, &dev)?;
+            cmd::ip_ns(
+                &ns,
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{}/64", LabSpec::underlay_ip6_at(i)),
+                    "dev",
+                    &dev,
+                    "metric",
+                    &metric6,
+                    "nodad",
+                ],
+            )?;
+        }
         cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
         cmd::ip_ns(
             &ns,
@@ -364,6 +433,23 @@ impl Lab {
                 &metric,
             ],
         )?;
+        if self.spec.underlay_ipv6 {
+            cmd::ip_ns(
+                &ns,
+                &[
+                    "-6",
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    &LabSpec::gateway6_at(i).to_string(),
+                    "dev",
+                    &dev,
+                    "metric",
+                    &metric6,
+                ],
+            )?;
+        }
         Ok(())
     }
 
@@ -393,14 +479,25 @@ impl Lab {
             .spec
             .host(host)
             .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
-        let me = format!("{}/32", LabSpec::underlay_ip_at(i));
         let port = Self::uplink_port(host, k);
         let metric = (100 * k).to_string();
+        let metric6 = uplink_metric6(k);
+        let fabric = self.spec.ns(FABRIC);
+        let me = format!("{}/32", LabSpec::underlay_ip_at(i));
         cmd::ip_ns(
-            &self.spec.ns(FABRIC),
+            &fabric,
             &["route", "replace", &me, "dev", &port, "metric", &metric],
-        )
-        .map(drop)
+        )?;
+        if self.spec.underlay_ipv6 {
+            let me6 = format!("{}/128", LabSpec::underlay_ip6_at(i));
+            cmd::ip_ns(
+                &fabric,
+                &[
+                    "-6", "route", "replace", &me6, "dev", &port, "metric", &metric6,
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// Host `host`'s uplink `k` device disappears (both ends of the veth), as a VM's virtual
@@ -425,10 +522,11 @@ impl Lab {
             };
             let ns = self.spec.ns(&h.name);
             let dev = format!("vxlan{vni}");
-            let peers = self.spec.peers(&h.name);
+            let peers = self.spec.vtep_peers(&h.name);
+            let local = self.spec.vtep_ip_at(i);
             progress(&format!(
-                "host {ns}: kernel VXLAN {dev} (VNI {vni}, port {port}) {addr}, {} peer(s), TX \
-                 checksum offload {}",
+                "host {ns}: kernel VXLAN {dev} (VNI {vni}, port {port}, local {local}) {addr}, \
+                 {} peer(s), TX checksum offload {}",
                 peers.len(),
                 if self.spec.keeps_tx_offload(&h.name) {
                     "on"
@@ -450,9 +548,15 @@ impl Lab {
                     &vni.to_string(),
                     "dstport",
                     &port.to_string(),
+                    // An IPv6 `local` makes the device IPv6-only (peers must be IPv6 too).
+                    // Its UDP checksum settings stay at the defaults: over IPv6 it computes
+                    // the outer UDP checksum on transmit (`udp6zerocsumtx` off) and drops
+                    // zero-checksum packets on receive (`udp6zerocsumrx` off), so any other
+                    // VTEP talking to it over IPv6 must send real UDP checksums.
                     "local",
-                    &LabSpec::underlay_ip_at(i).to_string(),
-                    // Bound to eth0 so the kernel sizes the MTU: underlay - 50.
+                    &local.to_string(),
+                    // Bound to eth0 so the kernel sizes the MTU: underlay minus
+                    // `kernel_vxlan_overhead()` (50 over IPv4, 70 over IPv6).
                     "dev",
                     "eth0",
                 ],
@@ -646,6 +750,32 @@ impl Lab {
         self.spec.host(host).map(|(i, _)| LabSpec::gateway_at(i))
     }
 
+    /// IPv6 underlay address of `host` on its uplinks, if the lab has an IPv6 underlay.
+    pub fn underlay_ip6(&self, host: &str) -> Option<Ipv6Addr> {
+        self.spec
+            .host(host)
+            .filter(|_| self.spec.underlay_ipv6)
+            .map(|(i, _)| LabSpec::underlay_ip6_at(i))
+    }
+
+    /// The router's IPv6 address in `host`'s subnet, if the lab has an IPv6 underlay.
+    pub fn gateway_ip6(&self, host: &str) -> Option<Ipv6Addr> {
+        self.spec
+            .host(host)
+            .filter(|_| self.spec.underlay_ipv6)
+            .map(|(i, _)| LabSpec::gateway6_at(i))
+    }
+
+    /// The address `host`'s VTEP uses: IPv6 with [`LabSpec::underlay_ipv6`], else IPv4.
+    pub fn vtep_ip(&self, host: &str) -> Option<IpAddr> {
+        self.spec.host(host).map(|(i, _)| self.spec.vtep_ip_at(i))
+    }
+
+    /// VTEP addresses of the other hosts in `host`'s segment (see [`LabSpec::vtep_peers`]).
+    pub fn vtep_peers(&self, host: &str) -> Vec<IpAddr> {
+        self.spec.vtep_peers(host)
+    }
+
     /// Overlay address of `host`, if it has an overlay.
     pub fn overlay_ip(&self, host: &str) -> Option<Ipv4Addr> {
         self.spec
@@ -698,6 +828,11 @@ impl Lab {
 
     /// Whether `host` gets an echo reply from `dst` (up to three one-second tries).
     pub fn ping(&self, host: &str, dst: Ipv4Addr) -> Result<bool, LabError> {
+        self.ping_ip(host, IpAddr::V4(dst))
+    }
+
+    /// [`Lab::ping`] for either family (e.g. a [`Lab::vtep_ip`]).
+    pub fn ping_ip(&self, host: &str, dst: IpAddr) -> Result<bool, LabError> {
         for _ in 0..3 {
             if ping_once(&self.ns_checked(host)?, dst)? {
                 return Ok(true);
@@ -1045,8 +1180,14 @@ fn spawn_logged(command: &mut Command, log: File, log_path: &Path) -> Result<Chi
         .map_err(|e| LabError::io(format!("start `{}`", cmd::describe(command)), e))
 }
 
+/// Route metric of uplink `k` for IPv6: IPv6 reads metric 0 as "the default" (1024 for a
+/// route, 256 for a prefix route), which would rank `eth0` below `eth1`; so start at 100.
+fn uplink_metric6(k: u32) -> String {
+    (100 * (k + 1)).to_string()
+}
+
 /// One echo request from namespace `ns` to `dst`, one second to answer.
-pub(crate) fn ping_once(ns: &str, dst: Ipv4Addr) -> Result<bool, LabError> {
+pub(crate) fn ping_once(ns: &str, dst: IpAddr) -> Result<bool, LabError> {
     let out = cmd::run_timeout(
         Command::new("ip")
             .args([

@@ -2,7 +2,8 @@
 //!
 //! The seed's Azure set-up on one machine ([`LabSpec::seed`]): a router namespace
 //! `{prefix}fabric` and one namespace per host, each host alone in its own underlay subnet
-//! (`10.0.{i+1}.2/24` on `eth0`, gateway `.1`), so nothing but the overlay carries ARP. Hosts
+//! (`10.0.{i+1}.2/24` on `eth0`, gateway `.1`; with [`LabSpec::underlay_ipv6`] also
+//! `fd00:0:{i+1}::2/64`, the VTEPs' addresses then), so nothing but the overlay carries ARP. Hosts
 //! run the kernel VXLAN driver ([`Overlay::Kernel`]), our data plane ([`Overlay::Ours`]) or no
 //! overlay at all. Used by `cargo xtask lab` (prefix `lab-`), by the integration tests (one
 //! [`unique_prefix`] each, so they run in parallel) and by the benchmark.
@@ -38,7 +39,8 @@ pub use netns::{NETNS_DIR, STATE_ROOT, in_netns};
 pub use pair::{HTTP_PORT, MEMBERS, Pair, PairBins, PairOptions, VIP, other as other_member};
 pub use spec::{
     DatapathMode, Encap, FABRIC, GeneveOption, HostSpec, Ipv4Cidr, LabSpec, MAX_HOST_NAME,
-    MAX_PREFIX, OURS_INTERFACE, Overlay, SEED_PORT, SEED_VNI, Segment, WorkerTuning, check_prefix,
+    MAX_PREFIX, OURS_INTERFACE, Overlay, SEED_PORT, SEED_VNI, Segment, VXLAN_OVERHEAD_V4,
+    VXLAN_OVERHEAD_V6, WorkerTuning, check_prefix,
 };
 pub use status::{PingResult, ping_matrix};
 

@@ -124,14 +124,12 @@ impl Pair {
     pub fn config(&self, lab: &Lab, host: &str) -> String {
         let dir = lab.state_dir();
         let o = &self.opts;
+        // Heartbeats go between the VTEP addresses: over IPv6 with an IPv6 underlay.
         let peer = lab
-            .underlay_ip(other(host))
+            .vtep_ip(other(host))
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let me = lab
-            .underlay_ip(host)
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let me = lab.vtep_ip(host).map(|a| a.to_string()).unwrap_or_default();
         format!(
             "# Written by ovl-lab for {host}.\n\
              [node]\nname = \"{host}\"\npriority = {prio}\npreempt = {preempt}\nhold_down_ms = {hold}\n\n\

@@ -1,14 +1,17 @@
 //! What a lab consists of, as data: hosts, their overlays and the addressing plan.
 //!
 //! Every host `i` (0-based, in `LabSpec::hosts` order) sits in its own underlay subnet
-//! `10.0.{i+1}.0/24`: the host is `.2` on its `eth0`, the fabric router is `.1`. Hosts whose
+//! `10.0.{i+1}.0/24`: the host is `.2` on its `eth0`, the fabric router is `.1`. With
+//! [`LabSpec::underlay_ipv6`] every host also sits in `fd00:0:{i+1}::/64` (host `::2`, router
+//! `::1`) and the VTEPs use those addresses ([`LabSpec::vtep_ip_at`]), as in an IPv6-only cloud
+//! subnet; the IPv4 addresses stay (dual stack) but carry no tunnel traffic. Hosts whose
 //! overlays share a [`Segment`] (VNI, encapsulation, UDP port) are one layer-2 segment: their
 //! flood lists and head-end replication entries name each other, whatever runs them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     str::FromStr,
     time::Duration,
@@ -27,6 +30,11 @@ pub const MAX_PREFIX: usize = 24;
 pub const FABRIC: &str = "fabric";
 /// Kernel-side overlay interface our data plane creates (config key `vni.interface`).
 pub const OURS_INTERFACE: &str = "ovl0";
+/// Bytes the kernel VXLAN driver adds over an IPv4 underlay (outer Ethernet 14, IPv4 20,
+/// UDP 8, VXLAN 8): it sizes its device at the lower device's MTU minus this.
+pub const VXLAN_OVERHEAD_V4: u32 = 50;
+/// The same over IPv6 (a 40-byte outer IPv6 header instead of 20).
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
 
 /// An IPv4 address with a prefix length, written `192.168.0.10/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -236,6 +244,12 @@ pub struct LabSpec {
     /// `[underlay] failback_hold_ms` of our data planes (their default when `None`).
     #[serde(default)]
     pub failback_hold_ms: Option<u64>,
+    /// An IPv6 underlay besides the IPv4 one: `fd00:0:{i+1}::2/64` on every uplink of host
+    /// `i`, the router `::1`, and the VTEPs (kernel VXLAN `local`/`dst`, our data planes'
+    /// `local_ip` and `flood`, the pair's heartbeats) on those addresses. Independent of
+    /// [`LabSpec::ipv6`]: only the underlay veths get IPv6, the overlays stay quiet.
+    #[serde(default)]
+    pub underlay_ipv6: bool,
 }
 
 fn one() -> u32 {
@@ -324,6 +338,7 @@ impl LabSpec {
             kernel_tx_offload: BTreeSet::new(),
             uplinks: 1,
             failback_hold_ms: None,
+            underlay_ipv6: false,
         }
     }
 
@@ -433,6 +448,45 @@ impl LabSpec {
         Ipv4Addr::new(10, 0, subnet_octet(index), 1)
     }
 
+    /// IPv6 underlay address of host `index` (`fd00:0:{index+1}::2`), present only with
+    /// [`LabSpec::underlay_ipv6`]. The group is written with the IPv4 octet's decimal
+    /// digits, so the two read alike: host 9 is `10.0.10.2` and `fd00:0:10::2`.
+    pub fn underlay_ip6_at(index: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0, subnet_group(index), 0, 0, 0, 0, 2)
+    }
+
+    /// The fabric router's IPv6 address in host `index`'s subnet (`fd00:0:{index+1}::1`).
+    pub fn gateway6_at(index: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0, subnet_group(index), 0, 0, 0, 0, 1)
+    }
+
+    /// The address host `index`'s VTEP sends from and receives on: the IPv6 underlay
+    /// address with [`LabSpec::underlay_ipv6`], else the IPv4 one.
+    pub fn vtep_ip_at(&self, index: usize) -> IpAddr {
+        if self.underlay_ipv6 {
+            IpAddr::V6(Self::underlay_ip6_at(index))
+        } else {
+            IpAddr::V4(Self::underlay_ip_at(index))
+        }
+    }
+
+    /// What the kernel VXLAN driver adds to each frame on this lab's underlay: 70 bytes
+    /// over IPv6, 50 over IPv4.
+    pub fn kernel_vxlan_overhead(&self) -> u32 {
+        if self.underlay_ipv6 {
+            VXLAN_OVERHEAD_V6
+        } else {
+            VXLAN_OVERHEAD_V4
+        }
+    }
+
+    /// The MTU the kernel gives a `vxlan{vni}` device bound to `eth0`: underlay MTU minus
+    /// [`LabSpec::kernel_vxlan_overhead`].
+    pub fn kernel_vxlan_mtu(&self) -> u32 {
+        self.underlay_mtu
+            .saturating_sub(self.kernel_vxlan_overhead())
+    }
+
     /// Deterministic, locally administered MAC of host `index`'s overlay interface
     /// (`02:00:00:00:HH:LL` with HHLL = index + 1), so tests can look for it in FDBs.
     pub fn overlay_mac_at(index: usize) -> [u8; 6] {
@@ -440,8 +494,25 @@ impl LabSpec {
         [0x02, 0, 0, 0, n[0], n[1]]
     }
 
-    /// Underlay addresses of the other hosts in `host`'s segment, in host order.
+    /// IPv4 underlay addresses of the other hosts in `host`'s segment, in host order
+    /// (whatever [`LabSpec::underlay_ipv6`] says; [`LabSpec::vtep_peers`] follows it).
     pub fn peers(&self, host: &str) -> Vec<Ipv4Addr> {
+        self.peer_indices(host)
+            .into_iter()
+            .map(Self::underlay_ip_at)
+            .collect()
+    }
+
+    /// VTEP addresses ([`LabSpec::vtep_ip_at`]) of the other hosts in `host`'s segment, in
+    /// host order: what its flood list and head-end replication entries name.
+    pub fn vtep_peers(&self, host: &str) -> Vec<IpAddr> {
+        self.peer_indices(host)
+            .into_iter()
+            .map(|i| self.vtep_ip_at(i))
+            .collect()
+    }
+
+    fn peer_indices(&self, host: &str) -> Vec<usize> {
         let Some((me, h)) = self.host(host) else {
             return Vec::new();
         };
@@ -452,7 +523,7 @@ impl LabSpec {
             .iter()
             .enumerate()
             .filter(|(i, o)| *i != me && o.overlay.segment() == Some(seg))
-            .map(|(i, _)| Self::underlay_ip_at(i))
+            .map(|(i, _)| i)
             .collect()
     }
 
@@ -599,6 +670,12 @@ pub fn check_prefix(p: &str) -> Result<(), LabError> {
 fn subnet_octet(index: usize) -> u8 {
     // validate() allows at most 254 hosts, so index + 1 fits.
     u8::try_from(index + 1).unwrap_or(u8::MAX)
+}
+
+/// The IPv6 subnet group of host `index`: `subnet_octet`'s decimal digits read as hex
+/// (at most `0x254`).
+fn subnet_group(index: usize) -> u16 {
+    u16::from_str_radix(&subnet_octet(index).to_string(), 16).unwrap_or(u16::MAX)
 }
 
 fn check_overlay(host: &str, vni: u32, port: u16, addr: Ipv4Cidr) -> Result<(), LabError> {
@@ -844,5 +921,49 @@ mod tests {
         assert_eq!(a, [2, 0, 0, 0, 0, 1]);
         assert_eq!(b, [2, 0, 0, 0, 1, 0]);
         assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+    }
+
+    #[test]
+    fn ipv6_underlay_moves_the_vteps_and_leaves_the_ipv4_api_alone() {
+        let v4 = LabSpec::seed_kernel("t-");
+        let mut v6 = v4.clone();
+        v6.underlay_ipv6 = true;
+        v6.validate().unwrap();
+        assert_eq!(
+            LabSpec::underlay_ip6_at(0),
+            "fd00:0:1::2".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            LabSpec::gateway6_at(2),
+            "fd00:0:3::1".parse::<Ipv6Addr>().unwrap()
+        );
+        // The group reads like the IPv4 octet, also past 9.
+        assert_eq!(LabSpec::underlay_ip6_at(9).to_string(), "fd00:0:10::2");
+        assert_eq!(LabSpec::underlay_ip6_at(253).to_string(), "fd00:0:254::2");
+        assert_eq!(v4.vtep_ip_at(1), IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(v6.vtep_ip_at(1).to_string(), "fd00:0:2::2");
+        let text = |a: Vec<IpAddr>| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(text(v4.vtep_peers("pri")), ["10.0.1.2", "10.0.3.2"]);
+        assert_eq!(text(v6.vtep_peers("pri")), ["fd00:0:1::2", "fd00:0:3::2"]);
+        assert!(v6.vtep_peers("nobody").is_empty());
+        // The IPv4-typed helpers keep answering IPv4.
+        assert_eq!(v6.peers("pri"), v4.peers("pri"));
+        assert_eq!(v4.kernel_vxlan_overhead(), 50);
+        assert_eq!(v6.kernel_vxlan_overhead(), 70);
+        assert_eq!(v4.kernel_vxlan_mtu(), 1450);
+        assert_eq!(v6.kernel_vxlan_mtu(), 1430);
+    }
+
+    #[test]
+    fn specs_without_underlay_ipv6_load_as_ipv4() {
+        let mut s = LabSpec::seed_kernel("t-");
+        s.underlay_ipv6 = true;
+        let mut v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["underlay_ipv6"], true);
+        v.as_object_mut().unwrap().remove("underlay_ipv6");
+        let old: LabSpec = serde_json::from_value(v).unwrap();
+        assert!(!old.underlay_ipv6);
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<LabSpec>(&text).unwrap(), s);
     }
 }

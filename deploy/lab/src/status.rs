@@ -46,7 +46,7 @@ pub fn ping_matrix(spec: &LabSpec) -> Vec<PingResult> {
                 .iter()
                 .map(|(from, to, dst, expected)| {
                     let ns = spec.ns(from);
-                    let h = s.spawn(move || ping_once(&ns, *dst).unwrap_or(false));
+                    let h = s.spawn(move || ping_once(&ns, (*dst).into()).unwrap_or(false));
                     (from, to, *expected, h)
                 })
                 .collect();
@@ -197,8 +197,8 @@ pub fn report(prefix: &str) -> Result<String, LabError> {
     let _ = writeln!(o, "\nhosts:");
     let _ = writeln!(
         o,
-        "  {:<12} {:<10} {:<11} {:<10} {:<18} {:<17} state",
-        "host", "underlay", "overlay", "device", "address", "mac"
+        "  {:<12} {:<13} {:<11} {:<10} {:<18} {:<17} state",
+        "host", "vtep", "overlay", "device", "address", "mac"
     );
     for (i, h) in spec.hosts.iter().enumerate() {
         let ns = spec.ns(&h.name);
@@ -226,9 +226,9 @@ pub fn report(prefix: &str) -> Result<String, LabError> {
         };
         let _ = writeln!(
             o,
-            "  {:<12} {:<10} {:<11} {:<10} {:<18} {:<17} {state}",
+            "  {:<12} {:<13} {:<11} {:<10} {:<18} {:<17} {state}",
             h.name,
-            LabSpec::underlay_ip_at(i).to_string(),
+            spec.vtep_ip_at(i).to_string(),
             kind,
             dev,
             addr,

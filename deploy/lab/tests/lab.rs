@@ -647,3 +647,230 @@ fn kernel_tx_offload_is_kept_where_asked_and_kernel_peers_still_talk() {
     // The default hosts still reach the ones with offload on.
     assert!(lab.ping("sec", Ipv4Addr::new(192, 168, 0, 4)).unwrap());
 }
+
+fn ipv6_kernel_spec(underlay_mtu: u32) -> LabSpec {
+    let mut spec = kernel_spec();
+    spec.underlay_ipv6 = true;
+    spec.underlay_mtu = underlay_mtu;
+    spec
+}
+
+#[test]
+fn kernel_vxlan_runs_over_an_ipv6_underlay() {
+    let spec = ipv6_kernel_spec(9000);
+    let lab = Lab::up(&spec).unwrap();
+    let hosts = ["client", "pri", "sec"];
+    let v6 = |h: &str| lab.underlay_ip6(h).unwrap();
+    assert_eq!(v6("pri").to_string(), "fd00:0:2::2");
+    assert_eq!(lab.vtep_ip("pri"), Some(v6("pri").into()));
+    assert_eq!(lab.gateway_ip6("sec").unwrap().to_string(), "fd00:0:3::1");
+    // The IPv6 underlay is routed by the fabric; the IPv4 one is still there.
+    for from in hosts {
+        for to in hosts {
+            if from != to {
+                assert!(lab.ping_ip(from, v6(to).into()).unwrap(), "{from} -> {to}");
+            }
+        }
+    }
+    assert!(lab.ping("client", lab.underlay_ip("sec").unwrap()).unwrap());
+    assert_eq!(
+        run(
+            &lab,
+            "fabric",
+            &["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]
+        )
+        .trim(),
+        "1"
+    );
+    for (i, host) in hosts.iter().enumerate() {
+        // VXLAN device on the IPv6 VTEP address, sized for the 70-byte IPv6 overhead.
+        let detail = run(&lab, host, &["ip", "-d", "link", "show", "dev", "vxlan10"]);
+        let local = format!("local {}", LabSpec::underlay_ip6_at(i));
+        assert!(detail.contains(&local), "{host}: no `{local}` in\n{detail}");
+        assert!(
+            detail.contains("mtu 8930 "),
+            "{host}: 9000 - 70 expected\n{detail}"
+        );
+        // The driver's IPv6 checksum defaults, which our data plane must interoperate with:
+        // real UDP checksums sent, zero-checksum packets refused.
+        assert!(
+            detail.contains("noudp6zerocsumtx noudp6zerocsumrx"),
+            "{host}: {detail}"
+        );
+        assert_eq!(spec.kernel_vxlan_mtu(), 8930);
+        // Head-end replication to the others' IPv6 VTEPs.
+        let fdb = json(
+            &lab,
+            host,
+            &["bridge", "-j", "fdb", "show", "dev", "vxlan10"],
+        );
+        let flood: Vec<String> = fdb
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["mac"] == "00:00:00:00:00:00")
+            .filter_map(|e| e["dst"].as_str().map(str::to_string))
+            .collect();
+        let want: Vec<String> = lab.vtep_peers(host).iter().map(|a| a.to_string()).collect();
+        assert_eq!(flood, want, "{host}: {fdb}");
+        assert!(want.iter().all(|a| a.starts_with("fd00:0:")), "{want:?}");
+        // IPv6 only on the underlay: the overlay device has none (no chatter over it).
+        assert_eq!(
+            run(
+                &lab,
+                host,
+                &["ip", "-6", "-o", "addr", "show", "dev", "vxlan10"]
+            ),
+            "",
+            "{host}"
+        );
+    }
+    // The overlay works over it.
+    for from in hosts {
+        for to in hosts {
+            if from != to {
+                let dst = lab.overlay_ip(to).unwrap();
+                assert!(lab.ping(from, dst).unwrap(), "{from} -> {to} ({dst})");
+            }
+        }
+    }
+    // The client resolved pri's overlay address over the tunnel and learned pri's MAC behind
+    // pri's IPv6 VTEP (so the encapsulated reply came from fd00:0:2::2).
+    let neigh = json(
+        &lab,
+        "client",
+        &["ip", "-j", "neigh", "show", "dev", "vxlan10"],
+    );
+    let pri = neigh
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["dst"] == "192.168.0.10")
+        .unwrap_or_else(|| panic!("no neighbour 192.168.0.10 on vxlan10: {neigh}"));
+    assert_eq!(pri["lladdr"], "02:00:00:00:00:02");
+    let fdb = json(
+        &lab,
+        "client",
+        &["bridge", "-j", "fdb", "show", "dev", "vxlan10"],
+    );
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == "02:00:00:00:00:02" && e["dst"] == "fd00:0:2::2"),
+        "{fdb}"
+    );
+    // Jumbo frames: 8000 bytes of ICMP payload, no fragmentation, inside 8930.
+    let out = lab
+        .exec(
+            "client",
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "3",
+                "-W",
+                "2",
+                "-M",
+                "do",
+                "-s",
+                "8000",
+                "192.168.0.20",
+            ],
+            T,
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "8000-byte ping over the IPv6 underlay: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One byte more than the overlay MTU allows is refused: 8930 really is the limit.
+    let out = lab
+        .exec(
+            "client",
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-M",
+                "do",
+                "-s",
+                "8903",
+                "192.168.0.20",
+            ],
+            T,
+        )
+        .unwrap();
+    assert!(!out.status.success(), "an 8931-byte packet left vxlan10");
+}
+
+#[test]
+fn ipv6_underlay_follows_the_uplinks() {
+    let mut spec = fake_spec();
+    spec.underlay_ipv6 = true;
+    spec.uplinks = 2;
+    let lab = Lab::up(&spec).unwrap();
+    let cfg: toml::Table = fs::read_to_string(lab.config_path("pri"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(cfg["underlay"]["local_ip"].as_str(), Some("fd00:0:2::2"));
+    let pri6 = lab.underlay_ip6("pri").unwrap();
+    // Both uplinks carry the same IPv6 address.
+    for dev in ["eth0", "eth1"] {
+        let a = run(&lab, "pri", &["ip", "-6", "-o", "addr", "show", "dev", dev]);
+        assert!(a.contains(&format!("{pri6}/64")), "{dev}: {a}");
+    }
+    // The router port the fabric sends pri's IPv6 traffic through, once it settles on
+    // `want` (carrier changes reach the routes asynchronously); the last answer otherwise.
+    let via = |lab: &Lab, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let r = json(
+                lab,
+                "fabric",
+                &["ip", "-j", "-6", "route", "get", &pri6.to_string()],
+            );
+            let dev = r[0]["dev"].as_str().unwrap_or_default().to_string();
+            if dev == want || Instant::now() > deadline {
+                let routes = run(lab, "fabric", &["ip", "-6", "route"]);
+                return (dev, routes);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let expect_via = |want: &str| {
+        let (dev, routes) = via(&lab, want);
+        assert_eq!(dev, want, "ip -6 route in the fabric:\n{routes}");
+    };
+    expect_via("to-pri");
+    assert!(lab.ping_ip("client", pri6.into()).unwrap());
+    // eth0 loses carrier: the router and pri both go over eth1.
+    lab.set_uplink_carrier("pri", 0, false).unwrap();
+    expect_via("tb-pri");
+    assert!(lab.ping_ip("client", pri6.into()).unwrap());
+    // Back: the router port kept its gateway address and the preferred route returns.
+    lab.set_uplink_carrier("pri", 0, true).unwrap();
+    let port = run(
+        &lab,
+        "fabric",
+        &["ip", "-6", "-o", "addr", "show", "dev", "to-pri"],
+    );
+    assert!(port.contains("fd00:0:2::1/64"), "{port}");
+    expect_via("to-pri");
+    assert!(lab.ping_ip("client", pri6.into()).unwrap());
+    // eth0 vanishes and comes back.
+    lab.remove_uplink("pri", 0).unwrap();
+    expect_via("tb-pri");
+    assert!(lab.ping_ip("client", pri6.into()).unwrap());
+    lab.add_uplink("pri", 0).unwrap();
+    expect_via("to-pri");
+    assert!(lab.ping_ip("client", pri6.into()).unwrap());
+}
