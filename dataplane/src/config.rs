@@ -928,25 +928,38 @@ impl Config {
                     format!("{formula}, below the minimum overlay MTU {min}"),
                 ));
             }
-            // Every frame of an "afxdp" port crosses a socket: it must fit one UMEM frame.
+            // Every frame of an "afxdp" port crosses a socket: it must fit one UMEM frame. So
+            // does every frame sent over IPv6 VTEPs, in either mode (the TC fast path is IPv4
+            // only: it cannot give GSO segments the UDP checksum IPv6 requires).
             let one_frame = one_frame_mtu(overhead);
             let afxdp = self.datapath.mode == DatapathMode::Afxdp;
+            let why = if afxdp {
+                "in mode \"afxdp\" every frame must fit one".to_string()
+            } else {
+                "over IPv6 VTEPs the workers send every frame, and it must fit one".to_string()
+            };
+            let clamped = afxdp || self.underlay.ipv6();
+            let alternative = if afxdp {
+                "mode \"xdp\" carries jumbo frames over IPv4 VTEPs"
+            } else {
+                "IPv4 VTEPs carry jumbo frames in mode \"xdp\""
+            };
             let mtu = match vni.mtu {
                 Some(mtu) if mtu > max => {
                     return Err(invalid(field, format!("{mtu} is too large: {formula}")));
                 }
-                Some(mtu) if afxdp && mtu > one_frame => {
+                Some(mtu) if clamped && mtu > one_frame => {
                     return Err(invalid(
                         field,
                         format!(
-                            "{mtu} is too large for mode \"afxdp\": a frame must fit one {UMEM_FRAME_SIZE}-byte UMEM frame, so the overlay MTU is at most {one_frame} (mode \"xdp\" carries jumbo frames)"
+                            "{mtu} is too large: {why} {UMEM_FRAME_SIZE}-byte UMEM frame, so the overlay MTU is at most {one_frame} ({alternative})"
                         ),
                     ));
                 }
                 Some(mtu) => mtu,
-                None if afxdp && max.min(MAX_MTU) > one_frame => {
+                None if clamped && max.min(MAX_MTU) > one_frame => {
                     notes.push(format!(
-                        "vni {}: overlay MTU clamped to {one_frame} (the underlay allows {}): in mode \"afxdp\" every frame must fit one {UMEM_FRAME_SIZE}-byte UMEM frame; mode \"xdp\" carries jumbo frames",
+                        "vni {}: overlay MTU clamped to {one_frame} (the underlay allows {}): {why} {UMEM_FRAME_SIZE}-byte UMEM frame; {alternative}",
                         vni.id,
                         max.min(MAX_MTU)
                     ));
@@ -954,7 +967,7 @@ impl Config {
                 }
                 None => max.min(MAX_MTU),
             };
-            if !afxdp && mtu > one_frame {
+            if !clamped && mtu > one_frame {
                 notes.push(format!(
                     "vni {}: frames up to MTU {mtu} take the fast path; the few the workers handle (floods, unknown or unresolved destinations) are dropped above {one_frame}, counted as xsk_rx_dropped",
                     vni.id

@@ -454,12 +454,38 @@ fn underlay_errors() {
     assert_invalid(
         &edit(MINIMAL, "\"10.0.2.2\"", "\"10.0.2\""),
         "underlay.local_ip",
-        "expected an IPv4 address",
+        "expected an IPv4 or IPv6 address",
     );
+    // An IPv6 VTEP with IPv4 remotes: one family per data plane.
     assert_invalid(
         &edit(MINIMAL, "\"10.0.2.2\"", "\"fd00::2\""),
+        "vni[0].flood[0]",
+        "10.0.1.2 is IPv4 but underlay.local_ip fd00::2 is IPv6",
+    );
+    assert_invalid(
+        &edit(MINIMAL, "\"10.0.2.2\"", "\"fe80::2\""),
         "underlay.local_ip",
-        "IPv4 only",
+        "link-local",
+    );
+    assert_invalid(
+        &edit(MINIMAL, "\"10.0.2.2\"", "\"::ffff:10.0.2.2\""),
+        "underlay.local_ip",
+        "IPv4-mapped",
+    );
+    assert_invalid(
+        &edit(MINIMAL, "\"10.0.2.2\"", "\"ff02::1\""),
+        "underlay.local_ip",
+        "multicast",
+    );
+    assert_invalid(
+        &edit(MINIMAL, "\"10.0.2.2\"", "\"::1\""),
+        "underlay.local_ip",
+        "loopback",
+    );
+    assert_invalid(
+        &edit(MINIMAL, "local_ip", "udp6_zero_csum_rx = 1\nlocal_ip"),
+        "underlay.udp6_zero_csum_rx",
+        "boolean",
     );
     assert_invalid(
         &edit(MINIMAL, "\"10.0.2.2\"", "\"0.0.0.0\""),
@@ -904,7 +930,7 @@ fn vni_remote_errors() {
     assert_invalid(
         &edit(MINIMAL, "\"10.0.3.2\"]", "\"fd00::3\"]"),
         "vni[0].flood[1]",
-        "IPv4 only",
+        "fd00::3 is IPv6 but underlay.local_ip 10.0.2.2 is IPv4",
     );
     assert_invalid(
         &edit(MINIMAL, "\"10.0.3.2\"]", "\"239.0.0.1\"]"),
@@ -966,7 +992,7 @@ fn vni_remote_errors() {
     assert_invalid(
         &fdb(&[("02:00:00:00:00:04", "10.0.1")]),
         "vni[0].fdb[0].remote",
-        "expected an IPv4 address",
+        "expected an IPv4 or IPv6 address",
     );
     assert_invalid(
         &format!("{MINIMAL}[[vni.fdb]]\nmac = \"02:00:00:00:00:04\"\n"),
@@ -1535,4 +1561,67 @@ fn afxdp_mode_clamps_the_overlay_mtu_to_one_umem_frame_and_says_so() {
         "{:?}",
         r.notes
     );
+}
+
+/// MINIMAL with IPv6 VTEPs.
+const MINIMAL6: &str = r#"
+[underlay]
+interface = "eth0"
+local_ip = "fd00:0:2::2"
+
+[[vni]]
+id = 10
+encap = "vxlan"
+interface = "ovl0"
+flood = ["fd00:0:1::2", "fd00:0:3::2"]
+fdb = [{ mac = "02:00:00:00:00:04", remote = "fd00:0:1::2" }]
+"#;
+
+fn host6(mtu: u32) -> HostInfo {
+    let mut h = host(mtu);
+    h.interfaces[1]
+        .addrs
+        .push("fd00:0:2::2".parse::<IpAddr>().unwrap());
+    h
+}
+
+#[test]
+fn ipv6_vteps_parse_cost_70_bytes_and_send_through_the_workers() {
+    let c = parse(MINIMAL6);
+    assert!(c.underlay.ipv6());
+    assert!(
+        !c.underlay.udp6_zero_csum_rx,
+        "off by default, as in the kernel driver"
+    );
+    assert_eq!(c.vnis[0].flood.len(), 2);
+    assert!(c.vnis[0].flood.iter().all(IpAddr::is_ipv6));
+    assert_eq!(
+        c.vnis[0].fdb[0].remote,
+        "fd00:0:1::2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(c.vnis[0].overhead(true), 70);
+    let r = c.check_host(&host6(1500)).expect("host check");
+    assert_eq!(r.mtu(0), 1430, "1500 - 70, as the kernel driver over IPv6");
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    // A jumbo IPv6 underlay: every frame goes through a worker, so one UMEM frame is the limit
+    // in "xdp" mode too, and the note says why.
+    let r = c.check_host(&host6(9000)).expect("host check");
+    let one = dataplane::config::one_frame_mtu(70);
+    assert_eq!(r.mtu(0), one);
+    assert!(
+        r.notes.len() == 1
+            && r.notes[0].contains(&format!("clamped to {one}"))
+            && r.notes[0].contains("IPv6"),
+        "{:?}",
+        r.notes
+    );
+    // The address must be on the uplink; the error lists the IPv6 ones it has.
+    let msg = host_err(&c, &host(1500), "underlay.local_ip");
+    assert!(msg.contains("eth0 has no IPv6 address"), "{msg}");
+    let zero = parse(&edit(
+        MINIMAL6,
+        "local_ip",
+        "udp6_zero_csum_rx = true\nlocal_ip",
+    ));
+    assert!(zero.underlay.udp6_zero_csum_rx);
 }

@@ -572,6 +572,15 @@ impl Lab {
                         .args(["netns", "exec", &ns, "ethtool", "-K", &dev, "tx", "off"]),
                     cmd::CMD_TIMEOUT,
                 )?;
+                // The same for the outer UDP checksum over IPv6, which the driver leaves to
+                // eth0: partial on a veth, it would reach a non-kernel receiver unfinished.
+                if self.spec.underlay_ipv6 {
+                    cmd::run_ok(
+                        Command::new("ip")
+                            .args(["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"]),
+                        cmd::CMD_TIMEOUT,
+                    )?;
+                }
             }
             cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
             for peer in peers {
