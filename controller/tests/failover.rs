@@ -47,6 +47,11 @@ fn bins() -> (PathBuf, PairBins) {
 }
 
 fn setup(tag: &str, opts: PairOptions) -> (Lab, Pair) {
+    setup_with(tag, opts, |_| {})
+}
+
+/// `setup` with the lab's spec changed by `edit` first.
+fn setup_with(tag: &str, opts: PairOptions, edit: impl FnOnce(&mut LabSpec)) -> (Lab, Pair) {
     assert!(
         ovl_lab::is_root(),
         "the lab tests need root; CI runs them as root"
@@ -54,6 +59,7 @@ fn setup(tag: &str, opts: PairOptions) -> (Lab, Pair) {
     let (dataplane, pair_bins) = bins();
     let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), dataplane);
     spec.ready_timeout = Duration::from_secs(20);
+    edit(&mut spec);
     let mut lab = Lab::up(&spec).expect("lab up");
     let pair = Pair::start(&mut lab, pair_bins, opts).expect("pair up");
     (lab, pair)
@@ -266,4 +272,95 @@ fn unplanned_failover_by_link_down_10_times_each_way() {
     }
     let s = summary_of(&pair.finish_http_ping(&mut lab, &ping).expect("summary"));
     report("unplanned failover (link down)", &s, 20);
+}
+
+/// The same trials once over IPv6 VTEPs: the overlay, the controllers' heartbeats and the
+/// client's kernel VXLAN driver all on the IPv6 underlay. 5 planned switchovers each way, then
+/// 3 kill -9 failovers each way.
+#[test]
+fn planned_and_unplanned_failover_over_an_ipv6_underlay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let (mut lab, mut pair) = setup_with("f6", opts, |spec| spec.underlay_ipv6 = true);
+    // The heartbeats really are on IPv6: each controller's socket is bound to its VTEP.
+    for host in MEMBERS {
+        let vtep = lab.vtep_ip(host).expect("vtep");
+        assert!(vtep.is_ipv6());
+        let out = lab
+            .exec(
+                host,
+                &["ss", "-u", "-a", "-n", "-p"],
+                Duration::from_secs(5),
+            )
+            .expect("ss");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("[{vtep}]")) && l.contains("controller")),
+            "{host}: controller bound to [{vtep}]:\n{text}"
+        );
+    }
+    let ping = pair
+        .start_http_ping(&mut lab, 1, PARALLEL, "http-ping")
+        .expect("http-ping");
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..10 {
+        let from = owner(&lab, &pair);
+        let to = other(from);
+        let out = pair.switchover(&lab, from).expect("switchover");
+        assert!(out.status.success(), "trial {i}: switchover on {from}");
+        assert!(
+            pair.wait_owner(&lab, to, Duration::from_secs(2))
+                .expect("owners"),
+            "trial {i}: VIP moved {from} -> {to} over IPv6\n{}",
+            pair.logs(&lab)
+        );
+        hold(
+            &lab,
+            &pair,
+            to,
+            Duration::from_millis(300),
+            &format!("IPv6 planned trial {i}"),
+        );
+    }
+    for i in 0..6 {
+        let dead = owner(&lab, &pair);
+        let survivor = other(dead);
+        pair.signal_controller(&mut lab, dead, Signal::Kill);
+        lab.kill_dataplane(dead, Signal::Kill)
+            .expect("kill data plane");
+        // The dead member's stale port keeps its VIP until it restarts (see the kill test).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !pair.owners(&lab).expect("owners").contains(&survivor) {
+            assert!(
+                Instant::now() < deadline,
+                "trial {i}: {survivor} took over from the killed {dead} over IPv6\n{}",
+                pair.logs(&lab)
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        assert!(pair.wait_controller(&mut lab, dead, Duration::from_secs(5)));
+        lab.wait_dataplane(dead, Duration::from_secs(5))
+            .expect("wait");
+        lab.restart_dataplane(dead).expect("restart data plane");
+        pair.start_controller(&mut lab, dead)
+            .expect("restart controller");
+        thread::sleep(Duration::from_millis(300));
+        hold(
+            &lab,
+            &pair,
+            survivor,
+            Duration::from_millis(200),
+            &format!("IPv6 kill trial {i}"),
+        );
+    }
+    let s = summary_of(&pair.finish_http_ping(&mut lab, &ping).expect("summary"));
+    report(
+        "failover over an IPv6 underlay (10 planned, 6 kill -9)",
+        &s,
+        16,
+    );
 }
