@@ -58,6 +58,9 @@ struct Cli {
     /// Skip the TCP row over an MTU 9000 underlay.
     #[arg(long)]
     no_jumbo: bool,
+    /// Skip the TCP row with IPv6 VTEPs.
+    #[arg(long)]
+    no_ipv6: bool,
     /// Our data plane's `workers.batch_size` (its default otherwise).
     #[arg(long)]
     batch_size: Option<u32>,
@@ -136,6 +139,9 @@ fn run() -> Result<()> {
         s.failover_planned = 0;
         s.failover_unplanned = 0;
         s.uplink_events = 0;
+    }
+    if cli.no_ipv6 {
+        s.ipv6 = false;
     }
     if cli.no_jumbo {
         s.jumbo = false;

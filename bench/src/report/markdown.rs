@@ -56,6 +56,11 @@ const ROWS: &[Row] = &[
         source: Source::Median(m::TCP_1_JUMBO),
     },
     Row {
+        label: "TCP 1 stream, IPv6 VTEPs (Gbit/s)",
+        better: Better::Higher,
+        source: Source::Median(m::TCP_1_IPV6),
+    },
+    Row {
         label: "CPU per Gbit (CPU-s/Gbit)",
         better: Better::Lower,
         source: Source::Median(m::CPU_PER_GBIT),

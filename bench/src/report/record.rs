@@ -24,6 +24,9 @@ pub mod measurement {
     /// iperf3 TCP, 1 stream, Gbit/s, over an MTU 9000 underlay (overlay MTU 8950); extra
     /// "retransmits".
     pub const TCP_1_JUMBO: &str = "tcp_1_jumbo";
+    /// iperf3 TCP, 1 stream, Gbit/s, with IPv6 VTEPs (MTU 1500, overlay MTU 1430); extra
+    /// "retransmits".
+    pub const TCP_1_IPV6: &str = "tcp_1_ipv6";
     /// Overlay gap around an uplink losing or regaining carrier (1 ms echoes), ms; extra
     /// "max", "events", "missing_per_event".
     pub const UPLINK_CARRIER: &str = "uplink_carrier";

@@ -1,6 +1,7 @@
-//! TCP over a jumbo underlay (MTU 9000, as AWS and Azure offer): the kernel VXLAN driver and
-//! our fast path each between a pair of their own behind one router, 1 stream, interleaved
-//! repetitions. Overlay MTU 8950 on both.
+//! TCP over the underlays clouds offer besides the plain one: jumbo (MTU 9000, as AWS and
+//! Azure offer; overlay MTU 8950 on both) and IPv6 VTEPs (MTU 1500; overlay MTU 1430 on both).
+//! The kernel VXLAN driver and our data plane each between a pair of their own behind one
+//! router, 1 stream, interleaved repetitions.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -12,10 +13,42 @@ use crate::report::{PathKind, Record, measurement as m, median};
 /// The underlay MTU of the jumbo row.
 pub const MTU: u32 = 9000;
 
-pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, SuiteError> {
+/// Which underlay the row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Underlay {
+    /// IPv4 VTEPs, MTU 9000.
+    Jumbo,
+    /// IPv6 VTEPs, MTU 1500.
+    Ipv6,
+}
+
+impl Underlay {
+    pub fn measurement(self) -> &'static str {
+        match self {
+            Underlay::Jumbo => m::TCP_1_JUMBO,
+            Underlay::Ipv6 => m::TCP_1_IPV6,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Underlay::Jumbo => "over an MTU 9000 underlay",
+            Underlay::Ipv6 => "over IPv6 VTEPs",
+        }
+    }
+}
+
+pub fn run(
+    s: &Settings,
+    underlay: Underlay,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Record>, SuiteError> {
     let paths = [PathKind::KernelVxlan, PathKind::OursVxlan];
     let routes: Vec<Route> = paths.iter().filter_map(|p| Route::of(*p)).collect();
-    let prefix = ovl_lab::unique_prefix("bj");
+    let prefix = ovl_lab::unique_prefix(match underlay {
+        Underlay::Jumbo => "bj",
+        Underlay::Ipv6 => "b6",
+    });
     let mut spec = lab::spec(
         &prefix,
         Path::new(&s.bin("dataplane")?),
@@ -23,7 +56,10 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
         s.queues,
         &paths,
     );
-    spec.underlay_mtu = MTU;
+    match underlay {
+        Underlay::Jumbo => spec.underlay_mtu = MTU,
+        Underlay::Ipv6 => spec.underlay_ipv6 = true,
+    }
     let mut lab = Lab::up(&spec)?;
     let _servers = Servers::start(&mut lab, s, &routes)?;
     let mut gbps: BTreeMap<PathKind, Vec<f64>> = BTreeMap::new();
@@ -34,8 +70,10 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
             let (res, _) = tcp(&lab, r, dst, 1, s.tcp_secs)?;
             let g = res.received_bps / 1e9;
             progress(&format!(
-                "{} rep {rep}/{}: TCP 1 stream over an MTU {MTU} underlay {g:.2} Gbit/s",
-                r.path, s.reps
+                "{} rep {rep}/{}: TCP 1 stream {} {g:.2} Gbit/s",
+                r.path,
+                s.reps,
+                underlay.describe()
             ));
             gbps.entry(r.path).or_default().push(g);
             retransmits
@@ -54,7 +92,7 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
             );
             Record {
                 path,
-                measurement: m::TCP_1_JUMBO.to_string(),
+                measurement: underlay.measurement().to_string(),
                 unit: "Gbit/s".into(),
                 median: median(&samples).unwrap_or(f64::NAN),
                 samples,

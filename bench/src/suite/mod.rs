@@ -73,6 +73,8 @@ pub struct Settings {
     pub uplink_events: usize,
     /// The TCP row over an MTU 9000 underlay (kernel VXLAN and ours).
     pub jumbo: bool,
+    /// The TCP row with IPv6 VTEPs (kernel VXLAN and ours).
+    pub ipv6: bool,
     pub paths: Vec<PathKind>,
     pub queues: u32,
     pub workers: WorkerTuning,
@@ -99,6 +101,7 @@ impl Settings {
             failover_unplanned: 10,
             uplink_events: 10,
             jumbo: true,
+            ipv6: true,
             paths: Route::ALL.iter().map(|r| r.path).collect(),
             queues: 1,
             // Each sending host's worker on the generator's CPU, each receiving host's on
@@ -167,6 +170,7 @@ impl Settings {
         );
         put("uplink_events", self.uplink_events.to_string());
         put("jumbo", self.jumbo.to_string());
+        put("ipv6", self.ipv6.to_string());
         put("queues", self.queues.to_string());
         put("gen_cpu", self.gen_cpu.to_string());
         put("sink_cpu", self.sink_cpu.to_string());
@@ -300,9 +304,14 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         .collect();
     let do_failover = s.failover_planned + s.failover_unplanned > 0;
     let do_uplinks = s.uplink_events > 0 && s.paths.contains(&PathKind::OursVxlan);
-    let do_jumbo = s.jumbo
-        && s.paths.contains(&PathKind::OursVxlan)
-        && s.paths.contains(&PathKind::KernelVxlan);
+    let both = s.paths.contains(&PathKind::OursVxlan) && s.paths.contains(&PathKind::KernelVxlan);
+    let variants: Vec<jumbo::Underlay> = [
+        (s.jumbo, jumbo::Underlay::Jumbo),
+        (s.ipv6, jumbo::Underlay::Ipv6),
+    ]
+    .into_iter()
+    .filter_map(|(on, u)| (on && both).then_some(u))
+    .collect();
     let mut progress = Progress {
         total: s.reps * routes.len() * 4
             + if do_failover {
@@ -311,7 +320,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
                 0
             }
             + usize::from(do_uplinks) * 2
-            + if do_jumbo { s.reps * 2 } else { 0 }
+            + variants.len() * s.reps * 2
             + 1,
         done: 0,
         start: t0,
@@ -346,15 +355,20 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
     }
     let mut records = records_of(&samples);
     use crate::report::measurement as m;
-    if do_jumbo {
+    for underlay in variants {
         if stop.load(Ordering::Relaxed) {
             return Err(SuiteError::Stopped);
         }
-        let result = jumbo::run(s, &mut |msg| progress.step(msg));
-        let rows = [PathKind::KernelVxlan, PathKind::OursVxlan].map(|p| (p, m::TCP_1_JUMBO));
+        let result = jumbo::run(s, underlay, &mut |msg| progress.step(msg));
+        let rows =
+            [PathKind::KernelVxlan, PathKind::OursVxlan].map(|p| (p, underlay.measurement()));
+        let what = match underlay {
+            jumbo::Underlay::Jumbo => "jumbo TCP",
+            jumbo::Underlay::Ipv6 => "IPv6 TCP",
+        };
         records.extend(rows_or_failure(
             result,
-            "jumbo TCP",
+            what,
             &rows,
             "Gbit/s",
             &mut progress,
