@@ -1581,7 +1581,7 @@ fn host6(mtu: u32) -> HostInfo {
     let mut h = host(mtu);
     h.interfaces[1]
         .addrs
-        .push("fd00:0:2::2".parse::<IpAddr>().unwrap());
+        .push("fd00:0:2::2".parse::<IpAddr>().expect("address"));
     h
 }
 
@@ -1597,7 +1597,7 @@ fn ipv6_vteps_parse_cost_70_bytes_and_send_through_the_workers() {
     assert!(c.vnis[0].flood.iter().all(IpAddr::is_ipv6));
     assert_eq!(
         c.vnis[0].fdb[0].remote,
-        "fd00:0:1::2".parse::<IpAddr>().unwrap()
+        "fd00:0:1::2".parse::<IpAddr>().expect("address")
     );
     assert_eq!(c.vnis[0].overhead(true), 70);
     let r = c.check_host(&host6(1500)).expect("host check");

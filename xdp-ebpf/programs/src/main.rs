@@ -185,7 +185,8 @@ fn packet_sum(ctx: &XdpContext, mut p: usize, len: usize, mut sum: u32) -> Optio
             return None;
         }
         // SAFETY: [p, p + CHUNK) lies inside the packet (checked just above); read only.
-        let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, CHUNK as u32, sum) };
+        let r =
+            unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, CHUNK as u32, sum) };
         if r < 0 {
             return None;
         }
@@ -680,7 +681,7 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     let remote = fdb.remote;
     meta.peer_ip = remote;
     // SAFETY: the map value is plain data, only read.
-    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(&remote) }) else {
+    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
         meta.kind = MetaKind::NoNeighbour as u8;
         return to_socket(ctx, meta, slot, Counter::TxNoNeighbour);
     };
@@ -704,7 +705,9 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     };
     meta.kind = MetaKind::Encapped as u8;
     if cfg.ipv6 != 0 {
-        return encap_v6(ctx, cfg, meta, slot, nh_mac, vinfo, src_port, tun_len, counter);
+        return encap_v6(
+            ctx, cfg, meta, slot, nh_mac, vinfo, src_port, tun_len, counter,
+        );
     }
     let ip_len = IPV4_HLEN + UDP_HLEN + tun_len + frame_len;
     let outer_len = ETH_HLEN + ip_len - frame_len;
@@ -768,7 +771,15 @@ fn encap_v6(
         return drop(Counter::DropInternal);
     }
     let remote = meta.peer_ip;
-    let outer = outer_header6(cfg, nh_mac, &remote, vinfo, meta.vni, src_port, udp_len as u16);
+    let outer = outer_header6(
+        cfg,
+        nh_mac,
+        &remote,
+        vinfo,
+        meta.vni,
+        src_port,
+        udp_len as u16,
+    );
     let mut base = [0u8; OUTER6_BASE];
     base.copy_from_slice(&outer[..OUTER6_BASE]);
     write_bytes(data, base);
@@ -867,7 +878,7 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     };
     let remote = fdb.remote;
     // SAFETY: as above.
-    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(&remote) }) else {
+    let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
         return tc_pass();
     };
     let len = ctx.len() as usize;
