@@ -389,6 +389,9 @@ pub fn run(config_path: &Path) -> Result<()> {
         // Set when an uplink is activated.
         underlay_ifindex: 0,
         xsk_frame_max: crate::config::MAX_XSK_FRAME,
+        // Decided per active uplink (`tx_redirect_ok`).
+        tx_redirect: 0,
+        _pad: [0; 3],
     };
     xdp.set_config(base_config)?;
 
@@ -467,6 +470,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         xdp_mode: cfg.underlay.xdp_mode,
         attach_mode: None,
         base_config,
+        config: base_config,
         fast,
         restore: Restore::default(),
         state: state.clone(),
@@ -756,6 +760,8 @@ struct Control {
     attach_mode: Option<XdpMode>,
     /// The programs' config without the active uplink's index and MAC.
     base_config: ovl_common::Config,
+    /// What the programs were last given (`base_config` with the active uplink's settings).
+    config: ovl_common::Config,
     fast: bool,
     /// Settings changed on uplinks that appeared while running.
     restore: Restore,
@@ -818,6 +824,7 @@ impl Control {
                 self.age();
                 self.refresh_nexthops();
                 self.check_fast_ports();
+                self.recheck_tx_redirect();
             } else if self.nexthops.values().any(Option::is_none) {
                 // An unresolved next hop makes us unhealthy: look again every pass (the
                 // provoking datagram is rate-limited), not once a second, so a member whose
@@ -1060,6 +1067,44 @@ impl Control {
         }
     }
 
+    /// Whether the egress program may redirect what it encapsulated straight to uplink
+    /// `index` ("xdp" mode, IPv6 VTEPs only; over IPv4 the TC program sends). In SKB mode a
+    /// redirect is a plain transmit; in driver mode the device must take XDP frames
+    /// (`NDO_XMIT`: a NIC with `ndo_xdp_xmit`, a veth whose peer has NAPI), or they would be
+    /// dropped where no counter of ours sees it.
+    fn tx_redirect_ok(&self, index: u32) -> bool {
+        if self.base_config.fast_path == 0 || self.base_config.ipv6 == 0 {
+            return false;
+        }
+        match self.attach_mode {
+            Some(XdpMode::Skb) => true,
+            _ => matches!(
+                ovl_netlink::xdp_features(index),
+                Ok(Some(f)) if f & ovl_netlink::xdp_act::NDO_XMIT != 0
+            ),
+        }
+    }
+
+    /// Re-decides `tx_redirect` for the active uplink (a veth's peer may have gained or lost
+    /// NAPI), writing the config only on a change.
+    fn recheck_tx_redirect(&mut self) {
+        if self.config.underlay_ifindex == 0 {
+            return;
+        }
+        let ok = u8::from(self.tx_redirect_ok(self.config.underlay_ifindex));
+        if ok != self.config.tx_redirect {
+            self.config.tx_redirect = ok;
+            tracing::info!(
+                on = ok != 0,
+                "egress redirect to the uplink (IPv6 VTEPs): workers {}",
+                if ok != 0 { "bypassed" } else { "send" }
+            );
+            if let Err(e) = self.xdp.set_config(self.config) {
+                tracing::error!("program config: {e}");
+            }
+        }
+    }
+
     /// Makes uplink `to` (position, device index) the one we send on, or none.
     fn activate(&mut self, to: Option<(usize, u32)>, cause: Cause, at: Instant) {
         let from = self.last_switch.as_ref().and_then(|s| s.to.clone());
@@ -1076,8 +1121,10 @@ impl Control {
                 }
             }
             cfg.underlay_ifindex = index;
+            cfg.tx_redirect = u8::from(self.tx_redirect_ok(index));
         }
         self.base_config.local_mac = cfg.local_mac;
+        self.config = cfg;
         if let Err(e) = self.xdp.set_config(cfg) {
             tracing::error!("program config: {e}");
         }

@@ -1509,6 +1509,12 @@ fn an_ipv6_underlay_carries_the_overlay_against_the_kernel_driver(mode: Datapath
         "the kernel driver's checksums verify"
     );
     assert_eq!(xdp("drop_udp_zero_checksum"), 0);
+    if mode == DatapathMode::Xdp {
+        // Sent by the egress program straight to the uplink, not through a worker.
+        assert!(xdp("tx_fast_vxlan") > 1000, "{}", s.render_text());
+    } else {
+        assert_eq!(xdp("tx_fast_vxlan"), 0);
+    }
     // The kernel driver counts what it refused; ours must all have been accepted.
     let (_, link) = sh(
         &lab,

@@ -1538,3 +1538,40 @@ fn tc_hands_everything_on_over_an_ipv6_underlay() {
         env.tc_expect_pass(&inner_frame(INNER_B, 300), "known unicast over IPv6");
     });
 }
+
+#[test]
+fn ipv6_egress_redirects_to_the_uplink_when_allowed() {
+    // "xdp" mode over IPv6 with `tx_redirect`: encapsulated (checksum included) and redirected
+    // to the underlay device, counted per VNI; without it, handed to a worker as before.
+    in_private_netns(|| {
+        let mut env = Env::v6(true, false);
+        env.port_vni(VNI_VXLAN);
+        env.obj.init_vni_counters(VNI_VXLAN).unwrap();
+        let inner = inner_frame(INNER_B, 300);
+        let to_worker = env.egress(&inner, Counter::TxVxlan);
+        assert_eq!(action_name(to_worker.action), action_name(XDP_REDIRECT));
+        let mut cfg = Config {
+            local_ip: LOCAL6,
+            underlay_mtu: MTU6,
+            enabled: 1,
+            fast_path: 1,
+            local_mac: LOCAL_MAC,
+            ipv6: 1,
+            underlay_ifindex: env.lo,
+            tx_redirect: 1,
+            ..Config::default()
+        };
+        env.obj.set_config(cfg).unwrap();
+        let out = env.egress(&inner, Counter::TxFastVxlan);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        assert!(out.xdp_meta().is_none(), "no metadata: not for a socket");
+        assert_eq!(
+            out.frame, to_worker.frame,
+            "the same frame, checksum included"
+        );
+        // Not without an active uplink.
+        cfg.underlay_ifindex = 0;
+        env.obj.set_config(cfg).unwrap();
+        env.egress(&inner, Counter::TxVxlan);
+    });
+}

@@ -11,12 +11,14 @@
 //! - `msg` (private): message layouts, built and parsed without a socket, tested on bytes.
 
 mod error;
+mod genl;
 mod msg;
 mod socket;
 
 use std::net::IpAddr;
 
 pub use error::{NetlinkError, Result};
+pub use genl::{xdp_act, xdp_features};
 pub use socket::{LinkWatcher, Netlink, WatchEvent};
 
 /// Neighbour states (`ndm_state`, NUD_*), for [`Neighbour::state`].

@@ -25,21 +25,22 @@ const NETLINK_EXT_ACK: libc::c_int = 11;
 
 /// A bound `AF_NETLINK`/`NETLINK_ROUTE` socket.
 #[derive(Debug)]
-struct Socket {
+pub(crate) struct Socket {
     fd: OwnedFd,
 }
 
 impl Socket {
-    /// Opens and binds a socket in the calling thread's namespace, subscribed to `groups`.
+    /// Opens and binds a route-netlink socket in the calling thread's namespace, subscribed
+    /// to `groups`.
     fn open(groups: u32) -> Result<Socket> {
+        Socket::open_proto(libc::NETLINK_ROUTE, groups)
+    }
+
+    /// The same for netlink protocol `proto` (NETLINK_ROUTE, NETLINK_GENERIC).
+    pub(crate) fn open_proto(proto: libc::c_int, groups: u32) -> Result<Socket> {
         // SAFETY: plain socket creation; the descriptor is owned right below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
+        let raw =
+            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
         if raw < 0 {
             return Err(NetlinkError::io(
                 "socket(AF_NETLINK, NETLINK_ROUTE)",
@@ -70,7 +71,12 @@ impl Socket {
         Ok(Socket { fd })
     }
 
-    fn set_opt(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    pub(crate) fn set_opt(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
         // SAFETY: `value` is a c_int that lives across the call; the length matches it.
         let rc = unsafe {
             libc::setsockopt(
@@ -87,7 +93,7 @@ impl Socket {
         Ok(())
     }
 
-    fn set_recv_timeout(&self, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_recv_timeout(&self, timeout: Duration) -> io::Result<()> {
         let tv = libc::timeval {
             tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
             tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
@@ -110,7 +116,7 @@ impl Socket {
 
     /// Sends one message to the kernel (port 0, the default destination of an unconnected
     /// netlink socket).
-    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, bytes: &[u8]) -> io::Result<()> {
         loop {
             // SAFETY: `bytes` is valid for reads of its length.
             let n = unsafe {
@@ -133,7 +139,7 @@ impl Socket {
 
     /// Receives one datagram into `buf`, growing it first if the datagram is bigger (a peek
     /// with MSG_TRUNC tells the real size without consuming it), so nothing is ever cut.
-    fn recv(&self, buf: &mut Vec<u8>, flags: libc::c_int) -> io::Result<usize> {
+    pub(crate) fn recv(&self, buf: &mut Vec<u8>, flags: libc::c_int) -> io::Result<usize> {
         loop {
             // SAFETY: a zero-length read writes nothing (the pointer is `buf`'s, valid anyway);
             // with MSG_PEEK|MSG_TRUNC the kernel only reports the datagram's length.

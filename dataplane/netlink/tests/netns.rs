@@ -475,3 +475,42 @@ fn shared_between_threads_and_fast() {
     // One request/reply on an open socket: tens of microseconds, not milliseconds.
     assert!(per_call < Duration::from_millis(2), "{per_call:?}");
 }
+
+#[test]
+fn xdp_features_say_when_a_veth_takes_redirected_frames() {
+    let ns = Ns::new();
+    let nl = ns.netlink();
+    let (a, b) = veth_up(&nl, "xf0", "xf1");
+    let features = |index: u32| {
+        ns.run(|| ovl_netlink::xdp_features(index))
+            .expect("query")
+            .expect("this kernel has the netdev family")
+    };
+    let before = features(a.index);
+    assert_ne!(before & ovl_netlink::xdp_act::BASIC, 0, "{before:#x}");
+    assert_eq!(
+        before & ovl_netlink::xdp_act::NDO_XMIT,
+        0,
+        "a veth whose peer has no NAPI takes no redirected frames: {before:#x}"
+    );
+    // GRO on the peer gives it NAPI, and the veth advertises it.
+    let out = ns.run(|| {
+        std::process::Command::new("ethtool")
+            .args(["-K", &b.name, "gro", "on"])
+            .output()
+            .expect("ethtool")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = features(a.index);
+    assert_ne!(after & ovl_netlink::xdp_act::NDO_XMIT, 0, "{after:#x}");
+    // No such device: none, not an error.
+    assert_eq!(
+        ns.run(|| ovl_netlink::xdp_features(999_999))
+            .expect("query"),
+        None
+    );
+}

@@ -386,6 +386,17 @@ impl Lab {
                 ],
             )?;
         }
+        if self.spec.underlay_ipv6 {
+            // NAPI (GRO) on the router's end, so the host's end takes XDP-redirected frames
+            // (it advertises NDO_XMIT), as a NIC's driver does: over IPv6 our egress program
+            // sends that way (README, IPv6 VTEPs).
+            cmd::run_ok(
+                Command::new("ip").args([
+                    "netns", "exec", &fabric, "ethtool", "-K", &port, "gro", "on",
+                ]),
+                cmd::CMD_TIMEOUT,
+            )?;
+        }
         cmd::ip_ns(&fabric, &["link", "set", &port, "up"])?;
         self.host_route(host, k)?;
         cmd::ip_ns(

@@ -217,6 +217,12 @@ pub struct Config {
     pub underlay_ifindex: u32,
     /// The longest frame an AF_XDP socket takes in one descriptor (0: no limit known).
     pub xsk_frame_max: u32,
+    /// Non-zero ("xdp" mode, IPv6 VTEPs): the egress program redirects what it encapsulated
+    /// straight to `underlay_ifindex` instead of handing it to a worker. Userspace sets it
+    /// only while that works: the egress program runs in SKB mode, or the uplink advertises
+    /// that it takes redirected frames (`NDO_XMIT`).
+    pub tx_redirect: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Value of the `OVL_UDP_PORTS` hash map, keyed by the UDP destination port (host order).
@@ -527,6 +533,9 @@ pub enum Counter {
     /// Encapsulated and redirected.
     TxVxlan,
     TxGeneve,
+    /// Encapsulated (IPv6 VTEPs, "xdp" mode) and redirected straight to the underlay.
+    TxFastVxlan,
+    TxFastGeneve,
     /// Broadcast or multicast handed to userspace for head-end replication.
     TxFlood,
     /// Unknown unicast handed to userspace for head-end replication.
@@ -600,6 +609,8 @@ impl Counter {
         Counter::DropInnerTooBig,
         Counter::TxVxlan,
         Counter::TxGeneve,
+        Counter::TxFastVxlan,
+        Counter::TxFastGeneve,
         Counter::TxFlood,
         Counter::TxUnknownUnicast,
         Counter::TxNoNeighbour,
@@ -651,6 +662,8 @@ impl Counter {
             Counter::DropInnerTooBig => "drop_inner_too_big",
             Counter::TxVxlan => "tx_vxlan",
             Counter::TxGeneve => "tx_geneve",
+            Counter::TxFastVxlan => "tx_fast_vxlan",
+            Counter::TxFastGeneve => "tx_fast_geneve",
             Counter::TxFlood => "tx_flood",
             Counter::TxUnknownUnicast => "tx_unknown_unicast",
             Counter::TxNoNeighbour => "tx_no_neighbour",
@@ -777,7 +790,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<Config>(), 36);
+        assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<UdpPortInfo>(), 4);
         assert_eq!(size_of::<VniInfo>(), 16);
         assert_eq!(size_of::<PortInfo>(), 8);

@@ -799,6 +799,23 @@ fn encap_v6(
         c => c,
     };
     write_bytes(udp + 6, csum.to_ne_bytes());
+    if cfg.tx_redirect != 0 && cfg.underlay_ifindex != 0 {
+        if let Some(c) = OVL_VNI_COUNTERS.get_ptr_mut(meta.vni) {
+            // SAFETY: this CPU's slot of the entry; see `count`.
+            unsafe {
+                (*c).tx_packets += 1;
+                (*c).tx_bytes += (end - data) as u64;
+            }
+        }
+        let fast = if counter == Counter::TxGeneve {
+            Counter::TxFastGeneve
+        } else {
+            Counter::TxFastVxlan
+        };
+        // SAFETY: helper call; the index comes from userspace's configuration.
+        let action = unsafe { bpf_redirect(cfg.underlay_ifindex, 0) };
+        return (action as u32, fast);
+    }
     to_socket(ctx, meta, slot, counter)
 }
 
