@@ -391,7 +391,9 @@ pub fn run(config_path: &Path) -> Result<()> {
         xsk_frame_max: crate::config::MAX_XSK_FRAME,
         // Decided per active uplink (`tx_redirect_ok`).
         tx_redirect: 0,
-        _pad: [0; 3],
+        xdp_tx: 0,
+        drain: 0,
+        _pad: 0,
     };
     xdp.set_config(base_config)?;
 

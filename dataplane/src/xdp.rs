@@ -15,8 +15,8 @@ use aya::{
     },
 };
 use ovl_common::{
-    Config, Counter, FdbEntry, FdbKey, NextHop, PortInfo, UdpPortInfo, VniCounters, VniInfo,
-    VtepAddr, maps, programs,
+    Config, Counter, DrainFlow, DrainKey, DrainVip, FdbEntry, FdbKey, NextHop, PortInfo,
+    UdpPortInfo, VniCounters, VniInfo, VtepAddr, maps, programs,
 };
 
 use crate::testrun::{self, TestRun, TestRunError};
@@ -428,6 +428,51 @@ impl XdpObject {
     pub fn remove_nexthop(&mut self, remote: VtepAddr) -> Result<(), XdpError> {
         let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, VtepAddr, NextHop>);
         m.remove(&remote).map_err(map_err(maps::NEXTHOPS))
+    }
+
+    /// What the ingress program does with TCP to VIP `vip` while draining.
+    pub fn set_drain_vip(&mut self, vip: DrainKey, d: DrainVip) -> Result<(), XdpError> {
+        let name = maps::DRAIN_VIPS;
+        let mut m = map_mut!(self, name, HashMap<&mut MapData, DrainKey, DrainVip>);
+        m.insert(vip, d, 0).map_err(map_err(name))
+    }
+
+    /// Forgets VIP `vip` for draining (absent is fine).
+    pub fn remove_drain_vip(&mut self, vip: DrainKey) -> Result<(), XdpError> {
+        let name = maps::DRAIN_VIPS;
+        let mut m = map_mut!(self, name, HashMap<&mut MapData, DrainKey, DrainVip>);
+        match m.remove(&vip) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(XdpError::Map { name, source }),
+        }
+    }
+
+    /// The VIPs in the drain map.
+    pub fn drain_vips(&self) -> Result<Vec<(DrainKey, DrainVip)>, XdpError> {
+        let name = maps::DRAIN_VIPS;
+        let m = map_ref!(self, name, HashMap<&MapData, DrainKey, DrainVip>);
+        m.iter().map(|r| r.map_err(map_err(name))).collect()
+    }
+
+    /// How many connections the program has forwarded since the flow map was last cleared.
+    pub fn drain_flows(&self) -> Result<u64, XdpError> {
+        let name = maps::DRAIN_FLOWS;
+        let m = map_ref!(self, name, HashMap<&MapData, DrainFlow, u64>);
+        Ok(m.keys().filter(Result::is_ok).count() as u64)
+    }
+
+    /// Empties the flow map (a new drain counts its own flows).
+    pub fn clear_drain_flows(&mut self) -> Result<(), XdpError> {
+        let name = maps::DRAIN_FLOWS;
+        let mut m = map_mut!(self, name, HashMap<&mut MapData, DrainFlow, u64>);
+        let keys: Vec<DrainFlow> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            match m.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(XdpError::Map { name, source }),
+            }
+        }
+        Ok(())
     }
 
     /// Puts an AF_XDP socket into XSKMAP slot `slot`.

@@ -1367,8 +1367,9 @@ fn a_replaced_underlay_is_reattached_and_carries_traffic_again(mode: DatapathMod
     let stats = stats(&lab, "pri");
     assert!(
         stats.uplinks.sockets_rebound >= 1,
-        "the workers bound sockets on the new device: {:?}",
-        stats.uplinks
+        "the workers bound sockets on the new device: {:?}\n{}",
+        stats.uplinks,
+        lab.dataplane_log("pri").unwrap_or_default()
     );
     assert_eq!(
         stats.uplinks.links[0].state, "active",

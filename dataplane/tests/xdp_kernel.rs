@@ -1575,3 +1575,179 @@ fn ipv6_egress_redirects_to_the_uplink_when_allowed() {
         env.egress(&inner, Counter::TxVxlan);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Draining (planned switchover): the new owner sends segments of connections it has no socket
+// for on to the previous owner; the previous owner serves what it receives so marked.
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// An inner Ethernet/IPv4/TCP frame (20-byte TCP header, no payload) with `flags`.
+fn inner_tcp(
+    dst: [u8; 6],
+    sip: [u8; 4],
+    dip: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    let mut f = eth(dst, INNER_A, 0x0800);
+    f.extend(ipv4(sip, dip, 6, 20, 0x4000));
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
+fn drained_vxlan(vni: u32) -> Vec<u8> {
+    let mut t = vxlan(vni);
+    t[1] = ovl_common::TUN_FLAG_DRAINED;
+    t
+}
+
+#[test]
+fn draining_forwards_segments_without_a_socket_here_and_keeps_the_rest() {
+    in_private_netns(|| {
+        ip(&["link", "set", "lo", "up"]);
+        let mut env = Env::new();
+        let vip = [127, 0, 0, 1];
+        // A listener and one established connection to it, in this namespace.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let lport = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
+        let cport = client.local_addr().unwrap().port();
+        let (_served, _) = listener.accept().unwrap();
+
+        env.obj
+            .set_config(Config {
+                local_ip: be(LOCAL_IP),
+                underlay_mtu: MTU,
+                enabled: 1,
+                local_mac: LOCAL_MAC,
+                underlay_ifindex: env.lo,
+                xdp_tx: 1,
+                drain: 1,
+                ..Config::default()
+            })
+            .unwrap();
+        env.obj
+            .set_drain_vip(
+                be(vip),
+                ovl_common::DrainVip {
+                    peer: be(REMOTE_IP),
+                    forward: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let frame = |sport, dport, flags| {
+            vxlan_frame(
+                4789,
+                VNI_VXLAN,
+                &inner_tcp(INNER_B, vip, vip, sport, dport, flags),
+            )
+        };
+
+        // The established connection and a new one (SYN) stay here.
+        for f in [frame(cport, lport, TCP_ACK), frame(40001, lport, TCP_SYN)] {
+            let out = env.ingress(&f, Counter::RxVxlan);
+            assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        }
+        // Not TCP, or not to the VIP: here too.
+        let udp = vxlan_frame(
+            4789,
+            VNI_VXLAN,
+            &inner_udp(INNER_B, INNER_A, vip, vip, 1, lport, 10),
+        );
+        env.ingress(&udp, Counter::RxVxlan);
+        let other = vxlan_frame(
+            4789,
+            VNI_VXLAN,
+            &inner_tcp(INNER_B, vip, [127, 0, 0, 2], 40002, lport, TCP_ACK),
+        );
+        env.ingress(&other, Counter::RxVxlan);
+
+        // A segment only a listener would take (or nothing at all): sent on, outer headers
+        // rewritten from us to the previous owner, marked, inner frame untouched.
+        let unknown = frame(40003, lport, TCP_ACK);
+        let no_listener = frame(40004, 1, TCP_ACK | 0x08);
+        for f in [&unknown, &no_listener, &unknown] {
+            let out = env.ingress(f, Counter::TxDrained);
+            assert_eq!(action_name(out.action), "XDP_TX");
+            let inner = &f[50..];
+            let mut tunnel = vxlan(VNI_VXLAN);
+            tunnel[1] = ovl_common::TUN_FLAG_DRAINED;
+            let mut want = outer(
+                GW_MAC, LOCAL_MAC, LOCAL_IP, REMOTE_IP, 51000, 4789, &tunnel, inner,
+            );
+            want[22] = 64; // TTL
+            fix_ipv4_checksum(&mut want, 14);
+            assert_eq!(out.frame, want);
+            assert_eq!(
+                inet_checksum(&out.frame[14..34]),
+                0,
+                "valid IPv4 header checksum"
+            );
+        }
+        assert_eq!(
+            env.obj.drain_flows().unwrap(),
+            2,
+            "two connections, one counted twice"
+        );
+        env.obj.clear_drain_flows().unwrap();
+        assert_eq!(env.obj.drain_flows().unwrap(), 0);
+
+        // Without a next hop, or when the uplink takes nothing from XDP: delivered here.
+        env.obj.remove_nexthop(be(REMOTE_IP)).unwrap();
+        env.ingress(&unknown, Counter::RxDrainUnsent);
+        drop(client);
+    });
+}
+
+#[test]
+fn drained_frames_are_served_unlearned_where_the_vip_accepts_them() {
+    in_private_netns(|| {
+        let env = Env::new();
+        let vip = [192, 168, 0, 200];
+        let port_mac = [0x02, 0, 0, 0, 0x0c, 0x01];
+        let inner = inner_tcp(INNER_UNKNOWN, [192, 168, 0, 4], vip, 40000, 3000, TCP_ACK);
+        let f = to_us(4789, &drained_vxlan(VNI_VXLAN), &inner);
+        // No entry for the VIP: refused.
+        env.expect_drop(&f, Counter::DropDrainRefused);
+        let mut env = env;
+        env.obj
+            .set_drain_vip(
+                be(vip),
+                ovl_common::DrainVip {
+                    port_mac,
+                    accept: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        env.expect_drop(&f, Counter::DropDrainRefused);
+        env.obj
+            .set_drain_vip(
+                be(vip),
+                ovl_common::DrainVip {
+                    port_mac,
+                    accept: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let out = env.ingress(&f, Counter::RxDrained);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        let mut want = inner.clone();
+        want[..6].copy_from_slice(&port_mac);
+        assert_eq!(out.frame, want, "the port's MAC as the inner destination");
+        let mut meta = decapped_meta(Encap::Vxlan, VNI_VXLAN);
+        meta.flags = 0; // never learned: the client lives behind its own VTEP
+        assert_meta(&out, meta);
+        // Other reserved VXLAN bits are still refused.
+        let mut t = drained_vxlan(VNI_VXLAN);
+        t[1] |= 0x02;
+        env.expect_drop(&to_us(4789, &t, &inner), Counter::DropVxlanFlags);
+    });
+}

@@ -147,6 +147,8 @@ pub mod maps {
     pub const PORT_DEVS: &str = "OVL_PORT_DEVS";
     pub const VNI_COUNTERS: &str = "OVL_VNI_COUNTERS";
     pub const COUNTERS: &str = "OVL_COUNTERS";
+    pub const DRAIN_VIPS: &str = "OVL_DRAIN_VIPS";
+    pub const DRAIN_FLOWS: &str = "OVL_DRAIN_FLOWS";
 }
 
 /// Program names, as they appear in the object file.
@@ -222,8 +224,59 @@ pub struct Config {
     /// only while that works: the egress program runs in SKB mode, or the uplink advertises
     /// that it takes redirected frames (`NDO_XMIT`).
     pub tx_redirect: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero while the ingress program may send a frame back out of `underlay_ifindex`
+    /// (`XDP_TX`, or a redirect from another uplink): SKB mode, or the uplink advertises
+    /// `NDO_XMIT`. Draining needs it.
+    pub xdp_tx: u8,
+    /// Non-zero while some `OVL_DRAIN_VIPS` entry forwards: only then does the ingress
+    /// program look at inner TCP headers (the drain check costs nothing otherwise).
+    pub drain: u8,
+    pub _pad: u8,
 }
+
+/// Tunnel header bit (second byte, reserved in both VXLAN and GENEVE) that marks a frame one
+/// member of a pair forwards to the other while draining: the receiver delivers it to the
+/// overlay port without learning its inner source (which stays where it is) and with the
+/// port's own MAC as the inner destination. Only our data planes send or accept it; the
+/// kernel driver drops frames with reserved bits set.
+pub const TUN_FLAG_DRAINED: u8 = 0x01;
+
+/// Key of `OVL_DRAIN_VIPS`: a VIP, IPv4 mapped into IPv6 like [`VtepAddr`].
+pub type DrainKey = [u8; 16];
+
+/// Value of `OVL_DRAIN_VIPS`: what the ingress program does with TCP to the VIP during a
+/// planned switchover.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainVip {
+    /// New owner: the previous owner's VTEP, to which segments of connections that have no
+    /// socket here are forwarded.
+    pub peer: VtepAddr,
+    /// Old owner: the MAC of the overlay port the VIP is served on (the inner destination
+    /// of a drained frame is rewritten to it).
+    pub port_mac: [u8; 6],
+    /// Non-zero: forward (new owner).
+    pub forward: u8,
+    /// Non-zero: accept drained frames for this VIP (the VIP is local here).
+    pub accept: u8,
+}
+
+/// Key of the `OVL_DRAIN_FLOWS` LRU map: a connection forwarded while draining (addresses
+/// IPv4-mapped, ports in network order), so userspace can count flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DrainFlow {
+    pub client: [u8; 16],
+    pub vip: [u8; 16],
+    pub client_port_be: u16,
+    pub vip_port_be: u16,
+}
+
+/// Capacity of `OVL_DRAIN_VIPS`.
+pub const DRAIN_VIP_ENTRIES: u32 = 64;
+/// Capacity of `OVL_DRAIN_FLOWS` (an LRU: beyond it the oldest flows are forgotten, which
+/// only makes the flow count low, never the forwarding wrong).
+pub const DRAIN_FLOW_ENTRIES: u32 = 65_536;
 
 /// Value of the `OVL_UDP_PORTS` hash map, keyed by the UDP destination port (host order).
 #[repr(C)]
@@ -568,11 +621,23 @@ pub enum Counter {
     /// Known unicast the kernel could not encapsulate (`bpf_skb_adjust_room` refused it):
     /// handed on unchanged to the workers' path.
     TcFallback,
+
+    // Underlay ingress, draining (planned switchover).
+    /// New owner: a TCP segment to a draining VIP with no socket here (not a SYN), sent on to
+    /// the previous owner.
+    TxDrained,
+    /// New owner: such a segment could not be sent on (no next hop to the previous owner, or
+    /// the uplink takes no frames from XDP): delivered here, where the kernel resets it.
+    RxDrainUnsent,
+    /// Old owner: a drained frame, delivered to the VIP's overlay port unlearned.
+    RxDrained,
+    /// A drained frame for an address that does not accept them (not a VIP served here).
+    DropDrainRefused,
 }
 
 impl Counter {
     /// Number of counters (size of the `OVL_COUNTERS` array).
-    pub const COUNT: u32 = Counter::TcFallback as u32 + 1;
+    pub const COUNT: u32 = Counter::DropDrainRefused as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -624,6 +689,10 @@ impl Counter {
         Counter::TcTxGeneve,
         Counter::TcPass,
         Counter::TcFallback,
+        Counter::TxDrained,
+        Counter::RxDrainUnsent,
+        Counter::RxDrained,
+        Counter::DropDrainRefused,
     ];
 
     /// Stable snake_case name, used in stats output and Prometheus labels.
@@ -677,6 +746,10 @@ impl Counter {
             Counter::TcTxGeneve => "tc_tx_geneve",
             Counter::TcPass => "tc_pass",
             Counter::TcFallback => "tc_fallback",
+            Counter::TxDrained => "tx_drained",
+            Counter::RxDrainUnsent => "rx_drain_unsent",
+            Counter::RxDrained => "rx_drained",
+            Counter::DropDrainRefused => "drop_drain_refused",
         }
     }
 
@@ -708,6 +781,7 @@ impl Counter {
                 | Counter::DropTxTooBig
                 | Counter::DropNoSocket
                 | Counter::DropInternal
+                | Counter::DropDrainRefused
         )
     }
 }
@@ -747,6 +821,10 @@ mod pod {
     unsafe impl aya::Pod for super::XdpMeta {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::VniCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DrainVip {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DrainFlow {}
 }
 
 #[cfg(test)]
@@ -798,6 +876,8 @@ mod tests {
         assert_eq!(size_of::<FdbEntry>(), 32);
         assert_eq!(size_of::<NextHop>(), 8);
         assert_eq!(size_of::<XdpMeta>(), 28);
+        assert_eq!(size_of::<DrainVip>(), 24);
+        assert_eq!(size_of::<DrainFlow>(), 36);
     }
 
     #[test]

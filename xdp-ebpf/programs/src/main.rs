@@ -27,20 +27,20 @@ use aya_ebpf::{
         xdp_action,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_meta, bpf_xdp_adjust_tail,
+        bpf_csum_diff, bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_redirect, bpf_sk_release,
+        bpf_skc_lookup_tcp, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail,
     },
     macros::{classifier, map, xdp},
-    maps::{Array, DevMapHash, HashMap, PerCpuArray, PerCpuHashMap, XskMap},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::error;
 use ovl_common::{
-    Config, Counter, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB, Encap, FdbEntry,
-    FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, META_FLAG_LEARN,
-    MetaKind, NextHop, PortInfo, SourceState, UDP_HLEN, UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I,
-    VXLAN_HLEN, VniCounters, VniInfo, VtepAddr, XDP_META_LEN, XDP_META_MAGIC, XdpMeta,
-    source_state, v4_mapped,
+    Config, Counter, DrainFlow, DrainVip, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_TEB,
+    Encap, FdbEntry, FdbKey, GENEVE_HLEN, GENEVE_OPT_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN,
+    META_FLAG_LEARN, MetaKind, NextHop, PortInfo, SourceState, TUN_FLAG_DRAINED, UDP_HLEN,
+    UdpPortInfo, VLAN_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, VniCounters, VniInfo, VtepAddr, XDP_META_LEN,
+    XDP_META_MAGIC, XdpMeta, source_state, v4_mapped,
 };
 
 #[map]
@@ -70,6 +70,12 @@ static OVL_PORT_DEVS: DevMapHash = DevMapHash::with_max_entries(ovl_common::PORT
 #[map]
 static OVL_VNI_COUNTERS: PerCpuHashMap<u32, VniCounters> =
     PerCpuHashMap::with_max_entries(ovl_common::VNI_ENTRIES, 0);
+#[map]
+static OVL_DRAIN_VIPS: HashMap<[u8; 16], DrainVip> =
+    HashMap::with_max_entries(ovl_common::DRAIN_VIP_ENTRIES, 0);
+#[map]
+static OVL_DRAIN_FLOWS: LruHashMap<DrainFlow, u64> =
+    LruHashMap::with_max_entries(ovl_common::DRAIN_FLOW_ENTRIES, 0);
 #[map]
 static OVL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
@@ -432,7 +438,8 @@ fn underlay_ingress_v6(
 }
 
 /// The tunnel header at `udp + 8` (`encap`'s, by the destination port), then the inner frame
-/// up to `pkt_end`: validated, stripped, and handed on to the overlay port or a worker.
+/// up to `pkt_end`: validated, stripped, and handed on to the overlay port or a worker (or,
+/// while draining, sent on to the previous owner of a VIP: see `drain_target`).
 #[inline(always)]
 fn decap(
     ctx: &XdpContext,
@@ -455,7 +462,13 @@ fn decap(
     let rx_counter;
     if encap == Encap::Vxlan as u8 {
         // RFC 7348: I flag set, every reserved bit zero (as the kernel driver insists).
-        if tb[0] != VXLAN_FLAG_I || tb[1] != 0 || tb[2] != 0 || tb[3] != 0 || tb[7] != 0 {
+        // (The drained mark is ours, between the members of a pair.)
+        if tb[0] != VXLAN_FLAG_I
+            || tb[1] & !TUN_FLAG_DRAINED != 0
+            || tb[2] != 0
+            || tb[3] != 0
+            || tb[7] != 0
+        {
             return drop(Counter::DropVxlanFlags);
         }
         tun_len = VXLAN_HLEN;
@@ -499,6 +512,22 @@ fn decap(
         return drop(Counter::DropInnerTooBig);
     }
 
+    // Draining (planned switchover). The counter a delivered frame moves instead of the
+    // usual one, if any.
+    let drained = tb[1] & TUN_FLAG_DRAINED != 0;
+    let mut instead = None;
+    if drained {
+        // Sent on by the new owner: ours to serve if the VIP accepts, never learned from
+        // (its source lives behind the client's VTEP, not the sender's).
+        match drain_vip(inner_dst_ip(inner, pkt_end, end)) {
+            Some(d) if d.accept != 0 => {
+                write_bytes(inner, d.port_mac);
+                instead = Some(Counter::RxDrained);
+            }
+            _ => return drop(Counter::DropDrainRefused),
+        }
+    }
+
     let peer_port_be = u16::from_ne_bytes(be16(udp).to_be_bytes());
     let strip = (inner - data) as i32;
     let excess = (end - pkt_end) as i32;
@@ -513,6 +542,17 @@ fn decap(
         error!(ctx, "adjust_head failed");
         return drop(Counter::DropInternal);
     }
+    if !drained
+        && cfg.drain != 0
+        && let Some(to) = drain_target(ctx)
+    {
+        // Checked after the outer headers are gone, when the verifier tracks far fewer packet
+        // pointers (before, this path alone exceeded its budget).
+        if let Some(action) = send_drained(ctx, cfg, strip as usize, udp - data, &to) {
+            return (action, Counter::TxDrained);
+        }
+        instead = Some(Counter::RxDrainUnsent);
+    }
     // The inner frame now starts at data; the verifier wants its bounds checked afresh.
     let data = ctx.data();
     if data + ETH_HLEN > ctx.data_end() {
@@ -520,7 +560,7 @@ fn decap(
     }
     // SAFETY: data + ETH_HLEN <= data_end checked just above.
     let src: [u8; 6] = unsafe { core::ptr::read_unaligned((data + 6) as *const [u8; 6]) };
-    let learn = needs_learning(vni, src, &peer);
+    let learn = !drained && needs_learning(vni, src, &peer);
     let meta = XdpMeta {
         magic: XDP_META_MAGIC,
         kind: MetaKind::Decapped as u8,
@@ -550,11 +590,287 @@ fn decap(
                     (*c).rx_bytes += bytes;
                 }
             }
-            return (action, fast);
+            return (action, instead.unwrap_or(fast));
         }
-        return to_socket(ctx, meta, uplink_slot(ctx), Counter::RxFastFallback);
+        let c = instead.unwrap_or(Counter::RxFastFallback);
+        return to_socket(ctx, meta, uplink_slot(ctx), c);
     }
-    to_socket(ctx, meta, uplink_slot(ctx), rx_counter)
+    to_socket(ctx, meta, uplink_slot(ctx), instead.unwrap_or(rx_counter))
+}
+
+/// The inner IPv4 or IPv6 destination of the inner frame at `inner`, IPv4 mapped.
+#[inline(always)]
+fn inner_dst_ip(inner: usize, pkt_end: usize, end: usize) -> Option<[u8; 16]> {
+    let ip = inner + ETH_HLEN;
+    if ip + IPV6_HLEN <= pkt_end && ip + IPV6_HLEN <= end && be16(inner + 12) == ETH_P_IPV6 {
+        return Some(addr16(ip + 24));
+    }
+    if ip + IPV4_HLEN <= pkt_end && ip + IPV4_HLEN <= end && be16(inner + 12) == ETH_P_IPV4 {
+        return Some(v4_mapped(raw32(ip + 16).to_ne_bytes()));
+    }
+    None
+}
+
+#[inline(always)]
+fn drain_vip(dst: Option<[u8; 16]>) -> Option<DrainVip> {
+    // SAFETY: the map value is plain data, copied out.
+    dst.and_then(|d| unsafe { OVL_DRAIN_VIPS.get(d) }.copied())
+}
+
+const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+/// `TCP_LISTEN` in the kernel's socket states.
+const TCP_LISTEN: u32 = 10;
+
+/// `struct bpf_sock_tuple`'s IPv4 and IPv6 forms, fields in network order.
+#[repr(C)]
+struct Tuple4 {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+}
+
+#[repr(C)]
+struct Tuple6 {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+}
+
+/// The new owner's check, while draining: the previous owner's VTEP if the inner frame is a
+/// TCP segment to a forwarding VIP that opens nothing (not a SYN) and for which this host has
+/// no connection (no socket, or only a listener: the kernel would answer with a reset).
+/// Request sockets (a handshake begun here) and time-wait ones count as connections here.
+#[inline(always)]
+fn drain_target(ctx: &XdpContext) -> Option<VtepAddr> {
+    let inner = ctx.data();
+    let pkt_end = ctx.data_end();
+    let d = drain_vip(inner_dst_ip(inner, pkt_end, pkt_end))?;
+    if d.forward == 0 {
+        return None;
+    }
+    // Bounds checked afresh against an end the compiler cannot relate to the checks above
+    // (it would drop them as redundant; the verifier needs them on this path).
+    let end = fresh_end(ctx);
+    let ip = inner + ETH_HLEN;
+    let v6 = be16(inner + 12) == ETH_P_IPV6;
+    if ip + IPV4_HLEN > end || (v6 && ip + IPV6_HLEN > end) {
+        return None;
+    }
+    let (tcp, proto) = if v6 {
+        (ip + IPV6_HLEN, u8_at(ip + 6, end)?)
+    } else {
+        let ver_ihl = u8_at(ip, end)?;
+        // A fragment's ports are not where we look; fragments stay here.
+        if ver_ihl >> 4 != 4 || be16(ip + 6) & 0x3fff != 0 {
+            return None;
+        }
+        (ip + ((ver_ihl & 0x0f) as usize) * 4, u8_at(ip + 9, end)?)
+    };
+    if proto != IPPROTO_TCP || tcp + 14 > pkt_end || tcp + 14 > end {
+        return None;
+    }
+    let flags = u8_at(tcp + 13, end)?;
+    if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
+        return None;
+    }
+    // SAFETY: tcp + 14 <= end checked above.
+    let ports: [u16; 2] = unsafe { core::ptr::read_unaligned(tcp as *const [u16; 2]) };
+    let flow;
+    // SAFETY: helper calls with a tuple on the stack and its exact size; the socket is
+    // released right after its state is read.
+    let sk = unsafe {
+        if v6 {
+            if ip + IPV6_HLEN > fresh_end(ctx) {
+                return None;
+            }
+            let mut t = Tuple6 {
+                saddr: addr16(ip + 8),
+                daddr: addr16(ip + 24),
+                sport: ports[0],
+                dport: ports[1],
+            };
+            flow = DrainFlow {
+                client: t.saddr,
+                vip: t.daddr,
+                client_port_be: t.sport,
+                vip_port_be: t.dport,
+            };
+            bpf_skc_lookup_tcp(
+                ctx.ctx as *mut _,
+                &mut t as *mut Tuple6 as *mut _,
+                core::mem::size_of::<Tuple6>() as u32,
+                u64::MAX,
+                0,
+            )
+        } else {
+            if ip + IPV4_HLEN > fresh_end(ctx) {
+                return None;
+            }
+            let mut t = Tuple4 {
+                saddr: raw32(ip + 12),
+                daddr: raw32(ip + 16),
+                sport: ports[0],
+                dport: ports[1],
+            };
+            flow = DrainFlow {
+                client: v4_mapped(t.saddr.to_ne_bytes()),
+                vip: v4_mapped(t.daddr.to_ne_bytes()),
+                client_port_be: t.sport,
+                vip_port_be: t.dport,
+            };
+            bpf_skc_lookup_tcp(
+                ctx.ctx as *mut _,
+                &mut t as *mut Tuple4 as *mut _,
+                core::mem::size_of::<Tuple4>() as u32,
+                u64::MAX,
+                0,
+            )
+        }
+    };
+    if !sk.is_null() {
+        // SAFETY: a socket the lookup returned, read once and released.
+        let state = unsafe { core::ptr::read_volatile(&(*sk).state) };
+        // SAFETY: as above.
+        unsafe { bpf_sk_release(sk as *mut _) };
+        if state != TCP_LISTEN {
+            return None;
+        }
+    }
+    // Counting flows; a full LRU forgets old ones, which only lowers the count.
+    let _ = OVL_DRAIN_FLOWS.insert(&flow, &0, 1 /* BPF_NOEXIST */);
+    Some(d.peer)
+}
+
+/// `v`, through memory, so the compiler cannot fold the arithmetic that made it into a
+/// pointer computation the verifier would refuse.
+#[inline(always)]
+fn opaque(v: usize) -> usize {
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&v) }
+}
+
+/// Strips the `strip` bytes of outer headers again after `send_drained` put them back.
+#[inline(always)]
+fn restrip(ctx: &XdpContext, strip: usize) -> Option<u32> {
+    // SAFETY: helper call on the program's own context, undoing its own growth.
+    unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) };
+    None
+}
+
+/// Sends the frame on to `to` (the previous owner), marked as drained, back out of the
+/// active uplink: the `strip` bytes of outer headers decapsulation removed are still in
+/// front of it, so they are taken back and rewritten in place (addresses ours to theirs, hop
+/// limit, checksums; the UDP header with the client's flow entropy stays). `udp_off` is the
+/// UDP header's offset in them. `None`, with the frame as it was, without a next hop, when
+/// the uplink takes no frames from XDP, or if a helper fails; it is then delivered here.
+#[inline(always)]
+fn send_drained(
+    ctx: &XdpContext,
+    cfg: &Config,
+    strip: usize,
+    udp_off: usize,
+    to: &VtepAddr,
+) -> Option<u32> {
+    if cfg.xdp_tx == 0 || cfg.underlay_ifindex == 0 {
+        return None;
+    }
+    // SAFETY: the map value is plain data, copied out.
+    let nh = unsafe { OVL_NEXTHOPS.get(*to) }.copied()?;
+    let ip_len = if cfg.ipv6 == 0 { IPV4_HLEN } else { IPV6_HLEN };
+    // Ethernet, at most one VLAN tag, IP: the bounds let the verifier follow the offsets.
+    if udp_off > ETH_HLEN + VLAN_HLEN + IPV6_HLEN || udp_off < ETH_HLEN + ip_len {
+        return None;
+    }
+    // SAFETY: helper call on the program's own context; the bytes are those decap removed.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(strip as i32)) } != 0 {
+        return None;
+    }
+    // Each bound against its own read of the end, so the compiler keeps every one.
+    let data = ctx.data();
+    let udp = data + udp_off;
+    if udp + UDP_HLEN + 4 > fresh_end(ctx) || data + ETH_HLEN > fresh_end(ctx) {
+        return restrip(ctx, strip);
+    }
+    write_bytes(data, nh.mac);
+    write_bytes(data + 6, cfg.local_mac);
+    let Some(tun1) = u8_at(udp + UDP_HLEN + 1, fresh_end(ctx)) else {
+        return restrip(ctx, strip);
+    };
+    if cfg.ipv6 == 0 {
+        // From data, not back from udp: the verifier allows no access below a checked pointer.
+        let ip = data + opaque(udp_off - IPV4_HLEN);
+        if ip + IPV4_HLEN > fresh_end(ctx) {
+            return restrip(ctx, strip);
+        }
+        write_bytes(udp + UDP_HLEN + 1, [tun1 | TUN_FLAG_DRAINED]);
+        let l = &cfg.local_ip;
+        write_bytes(ip + 8, [64u8]);
+        write_bytes(ip + 10, [0u8, 0]);
+        write_bytes(ip + 12, [l[12], l[13], l[14], l[15]]);
+        write_bytes(ip + 16, [to[12], to[13], to[14], to[15]]);
+        let mut sum = 0u32;
+        let mut off = 0;
+        while off < IPV4_HLEN {
+            sum += be16(ip + off) as u32;
+            off += 2;
+        }
+        write_bytes(ip + 10, (!fold(sum)).to_be_bytes());
+        // Optional over IPv4, and the addresses it covered changed.
+        write_bytes(udp + 6, [0u8, 0]);
+    } else {
+        let ip = data + opaque(udp_off - IPV6_HLEN);
+        if ip + IPV6_HLEN > fresh_end(ctx) {
+            return restrip(ctx, strip);
+        }
+        // The checksum follows the changed words (addresses, the tunnel header's first word)
+        // incrementally; a zero one (accepted by configuration) stays zero.
+        // SAFETY: ip + 40 and udp + 12 <= end checked above.
+        let (old_sum, old_tun) = unsafe {
+            (
+                core::ptr::read_unaligned((udp + 6) as *const u16),
+                core::ptr::read_unaligned((udp + UDP_HLEN) as *const [u8; 4]),
+            )
+        };
+        let mut old = [0u8; 36];
+        old[..16].copy_from_slice(&addr16(ip + 8));
+        old[16..32].copy_from_slice(&addr16(ip + 24));
+        old[32..].copy_from_slice(&old_tun);
+        let mut new = [0u8; 36];
+        new[..16].copy_from_slice(&cfg.local_ip);
+        new[16..32].copy_from_slice(to);
+        new[32..].copy_from_slice(&old_tun);
+        new[33] |= TUN_FLAG_DRAINED;
+        write_bytes(ip + 7, [64u8]);
+        write_bytes(ip + 8, cfg.local_ip);
+        write_bytes(ip + 24, *to);
+        write_bytes(udp + UDP_HLEN, [new[32], new[33], new[34], new[35]]);
+        if old_sum != 0 {
+            // SAFETY: helper call on two 36-byte stack buffers.
+            let diff = unsafe {
+                bpf_csum_diff(
+                    old.as_mut_ptr() as *mut u32,
+                    36,
+                    new.as_mut_ptr() as *mut u32,
+                    36,
+                    !old_sum as u32,
+                )
+            };
+            let csum = match !fold(diff as u32) {
+                0 => 0xffff,
+                c => c,
+            };
+            write_bytes(udp + 6, csum.to_ne_bytes());
+        }
+    }
+    if ctx.ingress_ifindex() as u32 == cfg.underlay_ifindex {
+        return Some(xdp_action::XDP_TX);
+    }
+    // SAFETY: helper call; the index comes from userspace's configuration.
+    Some(unsafe { bpf_redirect(cfg.underlay_ifindex, 0) } as u32)
 }
 
 /// The XSKMAP slot of the socket on this uplink's receive queue: every present uplink has
