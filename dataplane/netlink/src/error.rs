@@ -34,6 +34,10 @@ pub enum NetlinkError {
     /// beyond the address size...), refused before anything is sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The kernel does not implement what was asked (it answered EOPNOTSUPP): `what` names
+    /// the missing feature, e.g. the kernel option that would provide it.
+    #[error("{op}: not supported by this kernel (needs {what})")]
+    Unsupported { op: String, what: &'static str },
     /// No complete reply within the socket's timeout.
     #[error("{op}: no reply from the kernel within {timeout:?}")]
     Timeout { op: String, timeout: Duration },
@@ -44,6 +48,7 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NetlinkError::Kernel { errno, .. } => Some(*errno),
+            NetlinkError::Unsupported { .. } => Some(libc::EOPNOTSUPP),
             _ => None,
         }
     }
@@ -78,5 +83,15 @@ mod tests {
         };
         assert!(e.to_string().ends_with("(bad name)"), "{e}");
         assert_eq!(NetlinkError::Malformed("x").errno(), None);
+
+        let e = NetlinkError::Unsupported {
+            op: "destroy TCP socket".into(),
+            what: "CONFIG_INET_DIAG_DESTROY",
+        };
+        assert_eq!(
+            e.to_string(),
+            "destroy TCP socket: not supported by this kernel (needs CONFIG_INET_DIAG_DESTROY)"
+        );
+        assert_eq!(e.errno(), Some(libc::EOPNOTSUPP));
     }
 }

@@ -8,11 +8,13 @@
 //!
 //! - [`Netlink`]: requests (links, veth pairs, addresses, `ip route get`, neighbours).
 //! - [`LinkWatcher`]: a socket subscribed to link and address changes, to sleep until one.
+//! - [`sock_diag`]: TCP connections on given local addresses, listed and aborted (`ss -K`).
 //! - `msg` (private): message layouts, built and parsed without a socket, tested on bytes.
 
 mod error;
 mod genl;
 mod msg;
+pub mod sock_diag;
 mod socket;
 
 use std::net::IpAddr;

@@ -117,7 +117,7 @@ pub struct Request {
 }
 
 impl Request {
-    fn new(msg_type: u16, flags: u16) -> Self {
+    pub fn new(msg_type: u16, flags: u16) -> Self {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
         buf.extend_from_slice(&msg_type.to_ne_bytes());
@@ -128,7 +128,7 @@ impl Request {
     }
 
     /// Appends `bytes` and pads to 4 bytes.
-    fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         self.buf.resize(align4(self.buf.len()), 0);
     }

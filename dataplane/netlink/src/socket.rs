@@ -36,14 +36,15 @@ impl Socket {
         Socket::open_proto(libc::NETLINK_ROUTE, groups)
     }
 
-    /// The same for netlink protocol `proto` (NETLINK_ROUTE, NETLINK_GENERIC).
+    /// The same for netlink protocol `proto` (NETLINK_ROUTE, NETLINK_GENERIC,
+    /// NETLINK_SOCK_DIAG).
     pub(crate) fn open_proto(proto: libc::c_int, groups: u32) -> Result<Socket> {
         // SAFETY: plain socket creation; the descriptor is owned right below.
         let raw =
             unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
         if raw < 0 {
             return Err(NetlinkError::io(
-                "socket(AF_NETLINK, NETLINK_ROUTE)",
+                "socket(AF_NETLINK)",
                 io::Error::last_os_error(),
             ));
         }
@@ -190,6 +191,86 @@ impl Socket {
     }
 }
 
+/// The reply to one request, read datagram by datagram (a dump spans as many as it needs).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    seq: u32,
+    dump: bool,
+    /// A dump abandoned half-way would make the kernel refuse the next one (EBUSY), so
+    /// after a parse error the dump is read to its end and the error returned then.
+    failed: Option<NetlinkError>,
+}
+
+impl Reply {
+    pub(crate) fn new(seq: u32, dump: bool) -> Self {
+        Reply {
+            seq,
+            dump,
+            failed: None,
+        }
+    }
+
+    /// Takes one received datagram: feeds the request's messages other than
+    /// NOOP/ERROR/DONE to `on_reply`, and says whether the request is complete (`Ok(true)`
+    /// or the error it ended with) or more datagrams are to come (`Ok(false)`).
+    pub(crate) fn datagram(
+        &mut self,
+        datagram: &[u8],
+        op: &dyn Fn() -> String,
+        on_reply: &mut impl FnMut(u16, &[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        for m in msg::messages(datagram) {
+            let m = m?;
+            // Leftovers of an earlier request that timed out or failed half-way.
+            if m.seq != self.seq {
+                continue;
+            }
+            match m.msg_type {
+                msg::NLMSG_NOOP => {}
+                msg::NLMSG_ERROR => {
+                    let ack = msg::parse_ack(&m)?;
+                    if ack.errno != 0 {
+                        return Err(NetlinkError::Kernel {
+                            op: op(),
+                            errno: ack.errno,
+                            message: ack.message,
+                        });
+                    }
+                    return self.failed.take().map_or(Ok(true), Err);
+                }
+                msg::NLMSG_DONE => {
+                    if let Some(e) = self.failed.take() {
+                        return Err(e);
+                    }
+                    let errno = msg::parse_done(&m);
+                    if errno != 0 {
+                        return Err(NetlinkError::Kernel {
+                            op: op(),
+                            errno,
+                            message: None,
+                        });
+                    }
+                    return Ok(true);
+                }
+                msg::NLMSG_OVERRUN => {
+                    return Err(NetlinkError::Malformed("NLMSG_OVERRUN in a reply"));
+                }
+                ty => {
+                    if self.failed.is_none()
+                        && let Err(e) = on_reply(ty, m.payload)
+                    {
+                        if !self.dump {
+                            return Err(e);
+                        }
+                        self.failed = Some(e);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
 struct State {
     seq: u32,
     buf: Vec<u8>,
@@ -216,7 +297,13 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a request socket in the calling thread's network namespace.
     pub fn open() -> Result<Netlink> {
-        let sock = Socket::open(0)?;
+        Netlink::open_proto(libc::NETLINK_ROUTE)
+    }
+
+    /// A request socket for netlink protocol `proto` (NETLINK_ROUTE, NETLINK_SOCK_DIAG...),
+    /// with the same framing, timeouts and error handling.
+    pub(crate) fn open_proto(proto: libc::c_int) -> Result<Netlink> {
+        let sock = Socket::open_proto(proto, 0)?;
         // Extended acks carry the kernel's reason into our errors, capped acks keep errors
         // from echoing the request. Both are optional: old kernels work without them.
         let _ = sock.set_opt(SOL_NETLINK, NETLINK_EXT_ACK, 1);
@@ -250,7 +337,7 @@ impl Netlink {
     /// Sends `req` and feeds each reply message (type, payload) to `on_reply` until the
     /// request is complete: its ACK, or NLMSG_DONE for a dump. `op` names the request in
     /// errors; it is only called when there is one.
-    fn transact(
+    pub(crate) fn transact(
         &self,
         req: msg::Request,
         op: &dyn Fn() -> String,
@@ -260,14 +347,10 @@ impl Netlink {
         let st = &mut *guard;
         st.seq = st.seq.wrapping_add(1);
         let seq = st.seq;
-        let dump = req.is_dump();
+        let mut reply = Reply::new(seq, req.is_dump());
         self.sock
             .send(&req.finish(seq))
             .map_err(|e| NetlinkError::io("sending a netlink request", e))?;
-
-        // A dump abandoned half-way would make the kernel refuse the next one (EBUSY), so
-        // after a parse error the dump is read to its end and the error returned then.
-        let mut failed: Option<NetlinkError> = None;
         loop {
             let n = match self.sock.recv(&mut st.buf, 0) {
                 Ok(n) => n,
@@ -279,53 +362,8 @@ impl Netlink {
                 }
                 Err(e) => return Err(NetlinkError::io("receiving a netlink reply", e)),
             };
-            for m in msg::messages(&st.buf[..n]) {
-                let m = m?;
-                // Leftovers of an earlier request that timed out or failed half-way.
-                if m.seq != seq {
-                    continue;
-                }
-                match m.msg_type {
-                    msg::NLMSG_NOOP => {}
-                    msg::NLMSG_ERROR => {
-                        let ack = msg::parse_ack(&m)?;
-                        if ack.errno != 0 {
-                            return Err(NetlinkError::Kernel {
-                                op: op(),
-                                errno: ack.errno,
-                                message: ack.message,
-                            });
-                        }
-                        return failed.map_or(Ok(()), Err);
-                    }
-                    msg::NLMSG_DONE => {
-                        if let Some(e) = failed {
-                            return Err(e);
-                        }
-                        let errno = msg::parse_done(&m);
-                        if errno != 0 {
-                            return Err(NetlinkError::Kernel {
-                                op: op(),
-                                errno,
-                                message: None,
-                            });
-                        }
-                        return Ok(());
-                    }
-                    msg::NLMSG_OVERRUN => {
-                        return Err(NetlinkError::Malformed("NLMSG_OVERRUN in a reply"));
-                    }
-                    ty => {
-                        if failed.is_none()
-                            && let Err(e) = on_reply(ty, m.payload)
-                        {
-                            if !dump {
-                                return Err(e);
-                            }
-                            failed = Some(e);
-                        }
-                    }
-                }
+            if reply.datagram(&st.buf[..n], op, &mut on_reply)? {
+                return Ok(());
             }
         }
     }
