@@ -489,7 +489,7 @@ fn wrong_vxlan_flags_are_dropped() {
         let cases: [(usize, u8); 5] = [
             (0, 0x00), // I flag clear
             (0, 0x88), // I flag plus a reserved flag
-            (1, 0x01), // reserved
+            (1, 0x02), // reserved (0x01 there is the drained mark, see below)
             (3, 0x80), // reserved
             (7, 0x01), // reserved byte after the VNI
         ];
