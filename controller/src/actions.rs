@@ -46,6 +46,9 @@ pub enum ActionError {
         /// The error.
         error: io::Error,
     },
+    /// Writing a sysctl failed.
+    #[error("{0}: {1}")]
+    Sysctl(String, io::Error),
 }
 
 /// Gratuitous ARP request for `ip` at `mac`, to broadcast.
@@ -206,11 +209,90 @@ impl VipManager {
                 }
             }
         }
+        // Back from draining: the loopback copies go once the interface has them.
+        if let Err(e) = self.off_loopback(nl) {
+            first.get_or_insert(e);
+        }
         first.map_or(Ok(()), Err)
     }
 
-    /// Removes every VIP. An address already gone (or a missing interface) counts as removed.
+    /// Planned hand-over: each VIP onto loopback as a host address, then off the interface.
+    /// Established connections keep their local address; the interface no longer answers
+    /// ARP/ND for it (with `arp_ignore = 1`, which this sets, as `arp_announce = 2` so no ARP
+    /// request of ours names the VIP as its sender).
+    pub fn hand_off(&self, nl: &Netlink, counters: &mut Counters) -> Result<(), ActionError> {
+        let mut first = self.quiet_arp().err();
+        let lo = loopback(nl)?;
+        for v in &self.vips {
+            match nl.addr_add(lo, v.addr, host_prefix(v.addr), v.addr.is_ipv6()) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    counters.vip_errors += 1;
+                    first.get_or_insert(e.into());
+                }
+            }
+        }
+        if let Err(e) = self.remove_from_interface(nl, counters) {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The end of draining: the VIPs off loopback.
+    pub fn off_loopback(&self, nl: &Netlink) -> Result<(), ActionError> {
+        let lo = loopback(nl)?;
+        let mut first = None;
+        for v in &self.vips {
+            match nl.addr_del(lo, v.addr, host_prefix(v.addr)) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.errno(),
+                        Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
+                    ) => {}
+                Err(e) => {
+                    first.get_or_insert(e.into());
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Which VIPs are on loopback (draining).
+    pub fn on_loopback(&self, nl: &Netlink) -> Result<Vec<Vip>, ActionError> {
+        let addrs = nl.addrs(Some(loopback(nl)?))?;
+        Ok(self
+            .vips
+            .iter()
+            .filter(|v| addrs.iter().any(|a| a.addr == v.addr))
+            .copied()
+            .collect())
+    }
+
+    /// `arp_ignore = 1` (answer only for addresses on the interface itself) and
+    /// `arp_announce = 2` (ARP requests name the interface's own address) on the interface.
+    pub fn quiet_arp(&self) -> Result<(), ActionError> {
+        for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+            let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", self.interface);
+            std::fs::write(&path, value).map_err(|e| ActionError::Sysctl(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every VIP, from the interface and from loopback (draining). An address
+    /// already gone (or a missing interface) counts as removed.
     pub fn remove(&self, nl: &Netlink, counters: &mut Counters) -> Result<(), ActionError> {
+        let r = self.remove_from_interface(nl, counters);
+        let lo = self.off_loopback(nl);
+        r.and(lo)
+    }
+
+    fn remove_from_interface(
+        &self,
+        nl: &Netlink,
+        counters: &mut Counters,
+    ) -> Result<(), ActionError> {
         let index = match self.index(nl) {
             Ok(i) => i,
             Err(ActionError::NoInterface(_)) => return Ok(()),
@@ -252,6 +334,16 @@ impl VipManager {
             .copied()
             .collect())
     }
+}
+
+fn loopback(nl: &Netlink) -> Result<u32, ActionError> {
+    nl.link_by_name("lo")?
+        .map(|l| l.index)
+        .ok_or_else(|| ActionError::NoInterface("lo".into()))
+}
+
+fn host_prefix(a: IpAddr) -> u8 {
+    if a.is_ipv4() { 32 } else { 128 }
 }
 
 /// Bursts of announcements for the VIPs.

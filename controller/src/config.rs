@@ -188,6 +188,31 @@ pub struct SwitchoverSection {
     /// owner's announcement has arrived.
     #[serde(default = "default_linger")]
     pub linger_ms: u64,
+    /// Draining: after a planned switchover the old owner keeps serving its established TCP
+    /// connections this long (the new owner sends it their segments); 0 turns it off. Needs
+    /// `health.dataplane_socket` (our data plane does the forwarding).
+    #[serde(default = "default_drain")]
+    pub drain_ms: u64,
+    /// What happens to connections still open when `drain_ms` is over: `reset` (aborted, the
+    /// clients get a RST and reconnect to the new owner) or `keep` (draining goes on until
+    /// the last one closes).
+    #[serde(default)]
+    pub drain_end: DrainEnd,
+    /// The old owner's VTEP address, where the new owner sends drained segments (default:
+    /// `peer.address`, right when heartbeats run between the VTEPs).
+    #[serde(default)]
+    pub drain_peer: Option<IpAddr>,
+}
+
+/// `switchover.drain_end`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainEnd {
+    /// Abort what is still open.
+    #[default]
+    Reset,
+    /// Drain until the last connection closes.
+    Keep,
 }
 
 fn default_switchover_timeout() -> u64 {
@@ -196,12 +221,18 @@ fn default_switchover_timeout() -> u64 {
 fn default_linger() -> u64 {
     20
 }
+fn default_drain() -> u64 {
+    10_000
+}
 
 impl Default for SwitchoverSection {
     fn default() -> Self {
         SwitchoverSection {
             timeout_ms: default_switchover_timeout(),
             linger_ms: default_linger(),
+            drain_ms: default_drain(),
+            drain_end: DrainEnd::default(),
+            drain_peer: None,
         }
     }
 }
@@ -523,6 +554,18 @@ impl Config {
                 ),
             ));
         }
+        in_range("switchover.drain_ms", s.drain_ms, 0, 3_600_000)?;
+        if let Some(p) = s.drain_peer
+            && p.is_ipv4() != self.peer.address.is_ipv4()
+        {
+            return Err(ConfigError::field(
+                "switchover.drain_peer",
+                format!(
+                    "{p} is not of peer.address's family ({})",
+                    self.peer.address
+                ),
+            ));
+        }
 
         let hl = &self.health;
         in_range("health.interval_ms", hl.interval_ms, 1, 60_000)?;
@@ -604,7 +647,23 @@ impl Config {
             release_linger: ms(self.switchover.linger_ms),
             tie_break: rank(self.heartbeat.address),
             peer_tie_break: rank(self.peer.address),
+            drain: if self.drains() {
+                ms(self.switchover.drain_ms)
+            } else {
+                0
+            },
+            drain_keep: self.switchover.drain_end == DrainEnd::Keep,
         }
+    }
+
+    /// Whether planned switchovers drain: configured, and a data plane of ours to forward.
+    pub fn drains(&self) -> bool {
+        self.switchover.drain_ms > 0 && self.health.dataplane_socket.is_some()
+    }
+
+    /// Where the new owner sends drained segments: the old owner's VTEP.
+    pub fn drain_peer(&self) -> IpAddr {
+        self.switchover.drain_peer.unwrap_or(self.peer.address)
     }
 
     /// Time between announcements of a burst.

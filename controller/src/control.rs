@@ -83,6 +83,23 @@ pub struct Status {
     pub counters: Counters,
     /// The last transitions, oldest first.
     pub transitions: Vec<TransitionRecord>,
+    /// Draining, as the data plane last reported it.
+    #[serde(default)]
+    pub drain: DrainView,
+}
+
+/// The data plane's side of draining, from its last answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainView {
+    /// Connections forwarded to the peer since forwarding last started.
+    pub flows: u64,
+    /// Segments forwarded to the peer, and drained frames served here, since it started.
+    pub tx_drained: u64,
+    pub rx_drained: u64,
+    /// Segments that could not be forwarded (delivered here instead).
+    pub rx_drain_unsent: u64,
+    /// The data plane's last complaint, if any.
+    pub problem: String,
 }
 
 /// A response.
@@ -326,6 +343,23 @@ pub fn format_status(s: &Status) -> String {
     }
     if f.hold_down_left_ns > 0 {
         notes.push(format!("hold-down {} left", ms(f.hold_down_left_ns)));
+    }
+    match f.drain_left_ns {
+        Some(0) => notes.push("draining: serving old connections until they close".into()),
+        Some(left) => notes.push(format!(
+            "draining: serving old connections (VIP on loopback), {} left",
+            ms(left)
+        )),
+        None => {}
+    }
+    if f.drain_forwarding {
+        notes.push("draining: old connections' segments go to the peer".into());
+    }
+    if s.drain.flows > 0 || f.drain_forwarding {
+        notes.push(format!(
+            "data plane: {} connections drained to the peer, {} segments",
+            s.drain.flows, s.drain.tx_drained
+        ));
     }
     if !notes.is_empty() {
         let _ = writeln!(o, "            {}", notes.join(", "));

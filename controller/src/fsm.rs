@@ -97,6 +97,11 @@ pub struct Flags {
     /// The sender still has the VIP on its interface (true in Active, and in Backup while it
     /// lingers after yielding).
     pub vip_held: bool,
+    /// The sender handed the VIP over in a planned move and still serves its established
+    /// connections (the VIP on loopback, answering no ARP/ND): the new owner sends it the
+    /// segments of connections it has no socket for.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// What this node tells its peer in a heartbeat.
@@ -266,6 +271,11 @@ pub enum Event {
     },
     /// Stop: go to Fault for good (VIP removed, the peer told at once).
     Shutdown,
+    /// While draining with [`FsmConfig::drain_keep`]: how many connections on the VIP remain.
+    DrainConnections {
+        /// Live TCP connections with the VIP as local address.
+        open: u32,
+    },
     /// The caller's loop ran `late` past a deadline: the host starved it of CPU. The peer's
     /// silence over that time says nothing (on a shared host it was most likely stalled as
     /// well, and nothing could be read meanwhile), so its death is judged that much later.
@@ -282,8 +292,19 @@ pub enum Action {
     SendHeartbeat(Advert),
     /// Put the VIP(s) on the overlay interface.
     AddVip,
-    /// Take the VIP(s) off the overlay interface.
+    /// Take the VIP(s) off the overlay interface (and off loopback, if draining put them
+    /// there).
     RemoveVip,
+    /// Planned hand-over: move the VIP(s) from the overlay interface to loopback, so
+    /// established connections keep their local address while ARP/ND no longer answers for
+    /// it (draining begins).
+    HandOffVip,
+    /// Draining is over: take the VIP(s) off loopback; with `reset`, abort the connections
+    /// still open on them first (their clients get a RST and reconnect to the new owner).
+    EndDrain {
+        /// Abort what is still open.
+        reset: bool,
+    },
     /// Start a burst of gratuitous ARP / unsolicited NA for the VIP(s).
     Announce,
     /// The state changed.
@@ -316,6 +337,12 @@ pub struct FsmConfig {
     pub release_linger: Nanos,
     /// This node's tie-break key for equal priorities (higher wins), e.g. its underlay address.
     pub tie_break: u128,
+    /// How long a node that handed the VIP over in a planned move keeps serving established
+    /// connections (0: no draining; the VIP is removed after the linger).
+    pub drain: Nanos,
+    /// At the end of `drain`, keep going while connections remain (instead of resetting
+    /// them).
+    pub drain_keep: bool,
     /// The peer's tie-break key.
     pub peer_tie_break: u128,
 }
@@ -385,6 +412,13 @@ pub struct FsmStatus {
     pub takeover_pending: bool,
     /// Time left before preemption is allowed (0 if allowed or not applicable).
     pub hold_down_left_ns: u64,
+    /// Draining after handing the VIP over: time left (0 once over, while connections
+    /// remain with `drain_keep`).
+    #[serde(default)]
+    pub drain_left_ns: Option<u64>,
+    /// Sending the previous owner the segments of connections it still serves.
+    #[serde(default)]
+    pub drain_forwarding: bool,
     /// The peer, once heard.
     pub peer: Option<PeerStatus>,
 }
@@ -415,6 +449,12 @@ pub struct Fsm {
     linger_until: Option<Nanos>,
     /// Switchover answered once the lingering VIP is gone.
     done_on_remove: Option<u64>,
+    /// The VIP goes to loopback rather than away when the linger ends (planned hand-over).
+    hand_off: bool,
+    /// Draining after a hand-over until then (VIP on loopback).
+    drain_until: Option<Nanos>,
+    /// Connections still open, as last reported while draining (`drain_keep`).
+    drain_open: Option<u32>,
     both_backup_since: Option<Nanos>,
     conflict_announced: bool,
     /// Announce again at the next evaluation (the peer came back while we were Active: it may
@@ -444,6 +484,9 @@ impl Fsm {
             takeover: None,
             linger_until: None,
             done_on_remove: None,
+            hand_off: false,
+            drain_until: None,
+            drain_open: None,
             both_backup_since: None,
             conflict_announced: false,
             reannounce: false,
@@ -477,8 +520,31 @@ impl Fsm {
                 release: self.release.is_some(),
                 takeover: self.takeover.is_some(),
                 vip_held: self.vip_held,
+                draining: self.drain_until.is_some(),
             },
         }
+    }
+
+    /// Whether the data plane should send the previous owner the segments of connections
+    /// that have no socket here: Active, and the live peer still serves connections (it is
+    /// draining, or still Active while our takeover completes).
+    pub fn drain_forward(&self, now: Nanos) -> bool {
+        self.state == State::Active
+            && self.cfg.drain > 0
+            && self.peer.filter(|_| self.peer_alive(now)).is_some_and(|p| {
+                p.flags.draining || (self.takeover.is_some() && p.state == State::Active)
+            })
+    }
+
+    /// Whether the VIP is a local address here (on the interface or, draining, on loopback),
+    /// so segments the peer forwards are ours to serve.
+    pub fn vip_local(&self) -> bool {
+        self.vip_held || self.drain_until.is_some()
+    }
+
+    /// Draining after a hand-over (the VIP on loopback).
+    pub fn draining(&self) -> bool {
+        self.drain_until.is_some()
     }
 
     /// Whether the peer was heard within the detection time.
@@ -507,6 +573,7 @@ impl Fsm {
             }
             Event::Switchover { id } => self.on_switchover(id, now, &mut out, &mut log),
             Event::Shutdown => self.on_shutdown(now, &mut out, &mut log),
+            Event::DrainConnections { open } => self.drain_open = Some(open),
             Event::Stalled { late } => {
                 if let Some(p) = &mut self.peer {
                     p.last_heard = p.last_heard.saturating_add(late).min(now);
@@ -535,6 +602,9 @@ impl Fsm {
             }
         };
         if let Some(t) = self.linger_until {
+            consider(t);
+        }
+        if let Some(t) = self.drain_until {
             consider(t);
         }
         if let Some(p) = self.release {
@@ -583,6 +653,8 @@ impl Fsm {
             release_pending: self.release.is_some(),
             takeover_pending: self.takeover.is_some(),
             hold_down_left_ns,
+            drain_left_ns: self.drain_until.map(|t| t.saturating_sub(now)),
+            drain_forwarding: self.drain_forward(now),
             peer: self.peer.map(|p| PeerStatus {
                 state: p.state,
                 priority: p.priority,
@@ -734,6 +806,7 @@ impl Fsm {
         for _ in 0..4 {
             let before = (self.state, self.release, self.takeover);
             self.check_linger(now, out);
+            self.check_drain(now, out);
             match self.state {
                 State::Backup => self.evaluate_backup(now, out, log),
                 State::Active => self.evaluate_active(now, out, log),
@@ -750,7 +823,36 @@ impl Fsm {
             && now >= t
         {
             self.linger_until = None;
-            self.remove_vip(out);
+            if std::mem::take(&mut self.hand_off) && self.vip_held {
+                out.push(Action::HandOffVip);
+                self.drain_until = Some(now.saturating_add(self.cfg.drain));
+                self.drain_open = None;
+                self.vip_held = false;
+                if let Some(id) = self.done_on_remove.take() {
+                    out.push(Action::SwitchoverDone { id, result: Ok(()) });
+                }
+            } else {
+                self.remove_vip(out);
+            }
+            self.tx_now = true;
+        }
+    }
+
+    /// Ends draining when its time is up (and, with `drain_keep`, no connection remains).
+    fn check_drain(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        let Some(t) = self.drain_until else {
+            return;
+        };
+        let idle = self.drain_open == Some(0);
+        if now >= t && (!self.cfg.drain_keep || idle) {
+            self.end_drain(!self.cfg.drain_keep, out);
+        }
+    }
+
+    fn end_drain(&mut self, reset: bool, out: &mut Vec<Action>) {
+        if self.drain_until.take().is_some() {
+            out.push(Action::EndDrain { reset });
+            self.drain_open = None;
             self.tx_now = true;
         }
     }
@@ -935,6 +1037,11 @@ impl Fsm {
         match to {
             State::Active => {
                 self.linger_until = None;
+                self.hand_off = false;
+                // Draining stops: AddVip takes the VIP back from loopback, and the
+                // connections it served are local again.
+                self.drain_until = None;
+                self.drain_open = None;
                 if let Some(id) = self.done_on_remove.take() {
                     out.push(Action::SwitchoverDone {
                         id,
@@ -963,8 +1070,19 @@ impl Fsm {
                 if let Some(t) = self.takeover.take() {
                     answer(out, t.id, Err(SwitchoverError::Aborted(cause.to_string())));
                 }
+                // A planned move to a live peer hands the VIP over for draining.
+                self.hand_off =
+                    from == State::Active && cause == Cause::PeerTookOver && self.cfg.drain > 0;
                 if from == State::Active && self.cfg.release_linger > 0 {
                     self.linger_until = Some(now.saturating_add(self.cfg.release_linger));
+                } else if std::mem::take(&mut self.hand_off) && self.vip_held {
+                    out.push(Action::HandOffVip);
+                    self.drain_until = Some(now.saturating_add(self.cfg.drain));
+                    self.drain_open = None;
+                    self.vip_held = false;
+                    if let Some(id) = self.done_on_remove.take() {
+                        out.push(Action::SwitchoverDone { id, result: Ok(()) });
+                    }
                 } else {
                     self.remove_vip(out);
                 }
@@ -984,7 +1102,10 @@ impl Fsm {
                     });
                 }
                 self.linger_until = None;
+                self.hand_off = false;
                 self.remove_vip(out);
+                // Unhealthy or stopping: what draining served is reset, at once.
+                self.end_drain(true, out);
             }
             State::Init => {}
         }
@@ -1029,6 +1150,8 @@ mod tests {
             release_linger: 5 * MS,
             tie_break: 1,
             peer_tie_break: 2,
+            drain: 0,
+            drain_keep: false,
         }
     }
 
@@ -1199,7 +1322,7 @@ mod tests {
         let took = Flags {
             takeover: true,
             vip_held: true,
-            release: false,
+            ..Flags::default()
         };
         let a = f.step(peer(State::Active, 100, took), 33 * MS);
         assert_eq!(f.state(), State::Backup);
@@ -1215,6 +1338,162 @@ mod tests {
         f.step(peer(State::Active, 100, active_flags()), 2000 * MS);
         f.step(Event::Timer, 2001 * MS);
         assert_eq!(f.state(), State::Backup);
+    }
+
+    fn draining_cfg(keep: bool) -> FsmConfig {
+        FsmConfig {
+            drain: 100 * MS,
+            drain_keep: keep,
+            ..cfg(200, true)
+        }
+    }
+
+    /// Active, then a planned switchover handed to the peer: returns the node in Backup
+    /// with the VIP on loopback (at 38 ms).
+    fn handed_over(c: FsmConfig) -> Fsm {
+        let mut f = started(c);
+        f.step(Event::Timer, 30 * MS);
+        f.step(peer(State::Backup, 100, Flags::default()), 31 * MS);
+        f.step(Event::Switchover { id: 7 }, 32 * MS);
+        let took = Flags {
+            takeover: true,
+            vip_held: true,
+            ..Flags::default()
+        };
+        let a = f.step(peer(State::Active, 100, took), 33 * MS);
+        assert!(f.advert().flags.vip_held, "lingering");
+        assert!(!a.contains(&Action::HandOffVip));
+        let a = f.step(Event::Timer, 38 * MS);
+        assert!(a.contains(&Action::HandOffVip), "{a:?}");
+        assert!(!a.contains(&Action::RemoveVip));
+        assert!(a.contains(&Action::SwitchoverDone {
+            id: 7,
+            result: Ok(())
+        }));
+        let flags = f.advert().flags;
+        assert!(flags.draining && !flags.vip_held, "{flags:?}");
+        assert!(f.vip_local() && f.draining());
+        f
+    }
+
+    /// The new owner's heartbeats every 10 ms from `from` to `to` (ms), with a timer step
+    /// each ms; returns every action.
+    fn active_peer_until(f: &mut Fsm, from: u64, to: u64) -> Vec<Action> {
+        let mut all = Vec::new();
+        for t in from..to {
+            if t % 10 == 0 {
+                all.extend(f.step(peer(State::Active, 100, active_flags()), t * MS));
+            }
+            all.extend(f.step(Event::Timer, t * MS));
+        }
+        all
+    }
+
+    fn ends(a: &[Action]) -> usize {
+        a.iter()
+            .filter(|x| matches!(x, Action::EndDrain { .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_planned_hand_over_drains_then_resets_what_is_left() {
+        let mut f = handed_over(draining_cfg(false));
+        let a = active_peer_until(&mut f, 38, 138);
+        assert_eq!(ends(&a), 0, "{a:?}");
+        assert!(f.draining());
+        let a = active_peer_until(&mut f, 138, 500);
+        assert_eq!(f.state(), State::Backup);
+        assert!(a.contains(&Action::EndDrain { reset: true }), "{a:?}");
+        assert_eq!(ends(&a), 1, "once");
+        assert!(!f.advert().flags.draining && !f.vip_local());
+    }
+
+    #[test]
+    fn keep_drains_until_the_last_connection_closes() {
+        let mut f = handed_over(draining_cfg(true));
+        f.step(Event::DrainConnections { open: 3 }, 100 * MS);
+        let a = active_peer_until(&mut f, 38, 400);
+        assert_eq!(ends(&a), 0);
+        assert!(f.draining());
+        let a = f.step(Event::DrainConnections { open: 0 }, 400 * MS);
+        assert!(a.contains(&Action::EndDrain { reset: false }), "{a:?}");
+    }
+
+    #[test]
+    fn draining_ends_at_once_on_a_fault_and_stops_when_active_again() {
+        let mut f = handed_over(draining_cfg(false));
+        let unhealthy = Event::Health {
+            healthy: false,
+            reason: "test".into(),
+        };
+        let a = f.step(unhealthy, 50 * MS);
+        assert!(a.contains(&Action::EndDrain { reset: true }), "{a:?}");
+        assert!(
+            !a.contains(&Action::RemoveVip),
+            "not on the interface any more"
+        );
+
+        // Back to Active while draining: the VIP returns to the interface, no reset.
+        let mut f = handed_over(draining_cfg(false));
+        let a = f.step(Event::Switchover { id: 8 }, 60 * MS);
+        assert_eq!(f.state(), State::Active);
+        assert!(a.contains(&Action::AddVip));
+        assert!(!a.iter().any(|x| matches!(x, Action::EndDrain { .. })));
+        assert!(!f.draining() && f.vip_local());
+        let a = f.step(Event::Timer, 500 * MS);
+        assert!(!a.iter().any(|x| matches!(x, Action::EndDrain { .. })));
+    }
+
+    #[test]
+    fn the_new_owner_forwards_while_the_old_one_serves() {
+        let mut f = started(draining_cfg(false));
+        f.step(peer(State::Active, 100, active_flags()), 5 * MS);
+        f.step(peer(State::Active, 100, active_flags()), 35 * MS);
+        f.step(Event::Switchover { id: 1 }, 40 * MS);
+        assert_eq!(f.state(), State::Active);
+        assert!(
+            f.drain_forward(41 * MS),
+            "takeover: the peer still holds connections"
+        );
+        let yielded = Flags {
+            vip_held: true,
+            ..Flags::default()
+        };
+        // Lingering without draining (an old peer, or draining off there): nothing to send.
+        f.step(peer(State::Backup, 100, yielded), 42 * MS);
+        assert!(!f.drain_forward(42 * MS));
+        let draining = Flags {
+            draining: true,
+            ..Flags::default()
+        };
+        f.step(peer(State::Backup, 100, draining), 60 * MS);
+        assert!(f.drain_forward(60 * MS));
+        assert!(!f.drain_forward(200 * MS), "a dead peer serves nothing");
+        f.step(peer(State::Backup, 100, Flags::default()), 210 * MS);
+        assert!(!f.drain_forward(210 * MS), "its drain is over");
+        // Without draining configured, never.
+        let mut g = started(cfg(200, true));
+        g.step(peer(State::Backup, 100, draining), 5 * MS);
+        g.step(Event::Timer, 40 * MS);
+        assert!(!g.drain_forward(40 * MS));
+    }
+
+    #[test]
+    fn without_draining_a_hand_over_removes_the_vip() {
+        let mut f = started(cfg(200, true));
+        f.step(Event::Timer, 30 * MS);
+        f.step(peer(State::Backup, 100, Flags::default()), 31 * MS);
+        f.step(Event::Switchover { id: 7 }, 32 * MS);
+        let took = Flags {
+            takeover: true,
+            vip_held: true,
+            ..Flags::default()
+        };
+        f.step(peer(State::Active, 100, took), 33 * MS);
+        let a = f.step(Event::Timer, 38 * MS);
+        assert!(a.contains(&Action::RemoveVip));
+        assert!(!a.contains(&Action::HandOffVip));
+        assert!(!f.advert().flags.draining);
     }
 
     #[test]

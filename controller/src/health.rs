@@ -101,6 +101,57 @@ pub fn check_dataplane(socket: &Path, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// What the controller asks the data plane to do with TCP to the VIPs (its `drain` request).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DrainWish {
+    /// All VIPs.
+    pub vips: Vec<std::net::IpAddr>,
+    /// New owner: the previous owner's VTEP.
+    pub forward_to: Option<std::net::IpAddr>,
+    /// The VIPs are local here: serve what the peer forwards.
+    pub accept: bool,
+    /// The overlay interface.
+    pub interface: Option<String>,
+}
+
+/// The data plane's answer to `drain`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct DrainAnswer {
+    pub error: String,
+    pub warning: String,
+    pub flows: u64,
+    pub tx_drained: u64,
+    pub rx_drain_unsent: u64,
+    pub rx_drained: u64,
+}
+
+/// Sends `wish` to the data plane's control socket and returns its answer.
+pub fn request_drain(
+    socket: &Path,
+    wish: &DrainWish,
+    timeout: Duration,
+) -> Result<DrainAnswer, String> {
+    let what = |e: std::io::Error| format!("data plane socket {}: {e}", socket.display());
+    let mut s = UnixStream::connect(socket).map_err(what)?;
+    s.set_read_timeout(Some(timeout)).map_err(what)?;
+    s.set_write_timeout(Some(timeout)).map_err(what)?;
+    let json = serde_json::to_string(wish).map_err(|e| e.to_string())?;
+    s.write_all(format!("drain {json}\n").as_bytes())
+        .map_err(what)?;
+    let mut line = String::new();
+    BufReader::new(s.take(4096))
+        .read_line(&mut line)
+        .map_err(what)?;
+    let answer: DrainAnswer = serde_json::from_str(line.trim())
+        .map_err(|e| format!("data plane answered {:?} to drain: {e}", line.trim()))?;
+    if answer.error.is_empty() {
+        Ok(answer)
+    } else {
+        Err(format!("data plane refused drain: {}", answer.error))
+    }
+}
+
 /// Runs `/bin/sh -c command`; healthy when it exits 0 within `timeout` (killed otherwise).
 pub fn check_command(command: &str, timeout: Duration) -> Result<(), String> {
     let mut child = Command::new("/bin/sh")

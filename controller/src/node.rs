@@ -63,6 +63,15 @@ pub struct Counters {
     pub switchovers_failed: u64,
     /// Times the event loop woke more than 5 ms after a deadline (CPU starvation).
     pub late_wakeups: u64,
+    /// Drains begun after handing the VIP over (VIP moved to loopback).
+    #[serde(default)]
+    pub drains: u64,
+    /// Connections still open at a drain's end and reset (`drain_end = "reset"`).
+    #[serde(default)]
+    pub drain_resets: u64,
+    /// Drain requests the data plane refused or did not answer.
+    #[serde(default)]
+    pub drain_errors: u64,
 }
 
 /// Parameters of a node.
@@ -234,6 +243,8 @@ mod tests {
                 release_linger: 0,
                 tie_break: u128::from(id),
                 peer_tie_break: 0,
+                drain: 0,
+                drain_keep: false,
             },
             node_id: id,
             epoch,

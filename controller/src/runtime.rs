@@ -28,9 +28,9 @@ use crate::{
     actions::{Announcer, VipManager},
     auth::Key,
     config::Config,
-    control::{self, ControlMsg, Request, Response, Status, TransitionRecord},
+    control::{self, ControlMsg, DrainView, Request, Response, Status, TransitionRecord},
     fsm::{Action, Event, Nanos, State, SwitchoverError},
-    health::{self, HealthReport, PeriodicChecks},
+    health::{self, DrainWish, HealthReport, PeriodicChecks},
     hooks::{HookJob, HookRunner},
     node::{Node, NodeConfig, node_id},
 };
@@ -283,6 +283,11 @@ struct Daemon {
     next_link_check: Nanos,
     send_failing: bool,
     stopping: Option<Nanos>,
+    /// Draining: what the data plane was last told, when, and what it answered.
+    drain_sent: Option<(DrainWish, Instant)>,
+    drain_view: DrainView,
+    /// Next poll of the connections left on the VIP (draining with `drain_end = "keep"`).
+    next_drain_poll: Nanos,
 }
 
 impl Daemon {
@@ -396,6 +401,9 @@ impl Daemon {
             next_link_check: 0,
             send_failing: false,
             stopping: None,
+            drain_sent: None,
+            drain_view: DrainView::default(),
+            next_drain_poll: 0,
         })
     }
 
@@ -512,6 +520,18 @@ impl Daemon {
             if self.node.next_deadline().is_some_and(|d| now >= d) {
                 let actions = self.node.handle(Event::Timer, now);
                 self.execute(actions);
+            }
+            if self.node.fsm().draining()
+                && self.cfg.switchover.drain_end == crate::config::DrainEnd::Keep
+                && now >= self.next_drain_poll
+            {
+                self.next_drain_poll = now + 200 * crate::fsm::MS;
+                let open = u32::try_from(self.drain_connections()).unwrap_or(u32::MAX);
+                let actions = self.node.handle(Event::DrainConnections { open }, now);
+                self.execute(actions);
+            } else if self.drain_sent.is_some() || self.node.fsm().draining() {
+                // Level-triggered: repeated each second.
+                self.sync_drain();
             }
             if let Err(e) = self.announcer.poll(now, &self.nl, &mut self.node.counters) {
                 tracing::warn!(error = %e, "announcement");
@@ -659,10 +679,95 @@ impl Daemon {
                 .unwrap_or_default(),
             counters,
             transitions: self.history.iter().cloned().collect(),
+            drain: self.drain_view.clone(),
         }
     }
 
+    /// Tells the data plane what to do with TCP to the VIPs when that changed (before the
+    /// VIP moves and the announcement goes out, so no segment finds the new owner unready),
+    /// and again every second (level-triggered: a restarted data plane catches up).
+    fn sync_drain(&mut self) {
+        let Some(socket) = self.cfg.health.dataplane_socket.clone() else {
+            return;
+        };
+        if !self.cfg.drains() {
+            return;
+        }
+        let now = self.now();
+        let fsm = self.node.fsm();
+        let wish = DrainWish {
+            vips: self.vip.vips().iter().map(|v| v.addr).collect(),
+            forward_to: fsm.drain_forward(now).then(|| self.cfg.drain_peer()),
+            accept: fsm.vip_local(),
+            interface: Some(self.cfg.vip.interface.clone()),
+        };
+        let changed = self.drain_sent.as_ref().is_none_or(|(w, _)| *w != wish);
+        let stale = self
+            .drain_sent
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= Duration::from_secs(1));
+        if !changed && !stale {
+            return;
+        }
+        let was_forwarding = self
+            .drain_sent
+            .as_ref()
+            .is_some_and(|(w, _)| w.forward_to.is_some());
+        // Short: the event loop waits for it (the data plane answers in well under 1 ms).
+        match health::request_drain(&socket, &wish, Duration::from_millis(50)) {
+            Ok(a) => {
+                if changed {
+                    match (was_forwarding, wish.forward_to) {
+                        (false, Some(to)) => tracing::info!(
+                            peer_vtep = %to,
+                            "drain: segments of connections with no socket here go to the previous owner"
+                        ),
+                        (true, None) => tracing::info!(
+                            flows = a.flows,
+                            "drain: forwarding to the previous owner ended: {} connections drained",
+                            a.flows
+                        ),
+                        _ => {}
+                    }
+                }
+                if !a.warning.is_empty() && changed {
+                    tracing::warn!("drain: {}", a.warning);
+                }
+                self.drain_view = DrainView {
+                    flows: a.flows,
+                    tx_drained: a.tx_drained,
+                    rx_drained: a.rx_drained,
+                    rx_drain_unsent: a.rx_drain_unsent,
+                    problem: a.warning,
+                };
+                self.drain_sent = Some((wish, Instant::now()));
+            }
+            Err(e) => {
+                self.node.counters.drain_errors += 1;
+                if changed || self.drain_view.problem != e {
+                    tracing::warn!(error = %e, "drain request");
+                }
+                self.drain_view.problem = e;
+                // Retried within a second.
+                self.drain_sent = Some((
+                    DrainWish {
+                        vips: Vec::new(),
+                        ..DrainWish::default()
+                    },
+                    Instant::now(),
+                ));
+            }
+        }
+    }
+
+    /// Live TCP connections on the VIPs (draining); 0 if they cannot be read.
+    fn drain_connections(&self) -> usize {
+        let vips: Vec<_> = self.vip.vips().iter().map(|v| v.addr).collect();
+        ovl_netlink::sock_diag::tcp_connections(&vips).map_or(0, |c| c.len())
+    }
+
     fn execute(&mut self, actions: Vec<Action>) {
+        self.sync_drain();
         for a in actions {
             match a {
                 Action::SendHeartbeat(adv) => {
@@ -688,6 +793,34 @@ impl Daemon {
                     if let Err(e) = self.vip.remove(&self.nl, &mut self.node.counters) {
                         tracing::error!(error = %e, "removing the VIP");
                     }
+                }
+                Action::HandOffVip => {
+                    self.announcer.stop();
+                    if let Err(e) = self.vip.hand_off(&self.nl, &mut self.node.counters) {
+                        tracing::error!(error = %e, "handing the VIP over (to loopback)");
+                    }
+                    self.node.counters.drains += 1;
+                    let open = self.drain_connections();
+                    tracing::info!(
+                        connections = open,
+                        drain_ms = self.cfg.switchover.drain_ms,
+                        "drain: VIP handed over; serving {open} established connections on loopback"
+                    );
+                }
+                Action::EndDrain { reset } => {
+                    let vips: Vec<_> = self.vip.vips().iter().map(|v| v.addr).collect();
+                    let mut closed = 0;
+                    if reset {
+                        match ovl_netlink::sock_diag::destroy_all(&vips) {
+                            Ok(n) => closed = n,
+                            Err(e) => tracing::warn!(error = %e, "drain: resetting connections"),
+                        }
+                        self.node.counters.drain_resets += closed as u64;
+                    }
+                    if let Err(e) = self.vip.off_loopback(&self.nl) {
+                        tracing::error!(error = %e, "drain: removing the VIP from loopback");
+                    }
+                    tracing::info!(reset = closed, "drain ended: {closed} connections reset");
                 }
                 Action::Announce => {
                     let now = self.now();

@@ -584,6 +584,7 @@ fn forged_and_replayed_heartbeats_from_a_third_namespace_change_nothing() {
                         release: true,
                         takeover: true,
                         vip_held: true,
+                        draining: true,
                     },
                     priority: 255,
                     node_id: controller::node::node_id("x"),

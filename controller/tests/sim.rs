@@ -24,6 +24,8 @@ use controller::{
 const INTERVAL: Nanos = 10 * MS;
 const DETECT: Nanos = 3 * INTERVAL;
 const LINGER: Nanos = 20 * MS;
+/// Draining after planned hand-overs, in every scenario.
+const DRAIN: Nanos = 300 * MS;
 const DELAY: Nanos = 100_000; // 100 us one way
 const SEC: Nanos = 1_000 * MS;
 
@@ -50,6 +52,8 @@ fn fsm_cfg(me: usize, priority: u8, preempt: bool, hold_down: Nanos) -> FsmConfi
         release_linger: LINGER,
         tie_break: addr(me),
         peer_tie_break: addr(1 - me),
+        drain: DRAIN,
+        drain_keep: false,
     }
 }
 
@@ -79,6 +83,8 @@ struct Member {
     alive: bool,
     epoch: u64,
     vip: bool,
+    /// The VIP on loopback: draining after a planned hand-over.
+    lo: bool,
 }
 
 struct Sim {
@@ -124,6 +130,7 @@ impl Sim {
             alive: false,
             epoch: 1_000,
             vip: false,
+            lo: false,
         };
         Sim {
             now: 0,
@@ -277,10 +284,22 @@ impl Sim {
                 Action::AddVip => {
                     assert!(!self.m[i].vip, "node {i}: AddVip while holding it");
                     self.m[i].vip = true;
+                    // Back from draining: the VIP leaves loopback for the interface.
+                    self.m[i].lo = false;
                 }
                 Action::RemoveVip => {
                     assert!(self.m[i].vip, "node {i}: RemoveVip while not holding it");
                     self.m[i].vip = false;
+                }
+                Action::HandOffVip => {
+                    assert!(self.m[i].vip, "node {i}: HandOffVip while not holding it");
+                    assert!(!self.m[i].lo, "node {i}: HandOffVip while draining");
+                    self.m[i].vip = false;
+                    self.m[i].lo = true;
+                }
+                Action::EndDrain { .. } => {
+                    assert!(self.m[i].lo, "node {i}: EndDrain while not draining");
+                    self.m[i].lo = false;
                 }
                 Action::Announce => {
                     assert!(self.m[i].vip, "node {i}: announcing a VIP it does not hold");
@@ -887,6 +906,7 @@ fn forged_and_replayed_heartbeats_change_nothing() {
                 release: true,
                 takeover: true,
                 vip_held: true,
+                draining: true,
             },
             priority: 255,
             node_id: 99,

@@ -206,6 +206,45 @@ struct VniRuntime {
 
 enum Request {
     Snapshot(Sender<Snapshot>),
+    Drain(DrainRequest, Sender<String>),
+}
+
+/// `drain <json>` on the control socket: what the controller wants the programs to do with
+/// TCP to its VIPs during a planned switchover. Level-triggered: each request states the
+/// whole wish, and the controller repeats it, so a restarted data plane catches up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// The VIPs (all of them, also when neither forwarding nor accepting: they are then
+    /// removed from the map).
+    pub vips: Vec<IpAddr>,
+    /// New owner: the previous owner's VTEP, to which segments of connections that have no
+    /// socket here go.
+    #[serde(default)]
+    pub forward_to: Option<IpAddr>,
+    /// Old owner (and owner): serve drained frames for the VIPs.
+    #[serde(default)]
+    pub accept: bool,
+    /// The overlay interface the VIPs are on (its MAC becomes a drained frame's destination);
+    /// may be omitted with a single VNI.
+    #[serde(default)]
+    pub interface: Option<String>,
+}
+
+/// The answer to `drain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DrainReply {
+    /// Empty when applied; else why not (nothing was changed).
+    pub error: String,
+    /// Applied, but forwarding cannot work: why (segments are then delivered here).
+    pub warning: String,
+    /// Connections forwarded since forwarding last started.
+    pub flows: u64,
+    /// Segments forwarded, delivered though meant to be forwarded, and drained frames
+    /// received, since the data plane started.
+    pub tx_drained: u64,
+    pub rx_drain_unsent: u64,
+    pub rx_drained: u64,
 }
 
 /// Runs the data plane until SIGINT or SIGTERM.
@@ -494,6 +533,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         started: Instant::now(),
         last_provoke: HashMap::new(),
         unroutable: HashSet::new(),
+        drain: DrainRequest::default(),
     };
     // Attach to the uplinks there are, start the workers, activate one.
     ctl.apply(first_actions, started_at);
@@ -789,6 +829,8 @@ struct Control {
     last_provoke: HashMap<(u32, IpAddr), Instant>,
     /// Remotes whose missing route was already reported.
     unroutable: HashSet<IpAddr>,
+    /// The controller's last drain request.
+    drain: DrainRequest,
 }
 
 impl Control {
@@ -809,8 +851,15 @@ impl Control {
             select! {
                 recv(links) -> e => if let Ok((at, e)) = e { self.on_link_event(at, e) },
                 recv(events) -> m => if let Ok(m) = m { self.on_worker(m) },
-                recv(reqs) -> r => if let Ok(Request::Snapshot(reply)) = r {
-                    let _ = reply.send(self.snapshot());
+                recv(reqs) -> r => match r {
+                    Ok(Request::Snapshot(reply)) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                    Ok(Request::Drain(req, reply)) => {
+                        let answer = self.drain(req);
+                        let _ = reply.send(serde_json::to_string(&answer).unwrap_or_default());
+                    }
+                    Err(_) => {}
                 },
                 default(Duration::from_millis(50)) => {}
             }
@@ -1075,9 +1124,12 @@ impl Control {
     /// (`NDO_XMIT`: a NIC with `ndo_xdp_xmit`, a veth whose peer has NAPI), or they would be
     /// dropped where no counter of ours sees it.
     fn tx_redirect_ok(&self, index: u32) -> bool {
-        if self.base_config.fast_path == 0 || self.base_config.ipv6 == 0 {
-            return false;
-        }
+        self.base_config.fast_path != 0 && self.base_config.ipv6 != 0 && self.xdp_tx_ok(index)
+    }
+
+    /// Whether the ingress program on uplink `index` may send frames out of it (`XDP_TX`, or a
+    /// redirect from another uplink): draining needs it.
+    fn xdp_tx_ok(&self, index: u32) -> bool {
         match self.attach_mode {
             Some(XdpMode::Skb) => true,
             _ => matches!(
@@ -1092,6 +1144,14 @@ impl Control {
     fn recheck_tx_redirect(&mut self) {
         if self.config.underlay_ifindex == 0 {
             return;
+        }
+        let xdp_tx = u8::from(self.xdp_tx_ok(self.config.underlay_ifindex));
+        if xdp_tx != self.config.xdp_tx {
+            self.config.xdp_tx = xdp_tx;
+            tracing::info!(on = xdp_tx != 0, "the active uplink takes frames from XDP");
+            if let Err(e) = self.xdp.set_config(self.config) {
+                tracing::error!("program config: {e}");
+            }
         }
         let ok = u8::from(self.tx_redirect_ok(self.config.underlay_ifindex));
         if ok != self.config.tx_redirect {
@@ -1124,7 +1184,9 @@ impl Control {
             }
             cfg.underlay_ifindex = index;
             cfg.tx_redirect = u8::from(self.tx_redirect_ok(index));
+            cfg.xdp_tx = u8::from(self.xdp_tx_ok(index));
         }
+        cfg.drain = self.config.drain;
         self.base_config.local_mac = cfg.local_mac;
         self.config = cfg;
         if let Err(e) = self.xdp.set_config(cfg) {
@@ -1441,6 +1503,112 @@ impl Control {
 }
 
 impl Control {
+    /// Applies a drain request (see [`DrainRequest`]).
+    fn drain(&mut self, req: DrainRequest) -> DrainReply {
+        let mut reply = DrainReply::default();
+        let port = match (&req.interface, self.port_names.as_slice()) {
+            (Some(name), _) => Some(name.clone()),
+            (None, [(_, only)]) => Some(only.clone()),
+            (None, _) => None,
+        };
+        let port_mac = match port.as_deref().map(|n| self.nl.link_by_name(n)) {
+            Some(Ok(Some(l))) => l.mac.unwrap_or_default(),
+            Some(Ok(None)) => {
+                reply.error = format!("no interface {}", port.unwrap_or_default());
+                return reply;
+            }
+            Some(Err(e)) => {
+                reply.error = format!("interface {}: {e}", port.unwrap_or_default());
+                return reply;
+            }
+            None if req.accept => {
+                reply.error = "several overlay ports: name the VIPs' interface".into();
+                return reply;
+            }
+            None => [0; 6],
+        };
+        if let Some(to) = req.forward_to
+            && to.is_ipv6() != (self.base_config.ipv6 != 0)
+        {
+            reply.error = format!("forward_to {to}: not of the VTEPs' address family");
+            return reply;
+        }
+        let starting = req.forward_to.is_some() && req.forward_to != self.drain.forward_to;
+        if starting {
+            let _ = self.xdp.clear_drain_flows();
+            tracing::info!(to = %req.forward_to.unwrap_or(IpAddr::from([0u8; 4])), vips = ?req.vips, "drain: forwarding connections without a socket here to the previous owner");
+        } else if req.forward_to.is_none()
+            && let Some(to) = self.drain.forward_to
+        {
+            let flows = self.xdp.drain_flows().unwrap_or(0);
+            tracing::info!(%to, flows, "drain: forwarding ended");
+        }
+        if req.accept != self.drain.accept {
+            tracing::info!(vips = ?req.vips, on = req.accept, "drain: serving drained frames");
+        }
+        // Entries of VIPs no longer listed go; the listed ones are written whole.
+        let keep: Vec<[u8; 16]> = req.vips.iter().map(|v| ovl_common::vtep_addr(*v)).collect();
+        if let Ok(present) = self.xdp.drain_vips() {
+            for (k, _) in present {
+                if !keep.contains(&k) {
+                    let _ = self.xdp.remove_drain_vip(k);
+                }
+            }
+        }
+        let peer = req
+            .forward_to
+            .map(ovl_common::vtep_addr)
+            .unwrap_or_default();
+        for k in &keep {
+            let d = ovl_common::DrainVip {
+                peer,
+                port_mac,
+                forward: u8::from(req.forward_to.is_some()),
+                accept: u8::from(req.accept),
+            };
+            let r = if d.forward == 0 && d.accept == 0 {
+                self.xdp.remove_drain_vip(*k)
+            } else {
+                self.xdp.set_drain_vip(*k, d)
+            };
+            if let Err(e) = r {
+                reply.error = format!("drain map: {e}");
+                tracing::error!("{}", reply.error);
+            }
+        }
+        if let Some(to) = req.forward_to
+            && !self.nexthops.contains_key(&to)
+        {
+            // The previous owner is a VTEP like any: its next hop is kept resolved.
+            self.nexthops.insert(to, None);
+            self.refresh_one(to);
+        }
+        let drain = u8::from(req.forward_to.is_some());
+        if drain != self.config.drain {
+            self.config.drain = drain;
+            if let Err(e) = self.xdp.set_config(self.config) {
+                reply.error = format!("program config: {e}");
+            }
+        }
+        if req.forward_to.is_some() && self.config.xdp_tx == 0 {
+            reply.warning = "the active uplink takes no frames from XDP (no NDO_XMIT): \
+                             segments meant for the previous owner are delivered here"
+                .into();
+        } else if let Some(to) = req.forward_to
+            && self.nexthops.get(&to).is_some_and(Option::is_none)
+        {
+            reply.warning = format!("no next hop to {to} yet");
+        }
+        self.drain = req;
+        reply.flows = self.xdp.drain_flows().unwrap_or(0);
+        if let Ok(c) = self.xdp.counters() {
+            reply.tx_drained = c.get(ovl_common::Counter::TxDrained);
+            reply.rx_drain_unsent = c.get(ovl_common::Counter::RxDrainUnsent);
+            reply.rx_drained = c.get(ovl_common::Counter::RxDrained);
+        }
+        reply
+    }
+
     fn uplink_snapshot(&self) -> crate::stats::UplinksSnapshot {
         let active = self.uplinks.active().map(|(u, _)| u);
         crate::stats::UplinksSnapshot {
@@ -1486,6 +1654,13 @@ impl Control {
             .collect();
         nexthops.sort();
         Snapshot {
+            drain: crate::stats::DrainSnapshot {
+                vips: self.drain.vips.iter().map(IpAddr::to_string).collect(),
+                forward_to: self.drain.forward_to.map(|t| t.to_string()),
+                accept: self.drain.accept,
+                flows: self.xdp.drain_flows().unwrap_or(0),
+                xdp_tx: self.config.xdp_tx != 0,
+            },
             uptime_ms: self.started.elapsed().as_millis() as u64,
             underlay: self
                 .uplinks
@@ -1573,7 +1748,32 @@ fn spawn_control_socket(
                 if r.read_line(&mut line).is_err() {
                     continue;
                 }
-                let answer = match line.trim() {
+                let line = line.trim();
+                if let Some(json) = line.strip_prefix("drain ") {
+                    let answer = match serde_json::from_str::<DrainRequest>(json) {
+                        Ok(req) => {
+                            let (tx, rx) = bounded(1);
+                            let sent =
+                                reqs.send_timeout(Request::Drain(req, tx), Duration::from_secs(1));
+                            match sent.ok().and_then(|()| rx.recv_timeout(Duration::from_secs(2)).ok()) {
+                                Some(a) => a,
+                                None => serde_json::to_string(&DrainReply {
+                                    error: "control loop busy".into(),
+                                    ..DrainReply::default()
+                                })
+                                .unwrap_or_default(),
+                            }
+                        }
+                        Err(e) => serde_json::to_string(&DrainReply {
+                            error: format!("bad drain request: {e}"),
+                            ..DrainReply::default()
+                        })
+                        .unwrap_or_default(),
+                    };
+                    let _ = conn.write_all(format!("{answer}\n").as_bytes());
+                    continue;
+                }
+                let answer = match line {
                     // `pong` only while frames can be carried: the controller takes a member
                     // that answers anything else as unhealthy.
                     "ping" => match health.read().map(|h| h.clone()) {
@@ -1590,7 +1790,7 @@ fn spawn_control_socket(
                     "metrics" => ask_snapshot(&reqs)
                         .map_or_else(|| "# control loop busy\n".into(), |s| s.render_prometheus()),
                     other => format!(
-                        "error: unknown request {other:?} (try ping, stats, stats json, metrics)\n"
+                        "error: unknown request {other:?} (try ping, stats, stats json, metrics, drain JSON)\n"
                     ),
                 };
                 let _ = conn.write_all(answer.as_bytes());

@@ -193,6 +193,25 @@ pub struct Snapshot {
     /// encapsulation out); `per_vni` adds it to the workers' counts.
     #[serde(default)]
     pub fast: Vec<PortSnapshot>,
+    /// Draining for a planned switchover, as the controller last set it.
+    #[serde(default)]
+    pub drain: DrainSnapshot,
+}
+
+/// What the programs do with TCP to the VIPs during a planned switchover (see the
+/// controller's draining).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainSnapshot {
+    /// The VIPs in the drain map.
+    pub vips: Vec<String>,
+    /// New owner: segments of connections with no socket here go to this VTEP.
+    pub forward_to: Option<String>,
+    /// Old owner: drained frames for the VIPs are served here.
+    pub accept: bool,
+    /// Connections forwarded since forwarding last started.
+    pub flows: u64,
+    /// Whether the active uplink can send from XDP (draining needs it).
+    pub xdp_tx: bool,
 }
 
 /// The uplinks and the last change of the active one.
@@ -347,6 +366,26 @@ impl Snapshot {
             self.fdb_learned,
             self.fdb_static
         );
+        if !self.drain.vips.is_empty() {
+            let d = &self.drain;
+            let _ = writeln!(
+                s,
+                "drain: vips {}  {}  accept {}  flows {}{}",
+                d.vips.join(","),
+                d.forward_to
+                    .as_ref()
+                    .map_or("not forwarding".to_string(), |t| format!(
+                        "forwarding to {t}"
+                    )),
+                if d.accept { "on" } else { "off" },
+                d.flows,
+                if d.xdp_tx {
+                    ""
+                } else {
+                    "  (uplink takes no frames from XDP: cannot forward)"
+                }
+            );
+        }
         let _ = writeln!(s, "\nuplinks ({} switches):", self.uplinks.switches);
         for l in &self.uplinks.links {
             let _ = writeln!(

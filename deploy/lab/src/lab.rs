@@ -386,10 +386,10 @@ impl Lab {
                 ],
             )?;
         }
-        if self.spec.underlay_ipv6 {
-            // NAPI (GRO) on the router's end, so the host's end takes XDP-redirected frames
+        {
+            // NAPI (GRO) on the router's end, so the host's end takes frames sent from XDP
             // (it advertises NDO_XMIT), as a NIC's driver does: over IPv6 our egress program
-            // sends that way (README, IPv6 VTEPs).
+            // sends that way (README, IPv6 VTEPs), and draining sends with XDP_TX.
             cmd::run_ok(
                 Command::new("ip").args([
                     "netns", "exec", &fabric, "ethtool", "-K", &port, "gro", "on",
