@@ -41,6 +41,10 @@ pub struct PairOptions {
     pub multiplier: u32,
     pub garp_count: u32,
     pub garp_interval_ms: u64,
+    /// `switchover.drain_ms` (0: no draining).
+    pub drain_ms: u64,
+    /// `switchover.drain_end = "keep"` rather than `"reset"`.
+    pub drain_keep: bool,
 }
 
 impl Default for PairOptions {
@@ -52,6 +56,8 @@ impl Default for PairOptions {
             multiplier: 3,
             garp_count: 3,
             garp_interval_ms: 5,
+            drain_ms: 10_000,
+            drain_keep: false,
         }
     }
 }
@@ -136,6 +142,7 @@ impl Pair {
              [peer]\naddress = \"{peer}\"\n\n\
              [heartbeat]\naddress = \"{me}\"\ninterval_ms = {interval}\nmultiplier = {mult}\nkey_file = \"{key}\"\n\n\
              [vip]\ninterface = \"{dev}\"\naddresses = [\"{VIP}/24\"]\ngarp_count = {garps}\ngarp_interval_ms = {garp_iv}\n\n\
+             [switchover]\ndrain_ms = {drain}\ndrain_end = \"{drain_end}\"\n\n\
              [health]\n{underlays}\n{dp}\n\
              [control]\nsocket = \"{ctl}\"\n",
             // Healthy while any uplink is up: switching between them is the data plane's job.
@@ -149,6 +156,8 @@ impl Pair {
                         .join(", ")
                 ),
             },
+            drain = o.drain_ms,
+            drain_end = if o.drain_keep { "keep" } else { "reset" },
             prio = priority(host),
             preempt = o.preempt,
             hold = o.hold_down_ms,
