@@ -3,11 +3,14 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use bench::workload::{HttpPing, HttpUrl, Limit, Sample, Summarizer, rfc3339_micros};
+use bench::workload::{
+    HttpPing, HttpUrl, KeepAlive, KeepAliveEvent, KeepAliveSummarizer, Limit, Sample, Summarizer,
+    rfc3339_micros,
+};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -29,8 +32,22 @@ use clap::Parser;
                   its gap (last answer of the old ID to first answer of the new one), the \
                   longest gap between any two answers and latency percentiles. With --json the \
                   summary is also printed as one JSON object on the last line.\n\n\
-                  Exit status: 0 if at least one answer came back, 1 if none did, 2 for usage \
-                  errors."
+                  With --keep-alive-connections N, N persistent HTTP/1.1 connections to the same \
+                  URL run alongside (threads in the same process), each sending one GET \
+                  (Connection: keep-alive) every --keep-alive-interval-ms on its own schedule \
+                  (spread over the interval) and reading the answer before the next. A \
+                  connection reset (ECONNRESET/EPIPE: reset), closed by the server before an \
+                  answer or while idle (eof), or without an answer within --timeout-ms \
+                  (timeout) is counted, dropped and reopened on the next request (a reconnect). \
+                  They print no per-request lines; the summary gains keep-alive lines and, in \
+                  the JSON, a keep_alive object: requests, ok, failed, failures by kind, reused, \
+                  skipped_ticks, connections_opened, connect_failures, connections_reset, resets \
+                  by kind (reset, eof, timeout, ...), server_closes, reconnects, per_id, \
+                  id_changes, id_changes_same_connection, per_connection (requests, ok, failed, \
+                  opened, resets, id_changes, ids) and latency. They stop when the per-request \
+                  schedule ends.\n\n\
+                  Exit status: 0 if at least one answer came back (in either mode), 1 if none \
+                  did, 2 for usage errors."
 )]
 struct Cli {
     /// URL to fetch, of the form http://IP:PORT/path (an IP literal, no DNS; IPv6 in brackets).
@@ -59,6 +76,18 @@ struct Cli {
     /// tick on time, and the gaps then measure the service rather than the client.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     parallel: u64,
+    /// Also run this many persistent keep-alive connections (1 to 1024), each sending one
+    /// request every --keep-alive-interval-ms and reconnecting when lost.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    keep_alive_connections: Option<u64>,
+    /// Time between the requests of each keep-alive connection, in milliseconds.
+    #[arg(
+        long,
+        default_value_t = 10,
+        requires = "keep_alive_connections",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    keep_alive_interval_ms: u64,
     /// Also print the summary as one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -104,10 +133,86 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         ..HttpPing::from_url(&cli.url)
     };
     ping.validate()?;
+    let keep_alive = cli.keep_alive_connections.map(|n| KeepAlive {
+        interval: Duration::from_millis(cli.keep_alive_interval_ms),
+        connect_timeout: ping.connect_timeout,
+        request_timeout: ping.request_timeout,
+        bind: ping.bind,
+        ..KeepAlive::from_url(&cli.url, usize::try_from(n).unwrap_or(1))
+    });
+    if let Some(k) = &keep_alive {
+        k.validate()?;
+    }
+    // The keep-alive connections stop when the per-request schedule ends, however it ends.
+    let keep_alive_stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let keep_alive = keep_alive.as_ref().map(|k| {
+            let stop = &keep_alive_stop;
+            scope.spawn(move || {
+                let mut summary = KeepAliveSummarizer::new(k.connections, k.interval);
+                let stats = k.run_until(stop, |ev| {
+                    log_event(ev);
+                    summary.push(ev);
+                })?;
+                summary.add_skipped_ticks(stats.skipped_ticks);
+                Ok::<_, anyhow::Error>(summary.finish())
+            })
+        });
+        let result = per_request(&cli, &ping, &stop);
+        keep_alive_stop.store(true, Ordering::SeqCst);
+        let keep_alive = match keep_alive {
+            Some(t) => Some(
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("the keep-alive connections panicked"))??,
+            ),
+            None => None,
+        };
+        let (mut summary, mut out) = result?;
+        summary.keep_alive = keep_alive;
+        let mut text = format!("--- http-ping {} summary ---\n{summary}\n", cli.url);
+        if cli.json {
+            text.push_str(&summary.to_json());
+            text.push('\n');
+        }
+        // Failing to print the summary (stdout gone) does not change what the run found.
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        Ok(summary.ok > 0 || summary.keep_alive.is_some_and(|k| k.ok > 0))
+    })
+}
+
+/// Keep-alive connection events, for `RUST_LOG=info`.
+fn log_event(ev: &KeepAliveEvent) {
+    match ev {
+        KeepAliveEvent::Opened { conn, t, reconnect } => {
+            tracing::info!(
+                conn,
+                t_ms = t.as_secs_f64() * 1e3,
+                reconnect,
+                "keep-alive connection opened"
+            );
+        }
+        KeepAliveEvent::Lost { conn, t, kind } => {
+            tracing::info!(
+                conn,
+                t_ms = t.as_secs_f64() * 1e3,
+                kind,
+                "keep-alive connection lost"
+            );
+        }
+        KeepAliveEvent::Request { .. } => {}
+    }
+}
+
+/// The per-request schedule: prints a line per request, returns its summary and stdout.
+fn per_request(
+    cli: &Cli,
+    ping: &HttpPing,
+    stop: &AtomicBool,
+) -> anyhow::Result<(bench::workload::Summary, std::io::StdoutLock<'static>)> {
     let mut out = std::io::stdout().lock();
     let mut summary = Summarizer::new();
     let mut output_ok = true;
-    let stats = ping.run_until(&stop, |s| {
+    let stats = ping.run_until(stop, |s| {
         summary.push(s);
         if !cli.quiet && output_ok {
             // A closed stdout (piped into head) ends the run like a signal would.
@@ -121,15 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     })?;
     summary.add_skipped_ticks(stats.skipped_ticks);
-    let summary = summary.finish();
-    let mut text = format!("--- http-ping {} summary ---\n{summary}\n", cli.url);
-    if cli.json {
-        text.push_str(&summary.to_json());
-        text.push('\n');
-    }
-    // Failing to print the summary (stdout gone) does not change what the run found.
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    Ok(summary.ok > 0)
+    Ok((summary.finish(), out))
 }
 
 fn main() -> ExitCode {

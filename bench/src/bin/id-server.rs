@@ -1,4 +1,5 @@
-//! `id-server`: the seed's demo HTTP server; answers every GET with its ID.
+//! `id-server`: the seed's demo HTTP server; answers every GET with its ID (HTTP/1.1
+//! keep-alive when the client asks for it).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,11 +17,20 @@ use signal_hook::iterator::Signals;
     version,
     about = "Tiny HTTP server that answers every GET with its ID",
     long_about = "Tiny HTTP server that answers every GET with its ID and a newline \
-                  (200 OK, Connection: close), so a client probing a virtual IP sees which member \
-                  of an active/passive pair owns it. Run one per member (--id PRI, --id SEC) and \
-                  point http-ping at the VIP. Malformed requests get 400, other methods 405; a \
-                  client that sends nothing is cut off after --read-timeout-ms. Stops on SIGINT or \
-                  SIGTERM and logs its counters to stderr."
+                  (200 OK with Content-Length), so a client probing a virtual IP sees which \
+                  member of an active/passive pair owns it. Run one per member (--id PRI, --id \
+                  SEC) and point http-ping at the VIP.\n\n\
+                  A request with Connection: close, or any HTTP/1.0 request, gets its answer \
+                  with Connection: close and the server closes the connection (http-ping's \
+                  per-request mode). An HTTP/1.1 request without close (Connection: keep-alive \
+                  or nothing) is answered with Connection: keep-alive and the connection stays \
+                  open for further requests, pipelined ones included, until the client closes \
+                  it, it stays idle for --idle-timeout-ms, or the server stops; a kept-alive \
+                  connection holds one of --max-connections while open.\n\n\
+                  Malformed requests get 400, other methods 405 (both close); a client that \
+                  sends nothing is cut off after --read-timeout-ms. Stops on SIGINT or SIGTERM \
+                  and logs its counters to stderr (requests served, those served on kept-alive \
+                  connections after their first as reused, idle connections closed)."
 )]
 struct Cli {
     /// The ID to answer (1 to 64 printable ASCII characters, no spaces), e.g. PRI or SEC.
@@ -32,6 +42,10 @@ struct Cli {
     /// Time a client gets to send its request, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     read_timeout_ms: u64,
+    /// Time a kept-alive connection may stay idle (no next request) before it is closed, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
     /// Concurrent connections served; more are closed at once and counted.
     #[arg(long, default_value_t = IdServer::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -42,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     let mut server = IdServer::new(cli.id, cli.listen)?
         .read_timeout(Duration::from_millis(cli.read_timeout_ms))
+        .idle_timeout(Duration::from_millis(cli.idle_timeout_ms))
         .max_connections(cli.max_connections)
         .spawn()?;
     tracing::info!(id = server.id(), addr = %server.local_addr(), "listening");
@@ -53,6 +68,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(
         connections = stats.connections,
         served = stats.served,
+        reused = stats.reused,
+        idle_closed = stats.idle_closed,
         bad_requests = stats.bad_requests,
         not_allowed = stats.not_allowed,
         timeouts = stats.timeouts,

@@ -5,8 +5,10 @@
 /// What the server does with a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// A well-formed GET (`head_only == false`) or HEAD (`true`).
-    Answer { head_only: bool },
+    /// A well-formed GET (`head_only == false`) or HEAD (`true`). `keep_alive`: the client
+    /// wants the connection kept open (HTTP/1.1 without `Connection: close`, or an explicit
+    /// `Connection: keep-alive` on HTTP/1.1) and the request has no body to skip.
+    Answer { head_only: bool, keep_alive: bool },
     /// Well-formed, but a method other than GET or HEAD.
     MethodNotAllowed,
     /// Not an HTTP/1.x request head.
@@ -32,7 +34,7 @@ pub(crate) fn head_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// Splits a head into lines without their line ends (the blank line excluded).
-fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     head.split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .take_while(|l| !l.is_empty())
@@ -72,21 +74,57 @@ pub(crate) fn classify_request(head: &[u8]) -> Verdict {
     };
     let target_ok = !target.is_empty() && target.iter().all(|&c| c > 0x20 && c != 0x7f);
     let version_ok = version == b"HTTP/1.1" || version == b"HTTP/1.0";
-    if !is_token(method) || !target_ok || !version_ok || !headers_ok(it) {
+    if !is_token(method) || !target_ok || !version_ok || !headers_ok(it.clone()) {
         return Verdict::BadRequest;
     }
+    // HTTP/1.0 always closes (its keep-alive extension is not spoken); HTTP/1.1 stays open
+    // unless the client says `close`. A request with a body closes too: its framing is not
+    // followed, so the next request could not be found after it.
+    let mut keep_alive = version == b"HTTP/1.1";
+    for line in it {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"connection") {
+            if value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                keep_alive = false;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (name.eq_ignore_ascii_case(b"content-length") && value != b"0")
+        {
+            keep_alive = false;
+        }
+    }
     match method {
-        b"GET" => Verdict::Answer { head_only: false },
-        b"HEAD" => Verdict::Answer { head_only: true },
+        b"GET" => Verdict::Answer {
+            head_only: false,
+            keep_alive,
+        },
+        b"HEAD" => Verdict::Answer {
+            head_only: true,
+            keep_alive,
+        },
         _ => Verdict::MethodNotAllowed,
     }
 }
 
 /// A complete response in one buffer, so it leaves in one write (one segment on loopback).
-pub(crate) fn response(status: u16, reason: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+/// `keep_alive` announces `Connection: keep-alive` instead of `Connection: close`.
+pub(crate) fn response(
+    status: u16,
+    reason: &str,
+    body: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n",
+         Connection: {connection}\r\n",
         body.len()
     )
     .into_bytes();
@@ -198,15 +236,40 @@ mod tests {
     #[test]
     fn classify_accepts_get_and_head() {
         let get = b"GET / HTTP/1.1\r\nHost: 10.0.0.1:3000\r\nConnection: keep-alive\r\n\r\n";
-        assert_eq!(classify_request(get), Verdict::Answer { head_only: false });
+        let answer = |head_only, keep_alive| Verdict::Answer {
+            head_only,
+            keep_alive,
+        };
+        assert_eq!(classify_request(get), answer(false, true));
         assert_eq!(
             classify_request(b"HEAD /x?y=1 HTTP/1.0\r\n\r\n"),
-            Verdict::Answer { head_only: true }
+            answer(true, false)
         );
         assert_eq!(
             classify_request(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
             Verdict::MethodNotAllowed
         );
+    }
+
+    #[test]
+    fn keep_alive_follows_version_connection_and_body() {
+        let keeps = |head: &[u8]| match classify_request(head) {
+            Verdict::Answer { keep_alive, .. } => keep_alive,
+            other => panic!("{other:?} for {head:?}"),
+        };
+        assert!(keeps(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(keeps(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(keeps(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!keeps(
+            b"GET / HTTP/1.1\r\nconnection: Keep-Alive, CLOSE\r\n\r\n"
+        ));
+        assert!(!keeps(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(!keeps(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!keeps(b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"));
+        assert!(!keeps(
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
     }
 
     #[test]
@@ -231,16 +294,26 @@ mod tests {
 
     #[test]
     fn response_is_complete_and_closes() {
-        let r = response(200, "OK", b"PRI\n", false);
+        let r = response(200, "OK", b"PRI\n", false, false);
         assert_eq!(
             r,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\
               Connection: close\r\n\r\nPRI\n"
         );
-        let head = response(200, "OK", b"PRI\n", true);
+        let head = response(200, "OK", b"PRI\n", true, false);
         assert!(head.ends_with(b"Content-Length: 4\r\nConnection: close\r\n\r\n"));
+        let kept = response(200, "OK", b"PRI\n", false, true);
+        assert!(kept.ends_with(b"Content-Length: 4\r\nConnection: keep-alive\r\n\r\nPRI\n"));
+        assert_eq!(
+            parse_response(&kept, false),
+            ResponseParse::Complete {
+                status: 200,
+                body: b"PRI\n",
+                close: false
+            }
+        );
         assert!(
-            String::from_utf8(response(405, "Method Not Allowed", b"", false))
+            String::from_utf8(response(405, "Method Not Allowed", b"", false, false))
                 .unwrap()
                 .contains("Allow: GET, HEAD\r\n")
         );
@@ -248,7 +321,7 @@ mod tests {
 
     #[test]
     fn parse_response_round_trips_our_own() {
-        let r = response(200, "OK", b"SEC\n", false);
+        let r = response(200, "OK", b"SEC\n", false, false);
         assert_eq!(
             parse_response(&r, false),
             ResponseParse::Complete {

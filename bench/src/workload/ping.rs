@@ -16,7 +16,7 @@ use super::http::{self, ResponseParse};
 use super::url::HttpUrl;
 
 /// Longest response accepted; the ID server's answers are under 200 bytes.
-const MAX_RESPONSE: usize = 16 * 1024;
+pub(super) const MAX_RESPONSE: usize = 16 * 1024;
 /// Longest ID accepted in a body.
 const MAX_ID: usize = 64;
 /// After a complete `Connection: close` answer, how long to wait for the server's FIN before
@@ -111,6 +111,12 @@ pub enum PingError {
     /// Interval or a timeout is zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A keep-alive connection count outside 1..=1024.
+    #[error("keep-alive connections must be in 1..=1024, got {0}")]
+    Connections(usize),
+    /// A worker thread could not be started.
+    #[error("cannot start a keep-alive connection thread: {0}")]
+    Spawn(String),
     /// Source and target addresses of different families.
     #[error("source address {src} and target {target} are not of the same IP family")]
     FamilyMismatch {
@@ -415,7 +421,7 @@ fn exchange(stream: &mut TcpStream, request: &[u8], deadline: Instant) -> (Outco
 
 /// The body must be one short token: what the ID server sends, and what keeps the client's
 /// one-line-per-request output parseable.
-fn body_outcome(body: &[u8]) -> Outcome {
+pub(super) fn body_outcome(body: &[u8]) -> Outcome {
     let id = body.trim_ascii();
     if id.is_empty() || id.len() > MAX_ID || !id.iter().all(u8::is_ascii_graphic) {
         return Outcome::Error("bad_body".to_owned());
@@ -424,7 +430,7 @@ fn body_outcome(body: &[u8]) -> Outcome {
 }
 
 /// Sets both socket timeouts to what is left before `deadline`.
-fn set_timeouts(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+pub(super) fn set_timeouts(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(io::ErrorKind::TimedOut.into());
@@ -443,14 +449,14 @@ fn wait_for_fin(stream: &mut TcpStream, until: Instant) {
     }
 }
 
-fn connect_failure(e: &io::Error) -> Outcome {
+pub(super) fn connect_failure(e: &io::Error) -> Outcome {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Outcome::Refused,
         _ => io_failure(e),
     }
 }
 
-fn io_failure(e: &io::Error) -> Outcome {
+pub(super) fn io_failure(e: &io::Error) -> Outcome {
     use io::ErrorKind as K;
     let label = match e.kind() {
         K::TimedOut | K::WouldBlock => return Outcome::Timeout,
@@ -469,7 +475,7 @@ fn io_failure(e: &io::Error) -> Outcome {
 }
 
 /// Start time of tick `k`, `None` past what a `Duration` holds.
-fn tick_time(k: u64, interval: Duration) -> Option<Duration> {
+pub(super) fn tick_time(k: u64, interval: Duration) -> Option<Duration> {
     let nanos = interval.as_nanos().checked_mul(u128::from(k))?;
     Some(Duration::from_nanos(u64::try_from(nanos).ok()?))
 }
@@ -481,13 +487,13 @@ fn ticks_before(d: Duration, interval: Duration) -> u64 {
 
 /// After tick `current` finished at `elapsed`, the next tick to run (the first one not yet
 /// past, at least `current + 1`) and how many ticks were missed in between.
-fn next_tick(current: u64, elapsed: Duration, interval: Duration) -> (u64, u64) {
+pub(super) fn next_tick(current: u64, elapsed: Duration, interval: Duration) -> (u64, u64) {
     let next = ticks_before(elapsed, interval).max(current.saturating_add(1));
     (next, (next - current).saturating_sub(1))
 }
 
 /// Sleeps until `deadline`; false if `stop` was raised first.
-fn sleep_until(deadline: Instant, stop: &AtomicBool) -> bool {
+pub(super) fn sleep_until(deadline: Instant, stop: &AtomicBool) -> bool {
     loop {
         if stop.load(Ordering::Relaxed) {
             return false;
@@ -502,7 +508,11 @@ fn sleep_until(deadline: Instant, stop: &AtomicBool) -> bool {
 
 /// `connect` from a chosen source address with a timeout (std cannot bind before connecting):
 /// a non-blocking socket, bound, connected, then polled for writability.
-fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+pub(super) fn connect_from(
+    src: IpAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let family = if dst.is_ipv4() {
         libc::AF_INET
     } else {

@@ -1,9 +1,13 @@
-//! `IdServer`: answers every HTTP GET with its ID, one short-lived thread per connection.
+//! `IdServer`: answers every HTTP GET with its ID, one thread per connection.
 //!
-//! Each connection gets one answer and is closed by the server (`Connection: close`), so the
-//! server, not the probing client, holds the TIME_WAIT state and a client probing every
-//! millisecond does not run out of ports. Every wait is bounded: a silent or slow client is cut
-//! off after the read timeout, and the number of connection threads is capped.
+//! A request that asks for it (`Connection: close`, HTTP/1.0) gets one answer and the server
+//! closes the connection, so the server, not the probing client, holds the TIME_WAIT state and
+//! a client probing every millisecond does not run out of ports. An HTTP/1.1 request without
+//! `close` is answered with `Connection: keep-alive` and the connection stays open for the next
+//! request (HTTP/1.1 persistent connections, pipelining included), until the client closes it,
+//! it stays idle for the idle timeout, or the server stops. Every wait is bounded: a silent or
+//! slow client is cut off after the read timeout, and the number of connection threads is
+//! capped (a kept-alive connection holds its slot until it closes).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -27,6 +31,8 @@ const LINGER: Duration = Duration::from_millis(100);
 const LINGER_MAX: usize = 64 * 1024;
 /// How often the accept loop re-checks its stop flag even without a wake-up.
 const POLL_MS: libc::c_int = 1000;
+/// How often an idle kept-alive connection re-checks the stop flag.
+const IDLE_STOP_CHECK: Duration = Duration::from_millis(100);
 /// Connection threads do little; a small stack keeps many of them cheap.
 const CONN_STACK: usize = 128 * 1024;
 
@@ -52,11 +58,18 @@ pub enum ServerError {
 
 /// Counters of a running server (a snapshot).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ServerStats {
     /// Connections accepted and handed to a thread.
     pub connections: u64,
-    /// Requests answered `200 OK` (GET and HEAD).
+    /// Requests answered `200 OK` (GET and HEAD), on new and kept-alive connections alike.
     pub served: u64,
+    /// Requests answered on a kept-alive connection after its first answer (included in
+    /// `served`, `bad_requests`, ... as well).
+    pub reused: u64,
+    /// Kept-alive connections closed by the server while waiting for the next request: idle
+    /// for the idle timeout, or idle when the server stopped.
+    pub idle_closed: u64,
     /// Requests answered `400 Bad Request` or `431` (garbage, oversized heads).
     pub bad_requests: u64,
     /// Well-formed requests with another method, answered `405`.
@@ -77,6 +90,8 @@ pub struct ServerStats {
 struct Counters {
     connections: AtomicU64,
     served: AtomicU64,
+    reused: AtomicU64,
+    idle_closed: AtomicU64,
     bad_requests: AtomicU64,
     not_allowed: AtomicU64,
     timeouts: AtomicU64,
@@ -96,6 +111,8 @@ impl Counters {
         ServerStats {
             connections: l(&self.connections),
             served: l(&self.served),
+            reused: l(&self.reused),
+            idle_closed: l(&self.idle_closed),
             bad_requests: l(&self.bad_requests),
             not_allowed: l(&self.not_allowed),
             timeouts: l(&self.timeouts),
@@ -113,12 +130,15 @@ pub struct IdServer {
     id: String,
     listen: SocketAddr,
     read_timeout: Duration,
+    idle_timeout: Duration,
     max_connections: usize,
 }
 
 impl IdServer {
     /// Default time a client gets to send its request head.
     pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default time a kept-alive connection may stay idle before the server closes it.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default cap on concurrent connections.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
@@ -132,6 +152,7 @@ impl IdServer {
             id,
             listen,
             read_timeout: Self::DEFAULT_READ_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
         })
     }
@@ -142,7 +163,15 @@ impl IdServer {
         self
     }
 
-    /// Concurrent connections served; more are closed at once and counted (at least 1).
+    /// Time a kept-alive connection gets to send its next whole request head after an answer
+    /// (at least 1 ms); then the server closes it.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Concurrent connections served, kept-alive ones included; more are closed at once and
+    /// counted (at least 1).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self
@@ -162,6 +191,8 @@ impl IdServer {
         let conn = Arc::new(ConnConfig {
             body: format!("{}\n", self.id).into_bytes(),
             read_timeout: self.read_timeout,
+            idle_timeout: self.idle_timeout,
+            stop: Arc::clone(&stop),
         });
         let looper = AcceptLoop {
             listener,
@@ -215,8 +246,9 @@ impl IdServerHandle {
     }
 
     /// Stops accepting and closes the listening socket before returning, so new connections are
-    /// refused from then on. Connections already accepted finish on their own (each is bounded
-    /// by the read timeout). Calling it again does nothing.
+    /// refused from then on. Connections already accepted finish on their own: a pending
+    /// request is answered with `Connection: close` (bounded by the read timeout), and an idle
+    /// kept-alive connection is closed within 100 ms. Calling it again does nothing.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Closing our end of the pair wakes the accept loop's poll at once.
@@ -239,6 +271,8 @@ impl Drop for IdServerHandle {
 struct ConnConfig {
     body: Vec<u8>,
     read_timeout: Duration,
+    idle_timeout: Duration,
+    stop: Arc<AtomicBool>,
 }
 
 struct AcceptLoop {
@@ -349,9 +383,18 @@ enum Head {
     TooLarge,
     Eof,
     TimedOut,
+    /// Idle (nothing of a next request read) when the server stopped.
+    Stopped,
 }
 
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<Head> {
+/// Reads until `buf` holds a whole request head, for at most `timeout`. With `stop`, an idle
+/// wait (nothing buffered) also ends soon after the flag is raised.
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+    stop: Option<&AtomicBool>,
+) -> io::Result<Head> {
     let deadline = Instant::now() + timeout;
     let mut chunk = [0u8; 2048];
     loop {
@@ -361,14 +404,27 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> io
         if buf.len() >= MAX_HEAD {
             return Ok(Head::TooLarge);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let idle_stop = stop.filter(|_| buf.is_empty());
+        if idle_stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return Ok(Head::Stopped);
+        }
+        let mut left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(Head::TimedOut);
+        }
+        if idle_stop.is_some() {
+            left = left.min(IDLE_STOP_CHECK);
         }
         stream.set_read_timeout(Some(left))?;
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(Head::Eof),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A slice of an idle wait ended: the loop re-checks the flag and the deadline.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && idle_stop.is_some() => {}
             Err(e)
                 if matches!(
                     e.kind(),
@@ -383,55 +439,111 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> io
     }
 }
 
+/// Serves requests on one connection: one, or as many as the client sends while it keeps the
+/// connection alive.
 fn serve(mut stream: TcpStream, peer: SocketAddr, conn: &ConnConfig, counters: &Counters) {
     // The answer is one small write; do not let Nagle hold it back.
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(512);
-    let head = match read_head(&mut stream, &mut buf, conn.read_timeout) {
-        Ok(h) => h,
-        Err(e) => {
+    let mut answered: u64 = 0;
+    loop {
+        // The first request gets the read timeout; the next ones on a kept-alive connection
+        // the idle timeout, and an idle wait ends when the server stops.
+        let (timeout, stop) = if answered == 0 {
+            (conn.read_timeout, None)
+        } else {
+            (conn.idle_timeout, Some(&*conn.stop))
+        };
+        let head = match read_head(&mut stream, &mut buf, timeout, stop) {
+            Ok(h) => h,
+            Err(e) => {
+                Counters::bump(&counters.io_errors);
+                debug!(%peer, error = %e, answered, "reading request failed");
+                return;
+            }
+        };
+        let (status, reason, head_only, keep_alive, counter, used) = match head {
+            Head::Stopped => {
+                Counters::bump(&counters.idle_closed);
+                debug!(%peer, answered, "server stopping, closing an idle connection");
+                return;
+            }
+            Head::TimedOut if answered > 0 && buf.is_empty() => {
+                Counters::bump(&counters.idle_closed);
+                debug!(%peer, answered, "idle kept-alive connection, closing");
+                return;
+            }
+            Head::TimedOut => {
+                Counters::bump(&counters.timeouts);
+                debug!(%peer, "no request within the read timeout, closing");
+                return;
+            }
+            // The client closed between requests: the normal end of a kept-alive connection.
+            Head::Eof if buf.is_empty() && answered > 0 => return,
+            Head::Eof if buf.is_empty() => {
+                Counters::bump(&counters.closed_without_request);
+                return;
+            }
+            // A head cut off by the client's half-close is as malformed as garbage.
+            Head::Eof => (
+                400,
+                "Bad Request",
+                false,
+                false,
+                &counters.bad_requests,
+                buf.len(),
+            ),
+            Head::TooLarge => (
+                431,
+                "Request Header Fields Too Large",
+                false,
+                false,
+                &counters.bad_requests,
+                buf.len(),
+            ),
+            Head::Complete(n) => match http::classify_request(&buf[..n]) {
+                Verdict::Answer {
+                    head_only,
+                    keep_alive,
+                } => (200, "OK", head_only, keep_alive, &counters.served, n),
+                Verdict::MethodNotAllowed => (
+                    405,
+                    "Method Not Allowed",
+                    false,
+                    false,
+                    &counters.not_allowed,
+                    n,
+                ),
+                Verdict::BadRequest => {
+                    (400, "Bad Request", false, false, &counters.bad_requests, n)
+                }
+            },
+        };
+        // A stopping server answers what it was asked, then closes.
+        let keep_alive = keep_alive && !conn.stop.load(Ordering::SeqCst);
+        let body: &[u8] = if status == 200 { &conn.body } else { b"" };
+        let response = http::response(status, reason, body, head_only, keep_alive);
+        let written = stream
+            .set_write_timeout(Some(conn.read_timeout))
+            .and_then(|()| stream.write_all(&response));
+        if let Err(e) = written {
             Counters::bump(&counters.io_errors);
-            debug!(%peer, error = %e, "reading request failed");
+            debug!(%peer, error = %e, answered, "writing the answer failed");
             return;
         }
-    };
-    let (status, reason, head_only, counter) = match head {
-        Head::TimedOut => {
-            Counters::bump(&counters.timeouts);
-            debug!(%peer, "no request within the read timeout, closing");
+        Counters::bump(counter);
+        if answered > 0 {
+            Counters::bump(&counters.reused);
+        }
+        answered += 1;
+        debug!(%peer, status, keep_alive, answered, "answered");
+        if !keep_alive {
+            linger(&mut stream);
             return;
         }
-        Head::Eof if buf.is_empty() => {
-            Counters::bump(&counters.closed_without_request);
-            return;
-        }
-        // A head cut off by the client's half-close is as malformed as garbage.
-        Head::Eof => (400, "Bad Request", false, &counters.bad_requests),
-        Head::TooLarge => (
-            431,
-            "Request Header Fields Too Large",
-            false,
-            &counters.bad_requests,
-        ),
-        Head::Complete(n) => match http::classify_request(&buf[..n]) {
-            Verdict::Answer { head_only } => (200, "OK", head_only, &counters.served),
-            Verdict::MethodNotAllowed => (405, "Method Not Allowed", false, &counters.not_allowed),
-            Verdict::BadRequest => (400, "Bad Request", false, &counters.bad_requests),
-        },
-    };
-    let body: &[u8] = if status == 200 { &conn.body } else { b"" };
-    let response = http::response(status, reason, body, head_only);
-    let written = stream
-        .set_write_timeout(Some(conn.read_timeout))
-        .and_then(|()| stream.write_all(&response));
-    if let Err(e) = written {
-        Counters::bump(&counters.io_errors);
-        debug!(%peer, error = %e, "writing the answer failed");
-        return;
+        // Pipelined bytes of the next request stay in the buffer.
+        buf.drain(..used);
     }
-    Counters::bump(counter);
-    debug!(%peer, status, "answered");
-    linger(&mut stream);
 }
 
 /// Sends our FIN, then reads and discards whatever the client still sends (a keep-alive

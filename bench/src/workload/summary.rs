@@ -11,6 +11,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::keepalive::KeepAliveSummary;
 use super::ping::Sample;
 
 /// Largest latency the histogram tells apart (one hour, in nanoseconds).
@@ -76,6 +77,10 @@ pub struct Summary {
     /// When the last request ended (since the start of the run).
     #[serde(rename = "duration_ms", with = "ms")]
     pub duration: Duration,
+    /// What the keep-alive connections saw, when they ran alongside (`http-ping
+    /// --keep-alive-connections`); absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<KeepAliveSummary>,
 }
 
 impl Summary {
@@ -256,6 +261,7 @@ impl Summarizer {
             longest_gap: self.longest_gap,
             latency,
             duration: self.end,
+            keep_alive: None,
         }
     }
 }
@@ -322,12 +328,16 @@ impl fmt::Display for Summary {
                 fmt_ms(l.max)
             ),
             None => write!(f, "latency: n/a (no answers)"),
+        }?;
+        if let Some(k) = &self.keep_alive {
+            write!(f, "\n{k}")?;
         }
+        Ok(())
     }
 }
 
 /// `Duration` as float milliseconds in JSON.
-mod ms {
+pub(super) mod ms {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     use std::time::Duration;
 
