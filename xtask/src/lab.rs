@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use ovl_lab::{Ensured, Lab, LabSpec, Overlay};
+use ovl_lab::{Ensured, Lab, LabSpec, Overlay, Pair, PairBins, PairOptions};
 
 use crate::{cargo, is_root, step};
 
@@ -41,6 +41,12 @@ pub enum LabCmd {
         /// `--kernel --ipv6` works with the kernel driver alone.
         #[arg(long)]
         ipv6: bool,
+        /// Also start the failover pair: the controller on pri and sec (pri active, no
+        /// preemption, draining on planned switchovers) and the HTTP server answering PRI or
+        /// SEC on both, so `controller status`, `controller switchover` and `http-ping
+        /// http://192.168.0.200:3000/` work at once. Always builds the lab afresh.
+        #[arg(long, conflicts_with = "kernel")]
+        pair: bool,
     },
     /// Stop every process in the lab's namespaces, delete them and the state directory.
     /// Idempotent.
@@ -62,7 +68,8 @@ pub fn run(root: &Path, cmd: LabCmd) -> Result<()> {
             no_build,
             uplinks,
             ipv6,
-        } => up(root, kernel, no_build, uplinks, ipv6),
+            pair,
+        } => up(root, kernel, no_build, uplinks, ipv6, pair),
         LabCmd::Down => {
             step(&format!("taking the lab {PREFIX} down"));
             Lab::down(PREFIX)?;
@@ -76,7 +83,14 @@ pub fn run(root: &Path, cmd: LabCmd) -> Result<()> {
     }
 }
 
-fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32, ipv6: bool) -> Result<()> {
+fn up(
+    root: &Path,
+    kernel: bool,
+    no_build: bool,
+    uplinks: u32,
+    ipv6: bool,
+    pair: bool,
+) -> Result<()> {
     let mut spec = if kernel {
         LabSpec::seed_kernel(PREFIX)
     } else {
@@ -94,6 +108,9 @@ fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32, ipv6: bool) -> Re
             args.extend(["-p", p]);
         }
         cargo(root, &args)?;
+    }
+    if pair {
+        return up_pair(root, &spec);
     }
     step(&format!("bringing the lab {PREFIX} up"));
     let outcome = Lab::ensure_kept(&spec, &|line| eprintln!("    {line}")).map_err(|e| {
@@ -117,6 +134,59 @@ fn up(root: &Path, kernel: bool, no_build: bool, uplinks: u32, ipv6: bool) -> Re
         Ensured::Rebuilt(_) => println!("lab {PREFIX}: rebuilt"),
     }
     print_usage(&spec);
+    Ok(())
+}
+
+/// `lab up --pair`: the lab afresh, then the controllers and ID servers, kept running.
+fn up_pair(root: &Path, spec: &LabSpec) -> Result<()> {
+    step(&format!("bringing the lab {PREFIX} up (afresh, with the pair)"));
+    let mut lab = Lab::up_with(spec, &|line| eprintln!("    {line}"))?;
+    let bin = |name: &str| root.join("target").join("release").join(name);
+    step("starting the controllers and ID servers on pri and sec");
+    let p = Pair::start(
+        &mut lab,
+        PairBins {
+            controller: bin("controller"),
+            id_server: bin("id-server"),
+            http_ping: bin("http-ping"),
+        },
+        PairOptions {
+            preempt: false,
+            ..PairOptions::default()
+        },
+    )?;
+    let socket = |host: &str| p.control_socket(&lab, host).display().to_string();
+    let (pri_sock, sec_sock) = (socket("pri"), socket("sec"));
+    lab.keep()?;
+    println!("lab {PREFIX}: up with the pair (pri owns the VIP 192.168.0.200)");
+    print_usage(spec);
+    let controller = bin("controller").display().to_string();
+    let http_ping = bin("http-ping").display().to_string();
+    let hints = [
+        (
+            format!("{controller} status --socket {pri_sock}"),
+            "pri's controller: state, peer, draining, counters",
+        ),
+        (
+            format!("{controller} switchover --socket {pri_sock}"),
+            "planned switchover: the VIP to sec, pri drains",
+        ),
+        (
+            format!("{controller} status --socket {sec_sock}"),
+            "sec's controller",
+        ),
+        (
+            format!(
+                "ip netns exec {} {http_ping} --url http://192.168.0.200:3000/ --interval-ms 1 --parallel 64 --keep-alive-connections 16",
+                spec.ns("client")
+            ),
+            "the client polling the VIP every millisecond, plus 16 keep-alive connections",
+        ),
+    ];
+    println!("\nthe pair:");
+    for (cmd, what) in hints {
+        println!("  {cmd}\n      # {what}");
+    }
     Ok(())
 }
 
