@@ -520,7 +520,9 @@ impl Fsm {
                 release: self.release.is_some(),
                 takeover: self.takeover.is_some(),
                 vip_held: self.vip_held,
-                draining: self.drain_until.is_some(),
+                // From the yield on: while lingering the VIP is still on the interface, and
+                // the new owner must already send us what it has no socket for.
+                draining: self.drain_until.is_some() || self.hand_off,
             },
         }
     }
@@ -1361,7 +1363,11 @@ mod tests {
             ..Flags::default()
         };
         let a = f.step(peer(State::Active, 100, took), 33 * MS);
-        assert!(f.advert().flags.vip_held, "lingering");
+        let flags = f.advert().flags;
+        assert!(
+            flags.vip_held && flags.draining,
+            "lingering, and draining already"
+        );
         assert!(!a.contains(&Action::HandOffVip));
         let a = f.step(Event::Timer, 38 * MS);
         assert!(a.contains(&Action::HandOffVip), "{a:?}");

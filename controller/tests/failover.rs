@@ -364,3 +364,118 @@ fn planned_and_unplanned_failover_over_an_ipv6_underlay() {
         16,
     );
 }
+
+/// Median of `v` (NaN when empty).
+fn median_of(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The draining soak, shortened (`cargo xtask bench` runs 200 and 20): planned switchovers
+/// alternating in direction under http-ping every millisecond and 16 keep-alive connections
+/// each sending every 10 ms lose no request and reset no connection; then kill -9 failovers,
+/// after which every connection is with the new owner at once.
+#[test]
+fn draining_soak_planned_switchovers_lose_nothing_and_kill_9_clients_move_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = PairOptions {
+        preempt: false,
+        ..PairOptions::default()
+    };
+    let (mut lab, mut pair) = setup("fd", opts);
+    let (planned, kills) = (40, 5);
+    let r = bench::suite::soak::run_soak(
+        &mut lab,
+        &mut pair,
+        planned,
+        kills,
+        Duration::from_millis(150),
+        &mut |line| eprintln!("{line}"),
+    )
+    .expect("soak");
+    let ka = r.planned_keep_alive.clone().expect("keep-alive summary");
+    eprintln!(
+        "soak planned: {planned} switchovers, {} requests, {} failed, gap median {:.2} ms, max \
+         {:.2} ms; keep-alive: {} requests, {} failed, {} connections reset, IDs {:?}; {} \
+         segments drained, {} served by the old owners",
+        r.planned_requests,
+        r.planned_failed,
+        median_of(&r.planned_gaps_ms),
+        r.planned_gaps_ms.iter().copied().fold(0.0, f64::max),
+        ka.requests,
+        ka.failed,
+        ka.connections_reset,
+        ka.per_id,
+        r.drained_segments,
+        r.drained_served
+    );
+    assert_eq!(
+        r.planned_failed, 0,
+        "no failed request in planned switchovers\n{}",
+        r.logs
+    );
+    assert_eq!(
+        ka.failed, 0,
+        "no failed keep-alive request: {ka:?}\n{}",
+        r.logs
+    );
+    assert_eq!(ka.connections_reset, 0, "no connection reset: {ka:?}");
+    assert_eq!(ka.reconnects, 0, "{ka:?}");
+    assert_eq!(ka.connections_opened, 16, "{ka:?}");
+    assert!(ka.requests > 16 * 100, "the connections were busy: {ka:?}");
+    assert_eq!(
+        ka.id_changes, 0,
+        "each long-lived connection stayed with the member it was opened to: {ka:?}"
+    );
+    assert!(
+        r.drained_segments > 0 && r.drained_served > 0,
+        "draining carried the old connections: {} sent on, {} served",
+        r.drained_segments,
+        r.drained_served
+    );
+    assert_eq!(
+        r.planned_gaps_ms.len(),
+        planned,
+        "every switchover seen by the client"
+    );
+    assert!(
+        median_of(&r.planned_gaps_ms) <= 5.0,
+        "planned gap median within 5 ms: {:?}",
+        r.planned_gaps_ms
+    );
+
+    let ka = r.unplanned_keep_alive.clone().expect("keep-alive summary");
+    eprintln!(
+        "soak unplanned: {kills} kill -9 failovers, {} requests, {} failed ({:?} per \
+         failover), gap median {:.2} ms, max {:.2} ms; keep-alive: {} connections reset {:?}, \
+         {} reconnects",
+        r.unplanned_requests,
+        r.unplanned_failed,
+        r.failed_per_kill,
+        median_of(&r.unplanned_gaps_ms),
+        r.unplanned_gaps_ms.iter().copied().fold(0.0, f64::max),
+        ka.connections_reset,
+        ka.resets,
+        ka.reconnects
+    );
+    assert_eq!(
+        r.unplanned_gaps_ms.len(),
+        kills,
+        "every failover seen: {r:?}"
+    );
+    for (i, c) in ka.per_connection.iter().enumerate() {
+        assert_eq!(
+            c.ids.len(),
+            kills + 1,
+            "keep-alive connection {i} followed every failover to the new owner: {c:?}"
+        );
+    }
+    // A connection that found the dead member's address stale more than once per failover
+    // would show as more timeouts than that.
+    let timeouts = ka.resets.get("timeout").copied().unwrap_or(0);
+    assert!(
+        timeouts <= (16 * kills) as u64,
+        "at most one timeout per connection and failover: {ka:?}"
+    );
+}

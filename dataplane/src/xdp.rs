@@ -443,6 +443,9 @@ impl XdpObject {
         let mut m = map_mut!(self, name, HashMap<&mut MapData, DrainKey, DrainVip>);
         match m.remove(&vip) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
             Err(source) => Err(XdpError::Map { name, source }),
         }
     }

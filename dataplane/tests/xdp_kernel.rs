@@ -1717,6 +1717,9 @@ fn drained_frames_are_served_unlearned_where_the_vip_accepts_them() {
         env.expect_drop(&f, Counter::DropDrainRefused);
         let mut env = env;
         env.obj
+            .remove_drain_vip(be(vip))
+            .expect("removing an absent VIP is fine");
+        env.obj
             .set_drain_vip(
                 be(vip),
                 ovl_common::DrainVip {

@@ -139,7 +139,9 @@ fn up(
 
 /// `lab up --pair`: the lab afresh, then the controllers and ID servers, kept running.
 fn up_pair(root: &Path, spec: &LabSpec) -> Result<()> {
-    step(&format!("bringing the lab {PREFIX} up (afresh, with the pair)"));
+    step(&format!(
+        "bringing the lab {PREFIX} up (afresh, with the pair)"
+    ));
     let mut lab = Lab::up_with(spec, &|line| eprintln!("    {line}"))?;
     let bin = |name: &str| root.join("target").join("release").join(name);
     step("starting the controllers and ID servers on pri and sec");

@@ -5,6 +5,7 @@
 mod failover;
 mod jumbo;
 pub mod lab;
+pub mod soak;
 mod uplinks;
 
 use std::{

@@ -305,26 +305,48 @@ impl Pair {
         parallel: u32,
         log_name: &str,
     ) -> Result<Spawned, LabError> {
+        self.start_http_ping_with(lab, interval_ms, parallel, None, log_name)
+    }
+
+    /// [`Pair::start_http_ping`], plus `keep_alive = Some((n, every_ms))`: `n` long-lived
+    /// keep-alive connections, each sending a request every `every_ms`.
+    pub fn start_http_ping_with(
+        &self,
+        lab: &mut Lab,
+        interval_ms: u64,
+        parallel: u32,
+        keep_alive: Option<(u32, u64)>,
+        log_name: &str,
+    ) -> Result<Spawned, LabError> {
         let bin = self.bins.http_ping.to_string_lossy().into_owned();
         let url = format!("http://{VIP}:{HTTP_PORT}/");
         let iv = interval_ms.to_string();
         let par = parallel.to_string();
-        lab.spawn(
-            "client",
-            &[
-                bin.as_str(),
-                "--url",
-                &url,
-                "--interval-ms",
-                &iv,
-                "--connect-timeout-ms",
-                "50",
-                "--parallel",
-                &par,
-                "--json",
-            ],
-            log_name,
-        )
+        let mut args: Vec<String> = [
+            bin.as_str(),
+            "--url",
+            &url,
+            "--interval-ms",
+            &iv,
+            "--connect-timeout-ms",
+            "50",
+            "--parallel",
+            &par,
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some((n, every)) = keep_alive {
+            args.extend([
+                "--keep-alive-connections".to_string(),
+                n.to_string(),
+                "--keep-alive-interval-ms".to_string(),
+                every.to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lab.spawn("client", &args, log_name)
     }
 
     /// Stops an `http-ping` (SIGINT: it prints its summary) and returns its whole output.

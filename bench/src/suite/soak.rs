@@ -1,0 +1,240 @@
+//! The draining soak: on the seed's lab with our data plane and the controller, planned
+//! switchovers alternating in direction under `http-ping` every millisecond plus long-lived
+//! keep-alive connections, which must lose nothing; then unplanned failovers (kill -9 of the
+//! active member's controller and data plane) under the same load, which lose what was in
+//! flight, and after which every client must be with the new owner at once. Run shortened by
+//! the controller's lab tests and in full by `cargo xtask bench`.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use ovl_lab::{Lab, MEMBERS, Pair, Signal, other_member};
+use serde::{Deserialize, Serialize};
+
+use super::{SuiteError, step_err};
+use crate::workload::{KeepAliveSummary, Summary};
+
+/// Requests in flight at once for the per-request load (see the failover trials).
+const PARALLEL: u32 = 64;
+/// Long-lived keep-alive connections, and how often each sends a request.
+pub const KEEP_ALIVE: u32 = 16;
+pub const KEEP_ALIVE_EVERY_MS: u64 = 10;
+/// Switches less than this apart are one trial.
+const TRIAL_WINDOW: Duration = Duration::from_millis(100);
+
+/// What the soak saw.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SoakReport {
+    pub planned: usize,
+    pub kills: usize,
+    /// Per-request load during the planned switchovers.
+    pub planned_requests: u64,
+    pub planned_failed: u64,
+    /// Client-visible gap of each planned switchover (ms).
+    pub planned_gaps_ms: Vec<f64>,
+    /// The keep-alive connections during the planned switchovers.
+    pub planned_keep_alive: Option<KeepAliveSummary>,
+    /// TCP segments the new owners sent on to the old ones, and connections, over the
+    /// planned phase (both members' data planes).
+    pub drained_segments: u64,
+    pub drained_served: u64,
+    /// Per-request load during the unplanned failovers.
+    pub unplanned_requests: u64,
+    pub unplanned_failed: u64,
+    pub unplanned_gaps_ms: Vec<f64>,
+    /// Failed requests of each unplanned failover.
+    pub failed_per_kill: Vec<u64>,
+    pub unplanned_keep_alive: Option<KeepAliveSummary>,
+    /// The log tails, for messages when something is off.
+    pub logs: String,
+}
+
+/// `tx_drained` and `rx_drained` of `host`'s data plane.
+fn drain_counters(lab: &Lab, host: &str) -> (u64, u64) {
+    let Ok(text) = request(&lab.control_socket(host), "stats json") else {
+        return (0, 0);
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return (0, 0);
+    };
+    let get = |name: &str| {
+        v["xdp"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p[0].as_str() == Some(name))
+                    .and_then(|p| p[1].as_u64())
+            })
+            .unwrap_or(0)
+    };
+    (get("tx_drained"), get("rx_drained"))
+}
+
+fn request(socket: &std::path::Path, what: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(format!("{what}\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The per-request lines' failures (`<time> FAIL ...`), each counted for the last kill at or
+/// before its start time. Both times are UTC in the same fixed format, so text order is time
+/// order.
+fn failures_after(log: &str, killed_at: &[String]) -> Vec<u64> {
+    let mut per = vec![0u64; killed_at.len()];
+    for line in log.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(at), Some("FAIL")) = (f.next(), f.next()) else {
+            continue;
+        };
+        if let Some(k) = killed_at.iter().rposition(|k| k.as_str() <= at) {
+            per[k] += 1;
+        }
+    }
+    per
+}
+
+fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
+    match pair.owners(lab)?.as_slice() {
+        [one] => Ok(one),
+        other => Err(step_err(
+            "VIP owner",
+            format!("expected exactly one, found {other:?}\n{}", pair.logs(lab)),
+        )),
+    }
+}
+
+fn summary(log: &str, what: &str) -> Result<Summary, SuiteError> {
+    Summary::from_log(log).ok_or_else(|| {
+        let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+        step_err(format!("http-ping summary ({what})"), tail)
+    })
+}
+
+/// Runs the soak on a lab whose pair is up (pri owning the VIP): `planned` switchovers, asked
+/// alternately on the owner and on the backup, `hold` apart, then `kills` kill -9 failovers.
+pub fn run_soak(
+    lab: &mut Lab,
+    pair: &mut Pair,
+    planned: usize,
+    kills: usize,
+    hold: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<SoakReport, SuiteError> {
+    let mut r = SoakReport {
+        planned,
+        kills,
+        ..SoakReport::default()
+    };
+    let before: Vec<(u64, u64)> = MEMBERS.iter().map(|h| drain_counters(lab, h)).collect();
+    let ping = pair.start_http_ping_with(
+        lab,
+        1,
+        PARALLEL,
+        Some((KEEP_ALIVE, KEEP_ALIVE_EVERY_MS)),
+        "soak-planned-http-ping",
+    )?;
+    thread::sleep(Duration::from_millis(500));
+    for i in 0..planned {
+        let from = single_owner(lab, pair)?;
+        let to = other_member(from);
+        let ask = if i % 2 == 0 { from } else { to };
+        let out = pair.switchover(lab, ask)?;
+        if !out.status.success() {
+            return Err(step_err(
+                format!("soak switchover {i} on {ask}"),
+                format!(
+                    "{}{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    pair.logs(lab)
+                ),
+            ));
+        }
+        if !pair.wait_owner(lab, to, Duration::from_secs(3))? {
+            return Err(step_err(
+                format!("soak switchover {i}"),
+                format!("VIP not on {to} alone\n{}", pair.logs(lab)),
+            ));
+        }
+        thread::sleep(hold);
+        if (i + 1) % 20 == 0 {
+            progress(&format!("soak: {} of {planned} planned switchovers", i + 1));
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    let s = summary(&pair.finish_http_ping(lab, &ping)?, "planned")?;
+    r.planned_requests = s.requests;
+    r.planned_failed = s.failed;
+    r.planned_gaps_ms = s
+        .trials(TRIAL_WINDOW)
+        .iter()
+        .map(|t| t.gap.as_secs_f64() * 1e3)
+        .collect();
+    r.planned_keep_alive = s.keep_alive.clone();
+    for (h, (tx0, rx0)) in MEMBERS.iter().zip(before) {
+        let (tx, rx) = drain_counters(lab, h);
+        r.drained_segments += tx.saturating_sub(tx0);
+        r.drained_served += rx.saturating_sub(rx0);
+    }
+
+    let ping = pair.start_http_ping_with(
+        lab,
+        1,
+        PARALLEL,
+        Some((KEEP_ALIVE, KEEP_ALIVE_EVERY_MS)),
+        "soak-unplanned-http-ping",
+    )?;
+    thread::sleep(Duration::from_millis(500));
+    let mut killed_at = Vec::new();
+    for i in 0..kills {
+        let dead = single_owner(lab, pair)?;
+        killed_at.push(crate::workload::rfc3339_micros(std::time::SystemTime::now()));
+        let survivor = other_member(dead);
+        pair.signal_controller(lab, dead, Signal::Kill);
+        lab.kill_dataplane(dead, Signal::Kill)?;
+        // The dead member's stale port keeps its VIP until it restarts (and carries nothing).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !pair.owners(lab)?.contains(&survivor) {
+            if Instant::now() > deadline {
+                return Err(step_err(
+                    format!("soak kill {i}"),
+                    format!("{survivor} did not take over\n{}", pair.logs(lab)),
+                ));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        pair.wait_controller(lab, dead, Duration::from_secs(5));
+        lab.wait_dataplane(dead, Duration::from_secs(5))?;
+        // Long enough for every client to have moved before the next kill.
+        thread::sleep(Duration::from_millis(400));
+        lab.restart_dataplane(dead)?;
+        pair.start_controller(lab, dead)?;
+        thread::sleep(Duration::from_millis(600));
+        if !pair.wait_owner(lab, survivor, Duration::from_secs(3))? {
+            return Err(step_err(
+                format!("soak kill {i}"),
+                format!(
+                    "VIP not on {survivor} alone after the restart\n{}",
+                    pair.logs(lab)
+                ),
+            ));
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    let log = pair.finish_http_ping(lab, &ping)?;
+    let s = summary(&log, "unplanned")?;
+    r.unplanned_requests = s.requests;
+    r.unplanned_failed = s.failed;
+    let trials = s.trials(TRIAL_WINDOW);
+    r.unplanned_gaps_ms = trials.iter().map(|t| t.gap.as_secs_f64() * 1e3).collect();
+    r.failed_per_kill = failures_after(&log, &killed_at);
+    r.unplanned_keep_alive = s.keep_alive.clone();
+    r.logs = pair.logs(lab);
+    Ok(r)
+}
