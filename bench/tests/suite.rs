@@ -28,6 +28,8 @@ fn smallest_benchmark_measures_every_path_and_writes_the_report() {
     s.frames_ms = 500;
     s.failover_planned = 1;
     s.failover_unplanned = 1;
+    s.soak_planned = 2;
+    s.soak_kills = 1;
     let started = Instant::now();
     let mut lines = Vec::new();
     let run = suite::run(&s, &AtomicBool::new(false), &mut |l| {
@@ -119,6 +121,16 @@ fn smallest_benchmark_measures_every_path_and_writes_the_report() {
     ] {
         assert!(run.record(p, "failover_planned").is_none(), "{p}");
     }
+    let soak = run
+        .record(PathKind::OursVxlan, "soak_planned")
+        .expect("soak record");
+    assert_eq!(soak.extra.get("switchovers"), Some(&2.0), "{soak:?}");
+    assert_eq!(soak.median, 0.0, "draining loses nothing: {soak:?}");
+    let soak = run
+        .record(PathKind::OursVxlan, "soak_unplanned")
+        .expect("soak record");
+    assert_eq!(soak.samples.len(), 1, "{soak:?}");
+    assert_eq!(soak.extra.get("clients_followed"), Some(&1.0), "{soak:?}");
 
     let dir = std::env::temp_dir().join(format!("ovl-bench-test-{}", std::process::id()));
     let out = report::write_outputs(&run, &dir).expect("write the report");

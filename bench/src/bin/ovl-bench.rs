@@ -139,6 +139,8 @@ fn run() -> Result<()> {
         s.failover_planned = 0;
         s.failover_unplanned = 0;
         s.uplink_events = 0;
+        s.soak_planned = 0;
+        s.soak_kills = 0;
     }
     if cli.no_ipv6 {
         s.ipv6 = false;

@@ -106,6 +106,41 @@ const ROWS: &[Row] = &[
         source: Source::Extra(m::FAILOVER_PLANNED, "max"),
     },
     Row {
+        label: "failover planned, failed requests per trial",
+        better: Better::Lower,
+        source: Source::Extra(m::FAILOVER_PLANNED, "failed_per_trial"),
+    },
+    Row {
+        label: "drain soak: planned switchovers, failed requests per switchover",
+        better: Better::Lower,
+        source: Source::Median(m::SOAK_PLANNED),
+    },
+    Row {
+        label: "drain soak: planned, keep-alive connections reset",
+        better: Better::Lower,
+        source: Source::Extra(m::SOAK_PLANNED, "connections_reset"),
+    },
+    Row {
+        label: "drain soak: planned, gap median (ms)",
+        better: Better::Lower,
+        source: Source::Extra(m::SOAK_PLANNED, "gap_median"),
+    },
+    Row {
+        label: "drain soak: planned, gap max (ms)",
+        better: Better::Lower,
+        source: Source::Extra(m::SOAK_PLANNED, "gap_max"),
+    },
+    Row {
+        label: "drain soak: kill -9, failed requests per failover",
+        better: Better::Lower,
+        source: Source::Median(m::SOAK_UNPLANNED),
+    },
+    Row {
+        label: "drain soak: kill -9, gap median (ms)",
+        better: Better::Lower,
+        source: Source::Extra(m::SOAK_UNPLANNED, "gap_median"),
+    },
+    Row {
         label: "failover unplanned, median (ms)",
         better: Better::Lower,
         source: Source::Median(m::FAILOVER_UNPLANNED),

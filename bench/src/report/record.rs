@@ -27,6 +27,16 @@ pub mod measurement {
     /// iperf3 TCP, 1 stream, Gbit/s, with IPv6 VTEPs (MTU 1500, overlay MTU 1430); extra
     /// "retransmits".
     pub const TCP_1_IPV6: &str = "tcp_1_ipv6";
+    /// The draining soak's planned switchovers (ours): failed requests per switchover (per
+    /// request load and keep-alive connections together); extra "switchovers",
+    /// "failed_requests", "keep_alive_failed", "connections_reset", "drained_segments",
+    /// "gap_median", "gap_max".
+    pub const SOAK_PLANNED: &str = "soak_planned";
+    /// The draining soak's kill -9 failovers (ours): failed requests per failover; extra
+    /// "failovers", "failed_requests", "connections_reset", "timeouts", "gap_median",
+    /// "gap_max", "clients_followed" (1 when every keep-alive connection followed every
+    /// failover).
+    pub const SOAK_UNPLANNED: &str = "soak_unplanned";
     /// Overlay gap around an uplink losing or regaining carrier (1 ms echoes), ms; extra
     /// "max", "events", "missing_per_event".
     pub const UPLINK_CARRIER: &str = "uplink_carrier";

@@ -208,6 +208,10 @@ fn record(
     extra.insert("max".into(), gaps.iter().copied().fold(0.0, f64::max));
     extra.insert("trials".into(), gaps.len() as f64);
     extra.insert("failed_requests".into(), summary.failed as f64);
+    extra.insert(
+        "failed_per_trial".into(),
+        summary.failed as f64 / expect.max(1) as f64,
+    );
     extra.insert("requests".into(), summary.requests as f64);
     extra.insert("unexpected_moves".into(), f64::from(unexpected));
     let mut notes = Vec::new();

@@ -72,6 +72,10 @@ pub struct Settings {
     pub failover_unplanned: usize,
     /// Uplink events of each kind (carrier cycle, device cycle) on ours; 0 skips them.
     pub uplink_events: usize,
+    /// The draining soak on ours: planned switchovers, then kill -9 failovers; 0 and 0
+    /// skip it.
+    pub soak_planned: usize,
+    pub soak_kills: usize,
     /// The TCP row over an MTU 9000 underlay (kernel VXLAN and ours).
     pub jumbo: bool,
     /// The TCP row with IPv6 VTEPs (kernel VXLAN and ours).
@@ -101,6 +105,8 @@ impl Settings {
             failover_planned: 20,
             failover_unplanned: 10,
             uplink_events: 10,
+            soak_planned: 200,
+            soak_kills: 20,
             jumbo: true,
             ipv6: true,
             paths: Route::ALL.iter().map(|r| r.path).collect(),
@@ -138,6 +144,8 @@ impl Settings {
             failover_planned: 4,
             failover_unplanned: 2,
             uplink_events: 3,
+            soak_planned: 6,
+            soak_kills: 2,
             ..Settings::full(bin_dir)
         }
     }
@@ -170,6 +178,8 @@ impl Settings {
             self.failover_unplanned.to_string(),
         );
         put("uplink_events", self.uplink_events.to_string());
+        put("soak_planned", self.soak_planned.to_string());
+        put("soak_kills", self.soak_kills.to_string());
         put("jumbo", self.jumbo.to_string());
         put("ipv6", self.ipv6.to_string());
         put("queues", self.queues.to_string());
@@ -305,6 +315,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         .collect();
     let do_failover = s.failover_planned + s.failover_unplanned > 0;
     let do_uplinks = s.uplink_events > 0 && s.paths.contains(&PathKind::OursVxlan);
+    let do_soak = s.soak_planned + s.soak_kills > 0 && s.paths.contains(&PathKind::OursVxlan);
     let both = s.paths.contains(&PathKind::OursVxlan) && s.paths.contains(&PathKind::KernelVxlan);
     let variants: Vec<jumbo::Underlay> = [
         (s.jumbo, jumbo::Underlay::Jumbo),
@@ -321,6 +332,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
                 0
             }
             + usize::from(do_uplinks) * 2
+            + usize::from(do_soak) * 2
             + variants.len() * s.reps * 2
             + 1,
         done: 0,
@@ -397,6 +409,20 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
             "uplink trials",
             &rows,
             "ms",
+            &mut progress,
+        ));
+    }
+    if do_soak {
+        if stop.load(Ordering::Relaxed) {
+            return Err(SuiteError::Stopped);
+        }
+        let result = soak::run(s, &mut |msg| progress.step(msg));
+        let rows = [m::SOAK_PLANNED, m::SOAK_UNPLANNED].map(|x| (PathKind::OursVxlan, x));
+        records.extend(rows_or_failure(
+            result,
+            "draining soak",
+            &rows,
+            "failed requests",
             &mut progress,
         ));
     }

@@ -238,3 +238,131 @@ pub fn run_soak(
     r.logs = pair.logs(lab);
     Ok(r)
 }
+
+fn median_ms(v: &[f64]) -> f64 {
+    crate::report::median(v).unwrap_or(f64::NAN)
+}
+
+/// The soak as `cargo xtask bench` runs it: its own pair lab, `s.soak_planned` switchovers
+/// and `s.soak_kills` kill -9 failovers, as two records.
+pub(super) fn run(
+    s: &super::Settings,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<crate::report::Record>, SuiteError> {
+    use crate::report::{PathKind, Record, measurement as m};
+    let (mut lab, mut pair) = super::failover::pair_lab(s, "bs", |_| {})?;
+    let r = run_soak(
+        &mut lab,
+        &mut pair,
+        s.soak_planned,
+        s.soak_kills,
+        Duration::from_millis(150),
+        &mut |line| progress(line),
+    )?;
+    let missing = || step_err("draining soak", "http-ping printed no keep-alive summary");
+    let ka = r.planned_keep_alive.clone().ok_or_else(missing)?;
+    let planned_failed = r.planned_failed + ka.failed;
+    let per = |n: u64, of: usize| n as f64 / of.max(1) as f64;
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("switchovers".into(), r.planned as f64);
+    extra.insert("failed_requests".into(), r.planned_failed as f64);
+    extra.insert("keep_alive_failed".into(), ka.failed as f64);
+    extra.insert("connections_reset".into(), ka.connections_reset as f64);
+    extra.insert("drained_segments".into(), r.drained_segments as f64);
+    extra.insert("gap_median".into(), median_ms(&r.planned_gaps_ms));
+    extra.insert(
+        "gap_max".into(),
+        r.planned_gaps_ms.iter().copied().fold(0.0, f64::max),
+    );
+    let planned_note = (planned_failed > 0 || ka.connections_reset > 0).then(|| {
+        format!(
+            "draining soak: {planned_failed} failed requests and {} reset connections over {} \
+             planned switchovers",
+            ka.connections_reset, r.planned
+        )
+    });
+    let planned = Record {
+        path: PathKind::OursVxlan,
+        measurement: m::SOAK_PLANNED.into(),
+        unit: "failed requests".into(),
+        median: per(planned_failed, r.planned),
+        samples: vec![per(planned_failed, r.planned)],
+        extra,
+        curve: Vec::new(),
+        note: planned_note,
+    };
+    progress(&format!(
+        "draining soak: {} planned switchovers, {} requests + {} keep-alive, {} failed, {} \
+         connections reset, gap median {:.2} ms max {:.2} ms, {} segments drained",
+        r.planned,
+        r.planned_requests,
+        ka.requests,
+        planned_failed,
+        ka.connections_reset,
+        median_ms(&r.planned_gaps_ms),
+        r.planned_gaps_ms.iter().copied().fold(0.0, f64::max),
+        r.drained_segments
+    ));
+
+    let ka = r.unplanned_keep_alive.clone().ok_or_else(missing)?;
+    let per_kill: Vec<f64> = r.failed_per_kill.iter().map(|&n| n as f64).collect();
+    let followed = ka.per_connection.iter().all(|c| c.ids.len() == r.kills + 1);
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("failovers".into(), r.kills as f64);
+    extra.insert("failed_requests".into(), r.unplanned_failed as f64);
+    extra.insert("connections_reset".into(), ka.connections_reset as f64);
+    extra.insert(
+        "timeouts".into(),
+        ka.resets.get("timeout").copied().unwrap_or(0) as f64,
+    );
+    extra.insert("gap_median".into(), median_ms(&r.unplanned_gaps_ms));
+    extra.insert(
+        "gap_max".into(),
+        r.unplanned_gaps_ms.iter().copied().fold(0.0, f64::max),
+    );
+    extra.insert("clients_followed".into(), f64::from(u8::from(followed)));
+    let unplanned = Record {
+        path: PathKind::OursVxlan,
+        measurement: m::SOAK_UNPLANNED.into(),
+        unit: "failed requests".into(),
+        median: median_ms(&per_kill),
+        samples: per_kill,
+        extra,
+        curve: Vec::new(),
+        note: (!followed).then(|| {
+            "draining soak: some keep-alive connection did not follow every kill -9 failover"
+                .to_string()
+        }),
+    };
+    progress(&format!(
+        "draining soak: {} kill -9 failovers, {} failed requests ({:?} per failover), gap \
+         median {:.2} ms, {} keep-alive connections reset, every client followed: {followed}",
+        r.kills,
+        r.unplanned_failed,
+        r.failed_per_kill,
+        median_ms(&r.unplanned_gaps_ms),
+        ka.connections_reset
+    ));
+    Ok(vec![planned, unplanned])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_for_the_last_kill_before_them() {
+        let log = "2026-12-03T10:00:00.100000Z PRI 0.2ms\n\
+                   2026-12-03T10:00:00.200000Z FAIL timeout 50ms\n\
+                   2026-12-03T10:00:01.500000Z FAIL reset 0.1ms\n\
+                   2026-12-03T10:00:01.600000Z FAIL reset 0.1ms\n\
+                   2026-12-03T10:00:00.050000Z FAIL timeout 50ms\n\
+                   {\"requests\": 5}\n";
+        let kills = [
+            "2026-12-03T10:00:00.150000Z".to_string(),
+            "2026-12-03T10:00:01.000000Z".to_string(),
+        ];
+        // The one before the first kill counts for none.
+        assert_eq!(failures_after(log, &kills), vec![1, 2]);
+    }
+}
