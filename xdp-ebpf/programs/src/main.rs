@@ -741,7 +741,7 @@ fn drain_target(ctx: &XdpContext) -> Option<VtepAddr> {
         }
     }
     // Counting flows; a full LRU forgets old ones, which only lowers the count.
-    let _ = OVL_DRAIN_FLOWS.insert(&flow, &0, 1 /* BPF_NOEXIST */);
+    let _ = OVL_DRAIN_FLOWS.insert(flow, 0u64, 1 /* BPF_NOEXIST */);
     Some(d.peer)
 }
 
