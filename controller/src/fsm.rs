@@ -527,15 +527,19 @@ impl Fsm {
         }
     }
 
-    /// Whether the data plane should send the previous owner the segments of connections
-    /// that have no socket here: Active, and the live peer still serves connections (it is
-    /// draining, or still Active while our takeover completes).
+    /// Whether the data plane should send the peer the TCP segments to the VIP that have no
+    /// socket here: while the VIP is local on both members (a planned move in progress, or
+    /// the old owner draining). Both ways: the new owner sends the old one's connections
+    /// back, and the old owner sends on what reaches it for connections the new owner
+    /// opened (a client that has not heard the announcement yet). A forwarded segment is
+    /// never forwarded again, so at worst it is reset where it lands.
     pub fn drain_forward(&self, now: Nanos) -> bool {
-        self.state == State::Active
-            && self.cfg.drain > 0
-            && self.peer.filter(|_| self.peer_alive(now)).is_some_and(|p| {
-                p.flags.draining || (self.takeover.is_some() && p.state == State::Active)
-            })
+        self.cfg.drain > 0
+            && self.vip_local()
+            && self
+                .peer
+                .filter(|_| self.peer_alive(now))
+                .is_some_and(|p| p.flags.draining || p.flags.vip_held || p.state == State::Active)
     }
 
     /// Whether the VIP is a local address here (on the interface or, draining, on loopback),
@@ -1379,6 +1383,10 @@ mod tests {
         let flags = f.advert().flags;
         assert!(flags.draining && !flags.vip_held, "{flags:?}");
         assert!(f.vip_local() && f.draining());
+        assert!(
+            f.drain_forward(38 * MS),
+            "the old owner sends what it has no socket for to the new one"
+        );
         f
     }
 
@@ -1412,6 +1420,7 @@ mod tests {
         assert!(a.contains(&Action::EndDrain { reset: true }), "{a:?}");
         assert_eq!(ends(&a), 1, "once");
         assert!(!f.advert().flags.draining && !f.vip_local());
+        assert!(!f.drain_forward(499 * MS));
     }
 
     #[test]
@@ -1465,9 +1474,9 @@ mod tests {
             vip_held: true,
             ..Flags::default()
         };
-        // Lingering without draining (an old peer, or draining off there): nothing to send.
+        // Lingering: the VIP still there, so connections too.
         f.step(peer(State::Backup, 100, yielded), 42 * MS);
-        assert!(!f.drain_forward(42 * MS));
+        assert!(f.drain_forward(42 * MS));
         let draining = Flags {
             draining: true,
             ..Flags::default()

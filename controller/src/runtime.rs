@@ -720,11 +720,11 @@ impl Daemon {
                     match (was_forwarding, wish.forward_to) {
                         (false, Some(to)) => tracing::info!(
                             peer_vtep = %to,
-                            "drain: segments of connections with no socket here go to the previous owner"
+                            "drain: TCP segments to the VIP with no socket here go to the peer"
                         ),
                         (true, None) => tracing::info!(
                             flows = a.flows,
-                            "drain: forwarding to the previous owner ended: {} connections drained",
+                            "drain: forwarding to the peer ended: {} connections sent on",
                             a.flows
                         ),
                         _ => {}
