@@ -423,6 +423,9 @@ pub struct FsmStatus {
     pub peer: Option<PeerStatus>,
 }
 
+/// How long after its last heartbeat a peer still gets forwarded segments while draining.
+pub const DRAIN_PEER_GRACE: Nanos = 250 * MS;
+
 /// Silence a node back from Fault must hear before it acts as if the peer were dead.
 pub const RECOVERY_SILENCE: Nanos = 1_000_000_000;
 
@@ -533,13 +536,19 @@ impl Fsm {
     /// back, and the old owner sends on what reaches it for connections the new owner
     /// opened (a client that has not heard the announcement yet). A forwarded segment is
     /// never forwarded again, so at worst it is reset where it lands.
+    ///
+    /// The peer counts as there for [`DRAIN_PEER_GRACE`] after its last heartbeat, longer than
+    /// the detection time: a member busy moving the VIP on a starved host can be silent for
+    /// that long, and dropping the forwarding then resets the connections it serves (seen in
+    /// the soak). If it really died, its connections are lost either way.
     pub fn drain_forward(&self, now: Nanos) -> bool {
         self.cfg.drain > 0
             && self.vip_local()
-            && self
-                .peer
-                .filter(|_| self.peer_alive(now))
-                .is_some_and(|p| p.flags.draining || p.flags.vip_held || p.state == State::Active)
+            && self.peer.is_some_and(|p| {
+                let horizon = self.cfg.detect_time(p.interval).max(DRAIN_PEER_GRACE);
+                now < p.last_heard.saturating_add(horizon)
+                    && (p.flags.draining || p.flags.vip_held || p.state == State::Active)
+            })
     }
 
     /// Whether the VIP is a local address here (on the interface or, draining, on loopback),
@@ -1483,14 +1492,77 @@ mod tests {
         };
         f.step(peer(State::Backup, 100, draining), 60 * MS);
         assert!(f.drain_forward(60 * MS));
-        assert!(!f.drain_forward(200 * MS), "a dead peer serves nothing");
-        f.step(peer(State::Backup, 100, Flags::default()), 210 * MS);
-        assert!(!f.drain_forward(210 * MS), "its drain is over");
+        assert!(
+            f.drain_forward(200 * MS),
+            "a silent peer keeps its connections a while"
+        );
+        assert!(!f.drain_forward(400 * MS), "a dead peer serves nothing");
+        f.step(peer(State::Backup, 100, Flags::default()), 410 * MS);
+        assert!(!f.drain_forward(410 * MS), "its drain is over");
         // Without draining configured, never.
         let mut g = started(cfg(200, true));
         g.step(peer(State::Backup, 100, draining), 5 * MS);
         g.step(Event::Timer, 40 * MS);
         assert!(!g.drain_forward(40 * MS));
+    }
+
+    /// Two nodes exchanging heartbeats every millisecond through a perfect network.
+    fn exchange(a: &mut Fsm, b: &mut Fsm, now: Nanos) {
+        let hb = |f: &Fsm| {
+            let adv = f.advert();
+            Event::Heartbeat(PeerAdvert {
+                state: adv.state,
+                priority: adv.priority,
+                flags: adv.flags,
+                interval: 10 * MS,
+                fresh: true,
+                restarted: false,
+            })
+        };
+        let (ha, hb_) = (hb(a), hb(b));
+        b.step(ha, now);
+        a.step(hb_, now);
+        a.step(Event::Timer, now);
+        b.step(Event::Timer, now);
+    }
+
+    #[test]
+    fn forwarding_never_lapses_while_the_old_owner_has_the_vip() {
+        let mut a = started(draining_cfg(false));
+        let mut b = started(FsmConfig {
+            priority: 100,
+            tie_break: 2,
+            peer_tie_break: 1,
+            ..draining_cfg(false)
+        });
+        let mut t = 1;
+        while t < 100 {
+            exchange(&mut a, &mut b, t * MS);
+            t += 1;
+        }
+        assert_eq!((a.state(), b.state()), (State::Active, State::Backup));
+        a.step(Event::Switchover { id: 1 }, t * MS);
+        let mut forwarded = 0;
+        let mut both_local = 0;
+        while t < 400 {
+            exchange(&mut a, &mut b, t * MS);
+            if b.state() == State::Active && (a.vip_held() || a.draining()) {
+                assert!(b.drain_forward(t * MS), "new owner forwards at {t} ms");
+                forwarded += 1;
+            }
+            // The other way it starts one heartbeat later (the old owner learns first).
+            both_local = if a.vip_local() && b.vip_local() {
+                both_local + 1
+            } else {
+                0
+            };
+            if both_local > 1 {
+                assert!(a.drain_forward(t * MS), "old owner forwards at {t} ms");
+            }
+            t += 1;
+        }
+        assert!(forwarded > 100, "{forwarded}");
+        assert!(!a.draining() && b.state() == State::Active);
     }
 
     #[test]

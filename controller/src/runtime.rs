@@ -258,6 +258,46 @@ pub fn run(config: Config) -> Result<(), RunError> {
     result
 }
 
+/// Sends the controller's drain wishes to the data plane off the event loop: each new one at
+/// once (unless the loop already did), the last one again every second.
+fn drain_thread(
+    socket: &std::path::Path,
+    wishes: &Receiver<(DrainWish, bool)>,
+    answers: &crossbeam_channel::Sender<Result<health::DrainAnswer, String>>,
+    waker: &Waker,
+    stop: &AtomicBool,
+) {
+    let mut last: Option<DrainWish> = None;
+    let mut sent = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        // Short waits, so a stopping controller is not held up.
+        let send = match wishes.recv_timeout(Duration::from_millis(100)) {
+            Ok((mut w, _)) => {
+                // Only the newest wish matters. It is sent even when the event loop sent it
+                // already: a request of ours to an older wish may have crossed it, and the
+                // data plane applies them in order of arrival.
+                while let Ok((w2, _)) = wishes.try_recv() {
+                    w = w2;
+                }
+                last = Some(w);
+                true
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                sent.elapsed() >= Duration::from_secs(1)
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        if let (true, Some(w)) = (send, &last) {
+            sent = Instant::now();
+            let r = health::request_drain(socket, w, Duration::from_millis(500));
+            if answers.send(r).is_err() {
+                return;
+            }
+            waker.wake();
+        }
+    }
+}
+
 struct Daemon {
     cfg: Config,
     node: Node,
@@ -283,9 +323,12 @@ struct Daemon {
     next_link_check: Nanos,
     send_failing: bool,
     stopping: Option<Nanos>,
-    /// Draining: what the data plane was last told, when, and what it answered.
-    drain_sent: Option<(DrainWish, Instant)>,
+    /// Draining: what the data plane was last asked, what it last answered, and the drain
+    /// thread (wishes in; `true`: send it now; answers back).
+    drain_wish: Option<DrainWish>,
     drain_view: DrainView,
+    drain_tx: Option<crossbeam_channel::Sender<(DrainWish, bool)>>,
+    drain_rx: Receiver<Result<health::DrainAnswer, String>>,
     /// Next poll of the connections left on the VIP (draining with `drain_end = "keep"`).
     next_drain_poll: Nanos,
 }
@@ -375,6 +418,23 @@ impl Daemon {
             );
         }
 
+        let (answer_tx, drain_rx) = unbounded();
+        let drain_tx = match (&cfg.health.dataplane_socket, cfg.drains()) {
+            (Some(socket), true) => {
+                let (tx, rx) = unbounded::<(DrainWish, bool)>();
+                let socket = socket.clone();
+                let w = waker.clone();
+                let stop = stop.clone();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("drain".into())
+                        .spawn(move || drain_thread(&socket, &rx, &answer_tx, &w, &stop))
+                        .map_err(io_ctx("drain thread"))?,
+                );
+                Some(tx)
+            }
+            _ => None,
+        };
         let peer = cfg.peer_addr();
         Ok(Daemon {
             cfg,
@@ -401,8 +461,10 @@ impl Daemon {
             next_link_check: 0,
             send_failing: false,
             stopping: None,
-            drain_sent: None,
+            drain_wish: None,
             drain_view: DrainView::default(),
+            drain_tx,
+            drain_rx,
             next_drain_poll: 0,
         })
     }
@@ -511,6 +573,9 @@ impl Daemon {
             while let Ok(msg) = self.control_rx.try_recv() {
                 self.control(msg);
             }
+            while let Ok(r) = self.drain_rx.try_recv() {
+                self.on_drain_answer(r);
+            }
 
             let now = self.now();
             if relink || now >= self.next_link_check {
@@ -529,8 +594,8 @@ impl Daemon {
                 let open = u32::try_from(self.drain_connections()).unwrap_or(u32::MAX);
                 let actions = self.node.handle(Event::DrainConnections { open }, now);
                 self.execute(actions);
-            } else if self.drain_sent.is_some() || self.node.fsm().draining() {
-                // Level-triggered: repeated each second.
+            } else {
+                // The wish also changes with time (the peer's silence).
                 self.sync_drain();
             }
             if let Err(e) = self.announcer.poll(now, &self.nl, &mut self.node.counters) {
@@ -683,16 +748,19 @@ impl Daemon {
         }
     }
 
-    /// Tells the data plane what to do with TCP to the VIPs when that changed (before the
-    /// VIP moves and the announcement goes out, so no segment finds the new owner unready),
-    /// and again every second (level-triggered: a restarted data plane catches up).
+    /// Tells the data plane what to do with TCP to the VIPs when that changed. Only the new
+    /// owner's start of forwarding is sent from here and waited for (before the VIP moves and
+    /// the announcement goes out, so no segment finds the new owner unready; the data plane
+    /// answers in well under a millisecond); everything else goes through the drain thread,
+    /// which also repeats the last wish every second (level-triggered: a restarted data plane
+    /// catches up), so the event loop never waits on it.
     fn sync_drain(&mut self) {
         let Some(socket) = self.cfg.health.dataplane_socket.clone() else {
             return;
         };
-        if !self.cfg.drains() {
+        let Some(thread_tx) = self.drain_tx.clone() else {
             return;
-        }
+        };
         let now = self.now();
         let fsm = self.node.fsm();
         let wish = DrainWish {
@@ -701,36 +769,42 @@ impl Daemon {
             accept: fsm.vip_local(),
             interface: Some(self.cfg.vip.interface.clone()),
         };
-        let changed = self.drain_sent.as_ref().is_none_or(|(w, _)| *w != wish);
-        let stale = self
-            .drain_sent
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() >= Duration::from_secs(1));
-        if !changed && !stale {
+        if self.drain_wish.as_ref() == Some(&wish) {
             return;
         }
         let was_forwarding = self
-            .drain_sent
+            .drain_wish
             .as_ref()
-            .is_some_and(|(w, _)| w.forward_to.is_some());
-        // Short: the event loop waits for it (the data plane answers in well under 1 ms).
-        match health::request_drain(&socket, &wish, Duration::from_millis(50)) {
+            .is_some_and(|w| w.forward_to.is_some());
+        match (was_forwarding, wish.forward_to) {
+            (false, Some(to)) => tracing::info!(
+                peer_vtep = %to,
+                "drain: TCP segments to the VIP with no socket here go to the peer"
+            ),
+            (true, None) => tracing::info!(
+                flows = self.drain_view.flows,
+                "drain: forwarding to the peer ended: {} connections sent on",
+                self.drain_view.flows
+            ),
+            _ => {}
+        }
+        let critical = !was_forwarding
+            && wish.forward_to.is_some()
+            && fsm.state() == State::Active
+            && fsm.vip_held();
+        if critical {
+            let r = health::request_drain(&socket, &wish, Duration::from_millis(50));
+            self.on_drain_answer(r);
+        }
+        self.drain_wish = Some(wish.clone());
+        let _ = thread_tx.send((wish, !critical));
+    }
+
+    /// The data plane's answer to a drain request (from here or the drain thread).
+    fn on_drain_answer(&mut self, r: Result<health::DrainAnswer, String>) {
+        match r {
             Ok(a) => {
-                if changed {
-                    match (was_forwarding, wish.forward_to) {
-                        (false, Some(to)) => tracing::info!(
-                            peer_vtep = %to,
-                            "drain: TCP segments to the VIP with no socket here go to the peer"
-                        ),
-                        (true, None) => tracing::info!(
-                            flows = a.flows,
-                            "drain: forwarding to the peer ended: {} connections sent on",
-                            a.flows
-                        ),
-                        _ => {}
-                    }
-                }
-                if !a.warning.is_empty() && changed {
+                if !a.warning.is_empty() && a.warning != self.drain_view.problem {
                     tracing::warn!("drain: {}", a.warning);
                 }
                 self.drain_view = DrainView {
@@ -740,22 +814,13 @@ impl Daemon {
                     rx_drain_unsent: a.rx_drain_unsent,
                     problem: a.warning,
                 };
-                self.drain_sent = Some((wish, Instant::now()));
             }
             Err(e) => {
                 self.node.counters.drain_errors += 1;
-                if changed || self.drain_view.problem != e {
-                    tracing::warn!(error = %e, "drain request");
+                if self.drain_view.problem != e {
+                    tracing::warn!(error = %e, "drain request (retried every second)");
                 }
                 self.drain_view.problem = e;
-                // Retried within a second.
-                self.drain_sent = Some((
-                    DrainWish {
-                        vips: Vec::new(),
-                        ..DrainWish::default()
-                    },
-                    Instant::now(),
-                ));
             }
         }
     }
@@ -767,8 +832,18 @@ impl Daemon {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
-        self.sync_drain();
+        let mut drain_synced = false;
         for a in actions {
+            // Before the VIP moves or is announced: see `sync_drain`.
+            if !drain_synced
+                && matches!(
+                    a,
+                    Action::AddVip | Action::Announce | Action::HandOffVip | Action::RemoveVip
+                )
+            {
+                self.sync_drain();
+                drain_synced = true;
+            }
             match a {
                 Action::SendHeartbeat(adv) => {
                     let wire = self.node.seal(&adv);
@@ -866,6 +941,9 @@ impl Daemon {
                 }
                 Action::SwitchoverDone { id, result } => self.switchover_done(id, result),
             }
+        }
+        if !drain_synced {
+            self.sync_drain();
         }
     }
 

@@ -412,8 +412,8 @@ fn draining_soak_planned_switchovers_lose_nothing_and_kill_9_clients_move_at_onc
     );
     assert_eq!(
         r.planned_failed, 0,
-        "no failed request in planned switchovers\n{}",
-        r.logs
+        "no failed request in planned switchovers: {:?} {:?}\nswitchovers asked at {:?}\n{}",
+        r.planned_failures, r.planned_fail_lines, r.switched_at, r.logs
     );
     assert_eq!(
         ka.failed, 0,

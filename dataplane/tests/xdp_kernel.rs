@@ -1618,6 +1618,27 @@ fn draining_forwards_segments_without_a_socket_here_and_keeps_the_rest() {
         let client = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
         let cport = client.local_addr().unwrap().port();
         let (_served, _) = listener.accept().unwrap();
+        // A connection that ended here, closed by the server first: its socket is in
+        // time-wait, and a client reusing the port may be talking to the peer now.
+        let ended = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
+        let ended_port = ended.local_addr().unwrap().port();
+        let (closing, _) = listener.accept().unwrap();
+        drop(closing);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(ended);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let tcp = std::fs::read_to_string("/proc/thread-self/net/tcp").unwrap();
+        let time_wait_here = tcp.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[1].ends_with(&format!(":{lport:04X}"))
+                && f[2].ends_with(&format!(":{ended_port:04X}"))
+                && f[3] == "06"
+        });
+        assert!(
+            time_wait_here,
+            "the server's socket is in time-wait:\n{tcp}"
+        );
 
         env.obj
             .set_config(Config {
@@ -1672,7 +1693,8 @@ fn draining_forwards_segments_without_a_socket_here_and_keeps_the_rest() {
         // rewritten from us to the previous owner, marked, inner frame untouched.
         let unknown = frame(40003, lport, TCP_ACK);
         let no_listener = frame(40004, 1, TCP_ACK | 0x08);
-        for f in [&unknown, &no_listener, &unknown] {
+        let time_wait = frame(ended_port, lport, TCP_ACK);
+        for f in [&unknown, &no_listener, &unknown, &time_wait] {
             let out = env.ingress(f, Counter::TxDrained);
             assert_eq!(action_name(out.action), "XDP_TX");
             let inner = &f[50..];
@@ -1692,8 +1714,8 @@ fn draining_forwards_segments_without_a_socket_here_and_keeps_the_rest() {
         }
         assert_eq!(
             env.obj.drain_flows().unwrap(),
-            2,
-            "two connections, one counted twice"
+            3,
+            "three connections, one counted twice"
         );
         env.obj.clear_drain_flows().unwrap();
         assert_eq!(env.obj.drain_flows().unwrap(), 0);

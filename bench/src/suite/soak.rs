@@ -34,6 +34,11 @@ pub struct SoakReport {
     pub planned_failed: u64,
     /// Client-visible gap of each planned switchover (ms).
     pub planned_gaps_ms: Vec<f64>,
+    /// The planned phase's failed requests by kind, and their lines (time, kind).
+    pub planned_failures: std::collections::BTreeMap<String, u64>,
+    pub planned_fail_lines: Vec<String>,
+    /// When each planned switchover was asked for (UTC, as http-ping prints times).
+    pub switched_at: Vec<String>,
     /// The keep-alive connections during the planned switchovers.
     pub planned_keep_alive: Option<KeepAliveSummary>,
     /// TCP segments the new owners sent on to the old ones, and connections, over the
@@ -144,6 +149,8 @@ pub fn run_soak(
         let from = single_owner(lab, pair)?;
         let to = other_member(from);
         let ask = if i % 2 == 0 { from } else { to };
+        r.switched_at
+            .push(crate::workload::rfc3339_micros(std::time::SystemTime::now()));
         let out = pair.switchover(lab, ask)?;
         if !out.status.success() {
             return Err(step_err(
@@ -168,9 +175,16 @@ pub fn run_soak(
         }
     }
     thread::sleep(Duration::from_millis(300));
-    let s = summary(&pair.finish_http_ping(lab, &ping)?, "planned")?;
+    let log = pair.finish_http_ping(lab, &ping)?;
+    let s = summary(&log, "planned")?;
     r.planned_requests = s.requests;
     r.planned_failed = s.failed;
+    r.planned_failures = s.failures.clone();
+    r.planned_fail_lines = log
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("FAIL"))
+        .map(str::to_string)
+        .collect();
     r.planned_gaps_ms = s
         .trials(TRIAL_WINDOW)
         .iter()

@@ -620,8 +620,9 @@ fn drain_vip(dst: Option<[u8; 16]>) -> Option<DrainVip> {
 const IPPROTO_TCP: u8 = 6;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
-/// `TCP_LISTEN` in the kernel's socket states.
+/// `TCP_LISTEN` and `TCP_TIME_WAIT` in the kernel's socket states.
 const TCP_LISTEN: u32 = 10;
+const TCP_TIME_WAIT: u32 = 6;
 
 /// `struct bpf_sock_tuple`'s IPv4 and IPv6 forms, fields in network order.
 #[repr(C)]
@@ -642,8 +643,10 @@ struct Tuple6 {
 
 /// The new owner's check, while draining: the previous owner's VTEP if the inner frame is a
 /// TCP segment to a forwarding VIP that opens nothing (not a SYN) and for which this host has
-/// no connection (no socket, or only a listener: the kernel would answer with a reset).
-/// Request sockets (a handshake begun here) and time-wait ones count as connections here.
+/// no connection: no socket, only a listener (the kernel would answer with a reset), or a
+/// time-wait one (a connection that ended here; the client reused its port for one the peer
+/// serves, which the soak hit: the time-wait socket swallows its segments). Request sockets
+/// (a handshake begun here) count as connections here.
 #[inline(always)]
 fn drain_target(ctx: &XdpContext) -> Option<VtepAddr> {
     let inner = ctx.data();
@@ -736,7 +739,7 @@ fn drain_target(ctx: &XdpContext) -> Option<VtepAddr> {
         let state = unsafe { core::ptr::read_volatile(&(*sk).state) };
         // SAFETY: as above.
         unsafe { bpf_sk_release(sk as *mut _) };
-        if state != TCP_LISTEN {
+        if state != TCP_LISTEN && state != TCP_TIME_WAIT {
             return None;
         }
     }
