@@ -386,7 +386,7 @@ impl Lab {
                 ],
             )?;
         }
-        {
+        if self.spec.router_napi || self.spec.underlay_ipv6 {
             // NAPI (GRO) on the router's end, so the host's end takes frames sent from XDP
             // (it advertises NDO_XMIT), as a NIC's driver does: over IPv6 our egress program
             // sends that way (README, IPv6 VTEPs), and draining sends with XDP_TX.
