@@ -4,7 +4,7 @@
 //! decapsulates every frame, that the frames on the wire are the templates, that pacing
 //! holds its rate, and the binary's JSON, signals and argument errors.
 //!
-//! The tests that need namespaces skip (with a note) when not run as root; they take turns so
+//! The tests that need namespaces fail without root (CI runs them as root); they take turns so
 //! their rates do not disturb each other.
 
 #![allow(clippy::unwrap_used)] // test code: a failed set-up step should stop the test
@@ -39,12 +39,13 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn root_or_skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    true
+/// These tests need root (namespaces, XDP); without it they fail, never skip, so a run that
+/// did not exercise them cannot look green.
+fn require_root() {
+    assert!(
+        is_root(),
+        "the frame generator tests need root (namespaces, XDP): CI runs them as root"
+    );
 }
 
 fn mac_text(m: [u8; 6]) -> String {
@@ -257,9 +258,7 @@ fn one_second(cfg_rate: Option<u64>) -> GenConfig {
 
 #[test]
 fn full_speed_frames_reach_the_peer() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let _turn = serial();
     let topo = Topo::new(false);
 
@@ -299,9 +298,7 @@ fn full_speed_frames_reach_the_peer() {
 
 #[test]
 fn kernel_vxlan_device_decapsulates_every_frame() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let _turn = serial();
     let topo = Topo::new(true);
 
@@ -427,9 +424,7 @@ fn recv_incoming(fd: &OwnedFd) -> Option<Vec<u8>> {
 
 #[test]
 fn frames_on_the_wire_are_the_templates_in_turn() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let _turn = serial();
     let topo = Topo::new(false);
     let spec = vxlan_spec(10);
@@ -505,9 +500,7 @@ fn json_report(out: &Output) -> GenReport {
 
 #[test]
 fn paced_binary_run_holds_its_rate() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let _turn = serial();
     let topo = Topo::new(false);
     let before = topo.peer_rx(PEER_IF);
@@ -533,9 +526,7 @@ fn paced_binary_run_holds_its_rate() {
 
 #[test]
 fn sigint_ends_the_run_with_a_report() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let _turn = serial();
     let topo = Topo::new(false);
     // A long paced run (`ip netns exec` execs the generator, so the pid is its own).

@@ -40,11 +40,7 @@ pub fn run(root: &Path) -> Result<()> {
     );
     let mut pair = Pair::start(
         &mut lab,
-        PairBins {
-            controller: bin("controller"),
-            id_server: bin("id-server"),
-            http_ping: bin("http-ping"),
-        },
+        PairBins::in_dir(&root.join("target").join("release")),
         PairOptions {
             preempt: false,
             ..PairOptions::default()

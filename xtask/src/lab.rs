@@ -143,15 +143,12 @@ fn up_pair(root: &Path, spec: &LabSpec) -> Result<()> {
         "bringing the lab {PREFIX} up (afresh, with the pair)"
     ));
     let mut lab = Lab::up_with(spec, &|line| eprintln!("    {line}"))?;
-    let bin = |name: &str| root.join("target").join("release").join(name);
+    let release = root.join("target").join("release");
+    let bin = |name: &str| release.join(name);
     step("starting the controllers and ID servers on pri and sec");
     let p = Pair::start(
         &mut lab,
-        PairBins {
-            controller: bin("controller"),
-            id_server: bin("id-server"),
-            http_ping: bin("http-ping"),
-        },
+        PairBins::in_dir(&release),
         PairOptions {
             preempt: false,
             ..PairOptions::default()

@@ -95,12 +95,14 @@ fn run() -> Result<()> {
     match cli.cmd {
         Cmd::Setup { check } => setup::run(check),
         Cmd::BuildEbpf => build_ebpf(&root).map(|_| ()),
+        // The README's two commands set the machine up themselves (idempotent: one line when
+        // everything is there), so nothing has to come before them.
         Cmd::Test {
             no_lint,
             cargo_test_args,
-        } => test(&root, no_lint, &cargo_test_args),
-        Cmd::Demo { xdp: false } => failover_demo::run(&root),
-        Cmd::Demo { xdp: true } => demo(&root),
+        } => setup::run(false).and_then(|()| test(&root, no_lint, &cargo_test_args)),
+        Cmd::Demo { xdp: false } => setup::run(false).and_then(|()| failover_demo::run(&root)),
+        Cmd::Demo { xdp: true } => setup::run(false).and_then(|()| demo(&root)),
         Cmd::Lab { cmd } => lab::run(&root, cmd),
         Cmd::Bench { args } => bench(&root, &args),
     }

@@ -46,6 +46,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "decoding GENEVE captures with an independent dissector",
     ),
     ("systemd", "systemd-analyze verify of the deploy/ units"),
+    (
+        "python3-yaml",
+        "the cloud-init file's YAML checked in the deploy tests",
+    ),
 ];
 
 const TOOLCHAIN: &str = ebpf_build::TOOLCHAIN;

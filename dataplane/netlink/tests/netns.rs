@@ -5,52 +5,25 @@
 //! inside goes, so a failing or panicking test leaves nothing behind, and no two tests can
 //! collide on a name. Traffic only flows between namespaces a test created.
 
-use std::fs::File;
 use std::net::{IpAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ovl_netlink::{Addr, Link, LinkWatcher, Netlink, NetlinkError, WatchEvent, nud};
 
-/// An anonymous network namespace, alive while this value (or a socket in it) is.
-struct Ns {
-    fd: OwnedFd,
+mod common;
+
+use common::{Ns, ip};
+
+/// What these tests add to the namespace.
+trait NsExt {
+    fn netlink(&self) -> Netlink;
+    fn disable_ipv6(&self);
 }
 
-impl Ns {
-    fn new() -> Ns {
-        let fd = thread::spawn(|| {
-            // SAFETY: unshare only changes this short-lived thread's namespace.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "unshare(CLONE_NEWNET) (these tests need root): {}",
-                std::io::Error::last_os_error()
-            );
-            OwnedFd::from(File::open("/proc/thread-self/ns/net").expect("open own netns"))
-        })
-        .join()
-        .expect("namespace thread");
-        Ns { fd }
-    }
-
-    /// Runs `f` on a thread inside this namespace; sockets it opens stay in it.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns with a valid namespace descriptor; only this thread moves.
-                let rc = unsafe { libc::setns(self.fd.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-
+impl NsExt for Ns {
     fn netlink(&self) -> Netlink {
         self.run(Netlink::open).expect("open netlink")
     }
@@ -65,10 +38,6 @@ impl Ns {
             }
         });
     }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
 }
 
 fn link(nl: &Netlink, name: &str) -> Link {

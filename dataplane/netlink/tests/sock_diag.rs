@@ -6,64 +6,15 @@
 //! panic alike; no name can collide with another test's. Traffic stays on the namespace's
 //! own loopback.
 
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::thread;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use ovl_netlink::Netlink;
 use ovl_netlink::sock_diag::{self, TcpConn, TcpState};
 
-/// An anonymous network namespace, alive while this value (or a socket in it) is.
-struct Ns {
-    fd: OwnedFd,
-}
+mod common;
 
-impl Ns {
-    /// A fresh namespace with its loopback up.
-    fn new() -> Ns {
-        let fd = thread::spawn(|| {
-            // SAFETY: unshare only changes this short-lived thread's namespace.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "unshare(CLONE_NEWNET) (these tests need root): {}",
-                std::io::Error::last_os_error()
-            );
-            OwnedFd::from(File::open("/proc/thread-self/ns/net").expect("open own netns"))
-        })
-        .join()
-        .expect("namespace thread");
-        let ns = Ns { fd };
-        ns.run(|| {
-            let nl = Netlink::open().expect("netlink");
-            let lo = nl.index_of("lo").expect("lo");
-            nl.link_set_up(lo, true).expect("lo up");
-        });
-        ns
-    }
-
-    /// Runs `f` on a thread inside this namespace.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns with a valid namespace descriptor; only this thread moves.
-                let rc = unsafe { libc::setns(self.fd.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
-}
+use common::{Ns, ip};
 
 /// A connection to `listener` from `to` (the kernel picks the source), accepted:
 /// (client, server).
@@ -90,7 +41,7 @@ fn only(mut conns: Vec<TcpConn>, what: &str) -> TcpConn {
 
 #[test]
 fn list_filter_and_destroy_one_side_ipv4() {
-    Ns::new().run(|| {
+    Ns::with_loopback().run(|| {
         // Listening on 127.0.0.2, the client's source is 127.0.0.1 (the loopback route's
         // preferred source): two local addresses to filter on.
         let (s_ip, c_ip) = (ip("127.0.0.2"), ip("127.0.0.1"));
@@ -154,7 +105,7 @@ fn list_filter_and_destroy_one_side_ipv4() {
 
 #[test]
 fn ipv4_mapped_and_ipv6_sockets_destroy_all() {
-    Ns::new().run(|| {
+    Ns::with_loopback().run(|| {
         // A dual-stack listener: its IPv4 connections are AF_INET6 sockets with
         // IPv4-mapped addresses.
         let listener = TcpListener::bind("[::]:0").expect("listen");
@@ -200,7 +151,7 @@ fn ipv4_mapped_and_ipv6_sockets_destroy_all() {
 
 #[test]
 fn dumps_of_hundreds_of_sockets_span_datagrams() {
-    Ns::new().run(|| {
+    Ns::with_loopback().run(|| {
         // 400 sockets make about 40 KB of replies, more than the kernel puts in one datagram.
         let listener = TcpListener::bind("127.0.0.2:0").expect("listen");
         let to = listener.local_addr().unwrap();

@@ -32,6 +32,17 @@ pub struct PairBins {
     pub http_ping: PathBuf,
 }
 
+impl PairBins {
+    /// The binaries in `dir` (e.g. `target/release`).
+    pub fn in_dir(dir: &std::path::Path) -> PairBins {
+        PairBins {
+            controller: dir.join("controller"),
+            id_server: dir.join("id-server"),
+            http_ping: dir.join("http-ping"),
+        }
+    }
+}
+
 /// Controller settings the trials vary.
 #[derive(Clone, Debug)]
 pub struct PairOptions {
