@@ -57,6 +57,10 @@ fn setup_with(tag: &str, opts: PairOptions, edit: impl FnOnce(&mut LabSpec)) -> 
         "the lab tests need root; CI runs them as root"
     );
     let (dataplane, pair_bins) = bins();
+    // The kernel frees the previous test's namespaces (its veths, thousands of sockets) in the
+    // background; on two cores that starves the controllers' loops past the detection time
+    // in the first trials (seen as spurious moves in full runs). Let it finish first.
+    thread::sleep(Duration::from_secs(3));
     let mut spec = LabSpec::seed(ovl_lab::unique_prefix(tag), dataplane);
     spec.ready_timeout = Duration::from_secs(20);
     edit(&mut spec);
