@@ -793,7 +793,7 @@ impl Daemon {
             && fsm.state() == State::Active
             && fsm.vip_held();
         if critical {
-            let r = health::request_drain(&socket, &wish, Duration::from_millis(50));
+            let r = health::request_drain(&socket, &wish, Duration::from_millis(10));
             self.on_drain_answer(r);
         }
         self.drain_wish = Some(wish.clone());

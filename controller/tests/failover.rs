@@ -387,7 +387,8 @@ fn draining_soak_planned_switchovers_lose_nothing_and_kill_9_clients_move_at_onc
         preempt: false,
         ..PairOptions::default()
     };
-    let (mut lab, mut pair) = setup("fd", opts);
+    // Draining sends with XDP_TX, which a veth takes only while its peer runs NAPI.
+    let (mut lab, mut pair) = setup_with("fd", opts, |spec| spec.router_napi = true);
     let (planned, kills) = (40, 5);
     let r = bench::suite::soak::run_soak(
         &mut lab,

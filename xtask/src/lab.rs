@@ -110,6 +110,8 @@ fn up(
         cargo(root, &args)?;
     }
     if pair {
+        // Draining sends with XDP_TX (see `LabSpec::router_napi`).
+        spec.router_napi = true;
         return up_pair(root, &spec);
     }
     step(&format!("bringing the lab {PREFIX} up"));

@@ -126,8 +126,6 @@ pub fn spec(
         Ipv4Cidr::new(a[0], a[1], a[2], a[3], 24)
     };
     let mut spec = LabSpec::seed(prefix, dataplane);
-    // As in the runs before draining needed it (see `LabSpec::router_napi`).
-    spec.router_napi = false;
     spec.hosts.clear();
     let mut pairs: Vec<Route> = Vec::new();
     for r in Route::ALL {

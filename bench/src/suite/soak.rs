@@ -291,7 +291,7 @@ pub(super) fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<crate::report::Record>, SuiteError> {
     use crate::report::{PathKind, Record, measurement as m};
-    let (mut lab, mut pair) = super::failover::pair_lab(s, "bs", |_| {})?;
+    let (mut lab, mut pair) = super::failover::pair_lab(s, "bs", |spec| spec.router_napi = true)?;
     let r = run_soak(
         &mut lab,
         &mut pair,
