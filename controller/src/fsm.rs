@@ -423,12 +423,6 @@ pub struct FsmStatus {
     pub peer: Option<PeerStatus>,
 }
 
-/// In the first [`RECOVERY_SILENCE`] after a start, how long an active peer we heard must be
-/// silent before we take it for dead. A host busy starting us (and our data plane: loading
-/// and verifying its programs) can starve both members' loops past the detection time; the
-/// failover trials saw a restarted member take the VIP from a live active peer that way.
-pub const STARTUP_SILENCE: Nanos = 250 * MS;
-
 /// How long after its last heartbeat a peer still gets forwarded segments while draining.
 pub const DRAIN_PEER_GRACE: Nanos = 250 * MS;
 
@@ -637,9 +631,6 @@ impl Fsm {
         if let Some(p) = self.peer {
             // Timers keyed to the peer's death (failover, aborting a release) fire here.
             consider(self.peer_dead_at(&p));
-        }
-        if let Some(t) = self.startup_grace(last) {
-            consider(t);
         }
         if self.state == State::Backup {
             let iv = self.peer.map_or(0, |p| p.interval);
@@ -901,27 +892,14 @@ impl Fsm {
         }
     }
 
-    /// Just started (and not back from a fault) with an active peer heard: until when its
-    /// silence does not yet count as death (`STARTUP_SILENCE`).
-    fn startup_grace(&self, now: Nanos) -> Option<Nanos> {
-        let p = self.peer?;
-        let starting = self.state == State::Backup
-            && !self.listen_after_fault
-            && now < self.listen_since.saturating_add(RECOVERY_SILENCE);
-        (starting && p.state == State::Active).then(|| p.last_heard.saturating_add(STARTUP_SILENCE))
-    }
-
     fn evaluate_backup(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
         let alive = self.peer_alive(now);
         let heard_since = self.peer.is_some_and(|p| p.last_heard >= self.listen_since);
         let Some(peer) = self.peer.filter(|_| alive && heard_since) else {
             self.both_backup_since = None;
             let iv = self.peer.map_or(0, |p| p.interval);
-            // Heard since we began listening and now silent: it died, act at once (but see
-            // `STARTUP_SILENCE`). Never heard: wait out the listening time.
-            if heard_since && self.startup_grace(now).is_some_and(|until| now < until) {
-                return;
-            }
+            // Heard since we began listening and now silent: it died, act at once. Never
+            // heard: wait out the listening time.
             if heard_since || now >= self.listen_since.saturating_add(self.silence_needed(iv)) {
                 let cause = if self.peer.is_some() {
                     Cause::PeerDead
@@ -1234,7 +1212,7 @@ mod tests {
         assert!(matches!(a.last(), Some(Action::Transition(t)) if t.cause == Cause::NoPeer));
     }
 
-    /// Backup for more than a second (past `STARTUP_SILENCE`'s window) under an active
+    /// Backup for a while under an active
     /// peer heard every 10 ms; returns the node at `T0`, the peer last heard at `T0 + 1 ms`.
     const T0: Nanos = 2000 * MS;
     fn settled_under_active_peer() -> Fsm {
@@ -1612,35 +1590,6 @@ mod tests {
         assert!(a.contains(&Action::RemoveVip));
         assert!(!a.contains(&Action::HandOffVip));
         assert!(!f.advert().flags.draining);
-    }
-
-    #[test]
-    fn just_started_an_active_peer_must_be_silent_longer_to_count_as_dead() {
-        let mut f = started(cfg(200, false));
-        let mut t = 5;
-        while t <= 500 {
-            f.step(peer(State::Active, 100, active_flags()), t * MS);
-            t += 10;
-        }
-        // A starved host: 60 ms without a heartbeat, twice the detection time.
-        f.step(Event::Timer, 555 * MS);
-        assert_eq!(f.state(), State::Backup, "a stall is not a death yet");
-        f.step(peer(State::Active, 100, active_flags()), 560 * MS);
-        // Really gone: 250 ms of silence.
-        f.step(Event::Timer, 809 * MS);
-        assert_eq!(f.state(), State::Backup);
-        let a = f.step(Event::Timer, 810 * MS);
-        assert_eq!(f.state(), State::Active);
-        assert!(matches!(a.last(), Some(Action::Transition(t)) if t.cause == Cause::PeerDead));
-        // A second after the start the detection time alone counts again.
-        let mut g = started(cfg(200, false));
-        let mut t = 5;
-        while t <= 1500 {
-            g.step(peer(State::Active, 100, active_flags()), t * MS);
-            t += 10;
-        }
-        g.step(Event::Timer, 1526 * MS);
-        assert_eq!(g.state(), State::Active);
     }
 
     #[test]
