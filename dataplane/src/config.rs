@@ -456,26 +456,15 @@ impl FromStr for XdpModeCfg {
     }
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (hex digits of either case).
+/// Parses `aa:bb:cc:dd:ee:ff` (hex digits of either case), through the project's one MAC parser.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], ParseError> {
-    let bad = || {
-        ParseError(format!(
-            "expected a MAC address like 02:00:00:00:00:0a, got {s:?}"
-        ))
-    };
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for byte in &mut mac {
-        let part = parts.next().ok_or_else(bad)?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(mac)
+    s.parse::<ovl_wire::EthernetAddress>()
+        .map(|a| a.0)
+        .map_err(|_| {
+            ParseError(format!(
+                "expected a MAC address like 02:00:00:00:00:0a, got {s:?}"
+            ))
+        })
 }
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.

@@ -129,20 +129,9 @@ struct Cli {
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let bad = || format!("`{s}` is not a MAC address like 02:00:00:00:00:01");
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next().ok_or_else(bad)?;
-        if p.is_empty() || p.len() > 2 {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(mac)
+    s.parse::<ovl_wire::EthernetAddress>()
+        .map(|a| a.0)
+        .map_err(|_| format!("`{s}` is not a MAC address like 02:00:00:00:00:01"))
 }
 
 fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {
@@ -429,7 +418,8 @@ mod tests {
 
     #[test]
     fn value_parsers() {
-        assert_eq!(parse_mac("02:0A:ff:00:1:2"), Ok([2, 10, 255, 0, 1, 2]));
+        assert_eq!(parse_mac("02:0A:ff:00:01:02"), Ok([2, 10, 255, 0, 1, 2]));
+        assert!(parse_mac("02:0A:ff:00:1:2").is_err());
         for bad in [
             "",
             "02:00:00:00:00",

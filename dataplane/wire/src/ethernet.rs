@@ -83,6 +83,33 @@ impl fmt::Display for EthernetAddress {
     }
 }
 
+/// Parses `aa:bb:cc:dd:ee:ff`: six groups of exactly two hex digits of either case. The one MAC
+/// parser of the project: configs, CLIs and the lab all go through it.
+impl core::str::FromStr for EthernetAddress {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<EthernetAddress> {
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut mac {
+            let part = parts
+                .next()
+                .ok_or(Error::Malformed("MAC address: fewer than 6 groups"))?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Malformed(
+                    "MAC address: a group is not two hex digits",
+                ));
+            }
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| Error::Malformed("MAC address: a group is not two hex digits"))?;
+        }
+        if parts.next().is_some() {
+            return Err(Error::Malformed("MAC address: more than 6 groups"));
+        }
+        Ok(EthernetAddress(mac))
+    }
+}
+
 /// An EtherType (or GENEVE protocol type, which uses the same numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EtherType {
@@ -378,6 +405,25 @@ mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    #[test]
+    fn mac_text_round_trips_and_bad_text_is_refused() {
+        let a: EthernetAddress = "02:AB:cd:00:0f:ff".parse().unwrap();
+        assert_eq!(a, EthernetAddress([0x02, 0xab, 0xcd, 0x00, 0x0f, 0xff]));
+        assert_eq!(a.to_string().parse::<EthernetAddress>(), Ok(a));
+        for bad in [
+            "",
+            "02:ab:cd:00:0f",
+            "02:ab:cd:00:0f:ff:00",
+            "2:ab:cd:00:0f:ff",
+            "02:ab:cd:00:0f:fg",
+            "02-ab-cd-00-0f-ff",
+            "02:ab:cd:00:0f:+f",
+            "02:ab:cd:00:0f:ff:",
+        ] {
+            assert!(bad.parse::<EthernetAddress>().is_err(), "{bad:?} parsed");
+        }
+    }
 
     #[test]
     fn address_classes_and_display() {
