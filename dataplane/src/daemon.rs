@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::{Config, DatapathMode, XdpModeCfg},
     stats::{QueueCounters, Snapshot},
+    tables::{Fdb, Learned, MacKey, NextHopChange, NextHops, RateLimit, Retries},
     uplink::{Action as UplinkAction, Cause, Seen, Uplinks},
-    worker::{FromWorker, PortSpec, ToWorker, WorkerSpec},
+    worker::{FromWorker, PortSpec, WorkerSpec},
     workerset::WorkerSet,
     xdp::{Program, XdpObject},
 };
@@ -519,20 +520,20 @@ pub fn run(config_path: &Path) -> Result<()> {
         last_switch: None,
         bound: HashSet::new(),
         sockets_rebound: 0,
-        by_uplink: HashMap::new(),
-        static_fdb: cfg
-            .vnis
-            .iter()
-            .flat_map(|v| v.fdb.iter().map(move |f| ((v.id, f.mac), f.remote)))
-            .collect(),
-        learned: HashMap::new(),
-        ageing: cfg.fdb.ageing,
-        max_learned: cfg.fdb.max_learned,
-        nexthops: HashMap::new(),
+        fdb: Fdb::new(
+            cfg.vnis
+                .iter()
+                .flat_map(|v| v.fdb.iter().map(move |f| ((v.id, f.mac), f.remote))),
+            cfg.fdb.ageing,
+            cfg.fdb.max_learned,
+        ),
+        nexthops: NextHops::default(),
+        retries: Retries::default(),
+        warn_fdb_full: RateLimit::new(WARN_EVERY),
+        warn_map: RateLimit::new(WARN_EVERY),
         port_names: vnis.iter().map(|r| (r.id, r.interface.clone())).collect(),
         started: Instant::now(),
         last_provoke: HashMap::new(),
-        unroutable: HashSet::new(),
         drain: DrainRequest::default(),
     };
     // Attach to the uplinks there are, start the workers, activate one.
@@ -564,7 +565,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
     for v in &cfg.vnis {
         for r in v.flood.iter().chain(v.fdb.iter().map(|f| &f.remote)) {
-            ctl.nexthops.entry(*r).or_insert(None);
+            ctl.nexthops.want(*r);
         }
     }
     // Ready means able to flood: give the kernel a moment to resolve the flood list's next
@@ -572,7 +573,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         ctl.refresh_nexthops();
-        if ctl.nexthops.values().all(Option::is_some) || Instant::now() >= deadline {
+        if !ctl.nexthops.any_unresolved() || Instant::now() >= deadline {
             break;
         }
         thread::sleep(Duration::from_millis(20));
@@ -664,6 +665,8 @@ pub fn run(config_path: &Path) -> Result<()> {
 
 /// How often the control loop judges whether it can forward (the answer to `ping`).
 const HEALTH_EVERY: Duration = Duration::from_millis(100);
+/// At most one of a kind of repeated warning per this time.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which stamps FDB entries.
 pub fn monotonic_ns() -> u64 {
@@ -815,20 +818,19 @@ struct Control {
     bound: HashSet<(u32, u32)>,
     /// Uplink sockets bound after start (devices that returned).
     sockets_rebound: u64,
-    /// Next-hop MAC of each remote VTEP through each uplink device (index, remote), so a
-    /// switch finds the new uplink's next hops already resolved.
-    by_uplink: HashMap<(u32, IpAddr), [u8; 6]>,
-    static_fdb: HashMap<(u32, [u8; 6]), IpAddr>,
-    learned: HashMap<(u32, [u8; 6]), (IpAddr, Instant)>,
-    ageing: Duration,
-    max_learned: usize,
-    /// Next hops through the active uplink: what the program and the workers use.
-    nexthops: HashMap<IpAddr, Option<[u8; 6]>>,
+    fdb: Fdb,
+    /// Next hops of the remote VTEPs through every uplink device (so a switch finds the new
+    /// uplink's already resolved), and through the active one: what the programs and the
+    /// workers use.
+    nexthops: NextHops,
+    /// Map writes that failed, retried every second.
+    retries: Retries,
+    /// Warnings that could repeat for every frame or every second.
+    warn_fdb_full: RateLimit,
+    warn_map: RateLimit,
     port_names: Vec<(u32, String)>,
     started: Instant,
     last_provoke: HashMap<(u32, IpAddr), Instant>,
-    /// Remotes whose missing route was already reported.
-    unroutable: HashSet<IpAddr>,
     /// The controller's last drain request.
     drain: DrainRequest,
 }
@@ -863,6 +865,8 @@ impl Control {
                 },
                 default(Duration::from_millis(50)) => {}
             }
+            // The programs log only on internal errors; unread, the ring would drop them.
+            self.xdp.flush_logs();
             let now = Instant::now();
             if self.uplinks.next_deadline().is_some_and(|d| now >= d) {
                 let actions = self.uplinks.tick(now);
@@ -874,9 +878,11 @@ impl Control {
                 self.reobserve_uplinks();
                 self.age();
                 self.refresh_nexthops();
+                self.retry_map_writes();
+                self.rebind_missing_sockets();
                 self.check_fast_ports();
                 self.recheck_tx_redirect();
-            } else if self.nexthops.values().any(Option::is_none) {
+            } else if self.nexthops.any_unresolved() {
                 // An unresolved next hop makes us unhealthy: look again every pass (the
                 // provoking datagram is rate-limited), not once a second, so a member whose
                 // link came back is ready in tens of milliseconds.
@@ -939,7 +945,7 @@ impl Control {
         if let Some(i) = self.workers.finished() {
             return Some(format!("worker {i} has stopped"));
         }
-        if !self.nexthops.is_empty() && self.nexthops.values().all(Option::is_none) {
+        if self.nexthops.none_resolved() {
             return Some("no remote VTEP's next hop is resolved".into());
         }
         None
@@ -1006,7 +1012,7 @@ impl Control {
                 UplinkAction::Forget { uplink, index } => {
                     tracing::warn!(uplink = %self.uplink_name(uplink), index, "uplink device gone");
                     self.detach_uplink(uplink);
-                    self.by_uplink.retain(|(i, _), _| *i != index);
+                    self.nexthops.forget_uplink(index);
                     self.bound.retain(|(_, i)| *i != index);
                     rebuild = true;
                 }
@@ -1083,10 +1089,13 @@ impl Control {
             self.workers.set_uplinks(devices, active, mac);
             return;
         }
-        match self
-            .workers
-            .start(&mut self.xdp, &list, active, mac, &self.nexthops)
-        {
+        match self.workers.start(
+            &mut self.xdp,
+            &list,
+            active,
+            mac,
+            self.nexthops.resolved().collect(),
+        ) {
             Ok(()) => {
                 for q in 0..self.workers.counters().len() as u32 {
                     for (_, _, index) in &list {
@@ -1200,10 +1209,10 @@ impl Control {
         self.workers
             .set_uplinks(devices, to.map(|(_, i)| i), cfg.local_mac);
         // The new uplink's next hops, as far as they are known already.
-        let remotes: Vec<IpAddr> = self.nexthops.keys().copied().collect();
-        for r in remotes {
-            let mac = to.and_then(|(_, i)| self.by_uplink.get(&(i, r)).copied());
-            self.publish_nexthop(r, mac);
+        for r in self.nexthops.remotes() {
+            if let Some(change) = self.nexthops.choose(r, to.map(|(_, i)| i)) {
+                self.publish_nexthop(change);
+            }
         }
         let took = at.elapsed();
         let to_name = to.map(|(u, _)| self.uplink_name(u).to_string());
@@ -1280,43 +1289,25 @@ impl Control {
     fn on_worker(&mut self, m: FromWorker) {
         match m {
             FromWorker::Learn { vni, mac, remote } => {
-                if self.static_fdb.contains_key(&(vni, mac)) {
-                    return;
-                }
                 let now = Instant::now();
-                let changed = match self.learned.get(&(vni, mac)) {
-                    Some((ip, _)) => *ip != remote,
-                    None => {
-                        if self.learned.len() >= self.max_learned {
+                match self.fdb.learn((vni, mac), remote, now) {
+                    Learned::Full => {
+                        if let Some(held) = self.warn_fdb_full.allow(now) {
                             tracing::warn!(
+                                held,
                                 "FDB full ({} learned); not learning more",
-                                self.max_learned
+                                self.fdb.learned_len()
                             );
-                            return;
                         }
-                        true
                     }
-                };
-                self.learned.insert((vni, mac), (remote, now));
-                if changed {
-                    tracing::debug!(vni, mac = %format_mac(&mac), %remote, "learned");
-                    if let Err(e) = self.xdp.set_fdb(
-                        FdbKey::new(vni, mac),
-                        FdbEntry {
-                            remote: ovl_common::vtep_addr(remote),
-                            flags: 0,
-                            _pad: 0,
-                            seen_ns: monotonic_ns(),
-                        },
-                    ) {
-                        tracing::warn!("FDB update: {e}");
+                    l if l.changed() => {
+                        tracing::debug!(vni, mac = %format_mac(&mac), %remote, "learned");
+                        self.write_fdb((vni, mac));
+                        if self.nexthops.want(remote) {
+                            self.refresh_one(remote);
+                        }
                     }
-                    if let std::collections::hash_map::Entry::Vacant(e) =
-                        self.nexthops.entry(remote)
-                    {
-                        e.insert(None);
-                        self.refresh_one(remote);
-                    }
+                    _ => {}
                 }
             }
             FromWorker::Sockets {
@@ -1325,7 +1316,7 @@ impl Control {
                 failed,
             } => self.on_sockets(queue, bound, failed),
             FromWorker::Resolve { remote } => {
-                self.nexthops.entry(remote).or_insert(None);
+                self.nexthops.want(remote);
                 self.refresh_one(remote);
             }
         }
@@ -1336,53 +1327,97 @@ impl Control {
     /// ingress program keeps in the FDB entry.
     fn age(&mut self) {
         let now = Instant::now();
-        let ageing = self.ageing;
-        let stale: Vec<(u32, [u8; 6])> = self
-            .learned
-            .iter()
-            .filter(|(_, (_, seen))| now.duration_since(*seen) >= ageing)
-            .map(|(k, _)| *k)
-            .collect();
         let mono = monotonic_ns();
-        let mut expired = Vec::new();
-        for key in stale {
-            let stamp_age = match self.xdp.fdb(FdbKey::new(key.0, key.1)) {
+        for key in self.fdb.stale(now) {
+            let seen_ago = match self.xdp.fdb(FdbKey::new(key.0, key.1)) {
                 Ok(Some(e)) if e.seen_ns != 0 => {
                     Some(Duration::from_nanos(mono.saturating_sub(e.seen_ns)))
                 }
                 _ => None,
             };
-            match stamp_age {
-                Some(age) if age < ageing => {
-                    if let Some(entry) = self.learned.get_mut(&key) {
-                        entry.1 = now.checked_sub(age).unwrap_or(now);
-                    }
-                }
-                _ => expired.push(key),
+            if self.fdb.settle(key, seen_ago, now) {
+                tracing::debug!(vni = key.0, mac = %format_mac(&key.1), "aged out");
+                self.write_fdb(key);
             }
         }
-        for key in expired {
-            self.learned.remove(&key);
-            tracing::debug!(vni = key.0, mac = %format_mac(&key.1), "aged out");
-            let _ = self.xdp.remove_fdb(FdbKey::new(key.0, key.1));
+    }
+
+    /// Makes the program's FDB entry of `key` what the table holds (removed if nothing);
+    /// a failure is counted, logged (rate-limited) and retried every second.
+    fn write_fdb(&mut self, key: MacKey) {
+        let map_key = FdbKey::new(key.0, key.1);
+        let result = match self.fdb.wanted(&key) {
+            Some((remote, fixed)) => self.xdp.set_fdb(
+                map_key,
+                FdbEntry {
+                    remote: ovl_common::vtep_addr(remote),
+                    flags: if fixed { FDB_FLAG_STATIC } else { 0 },
+                    _pad: 0,
+                    seen_ns: monotonic_ns(),
+                },
+            ),
+            // Already absent is what we want.
+            None => self.xdp.remove_fdb(map_key).map(|_| ()),
+        };
+        let ok = self.map_write("FDB", result);
+        self.retries.fdb_written(key, ok);
+    }
+
+    /// Makes the program's next hop of `remote` what the table publishes.
+    fn write_nexthop(&mut self, remote: IpAddr) {
+        let addr = ovl_common::vtep_addr(remote);
+        let result = match self.nexthops.published(&remote).flatten() {
+            Some(mac) => self.xdp.set_nexthop(addr, NextHop { mac, _pad: [0; 2] }),
+            None => self.xdp.remove_nexthop(addr).map(|_| ()),
+        };
+        let ok = self.map_write("next-hop", result);
+        self.retries.nexthop_written(remote, ok);
+    }
+
+    fn map_write(&mut self, map: &str, result: Result<(), crate::xdp::XdpError>) -> bool {
+        let Err(e) = result else {
+            return true;
+        };
+        if let Some(held) = self.warn_map.allow(Instant::now()) {
+            tracing::warn!(held, "{map} map update failed (retried every second): {e}");
+        }
+        false
+    }
+
+    /// Writes again what failed to reach the maps.
+    fn retry_map_writes(&mut self) {
+        for key in std::mem::take(&mut self.retries.fdb) {
+            self.write_fdb(key);
+        }
+        for remote in std::mem::take(&mut self.retries.nexthops) {
+            self.write_nexthop(remote);
+        }
+    }
+
+    /// Asks the workers to bind again where an attached uplink lacks a socket (a bind that
+    /// failed, or a descriptor the XSKMAP refused), once a second until it has them all.
+    fn rebind_missing_sockets(&mut self) {
+        if !self.workers.running() {
+            return;
+        }
+        let queues = self.workers.counters().len() as u32;
+        let missing = self
+            .attached
+            .values()
+            .any(|(index, _)| (0..queues).any(|q| !self.bound.contains(&(q, *index))));
+        if missing {
+            self.workers.rebind();
         }
     }
 
     fn refresh_unresolved(&mut self) {
-        let remotes: Vec<IpAddr> = self
-            .nexthops
-            .iter()
-            .filter(|(_, mac)| mac.is_none())
-            .map(|(r, _)| *r)
-            .collect();
-        for r in remotes {
+        for r in self.nexthops.unresolved() {
             self.refresh_one(r);
         }
     }
 
     fn refresh_nexthops(&mut self) {
-        let remotes: Vec<IpAddr> = self.nexthops.keys().copied().collect();
-        for r in remotes {
+        for r in self.nexthops.remotes() {
             self.refresh_one(r);
         }
     }
@@ -1421,48 +1456,31 @@ impl Control {
                     None
                 }
             };
-            match mac {
-                Some(m) => self.by_uplink.insert((index, remote), m),
-                None => self.by_uplink.remove(&(index, remote)),
-            };
+            self.nexthops.observe(index, remote, mac);
         }
-        if routed {
-            self.unroutable.remove(&remote);
-        } else if let Some(e) = last_err
-            && self.unroutable.insert(remote)
+        if let Some(e) = last_err.filter(|_| !routed)
+            && self.nexthops.routed(remote, false)
         {
-            // Once per outage, not on every look.
             tracing::warn!(%remote, "no route to remote VTEP through any uplink: {e}");
+        } else if routed {
+            self.nexthops.routed(remote, true);
         }
-        let found = self
-            .uplinks
-            .active()
-            .and_then(|(_, i)| self.by_uplink.get(&(i, remote)).copied());
-        self.publish_nexthop(remote, found);
+        let active = self.uplinks.active().map(|(_, i)| i);
+        if let Some(change) = self.nexthops.choose(remote, active) {
+            self.publish_nexthop(change);
+        }
     }
 
-    /// Makes `mac` the next hop of `remote` for the program and the workers, if it changed.
-    fn publish_nexthop(&mut self, remote: IpAddr, found: Option<[u8; 6]>) {
-        let old = self.nexthops.insert(remote, found).flatten();
-        if old == found {
-            return;
-        }
-        match found {
+    /// Gives a changed next hop to the program and the workers.
+    fn publish_nexthop(&mut self, c: NextHopChange) {
+        match c.new {
             Some(mac) => {
-                tracing::info!(%remote, mac = %format_mac(&mac), "next hop resolved");
-                if let Err(e) = self
-                    .xdp
-                    .set_nexthop(ovl_common::vtep_addr(remote), NextHop { mac, _pad: [0; 2] })
-                {
-                    tracing::warn!(%remote, "next-hop map: {e}");
-                }
+                tracing::info!(remote = %c.remote, mac = %format_mac(&mac), "next hop resolved")
             }
-            None => {
-                tracing::warn!(%remote, "next hop lost");
-                let _ = self.xdp.remove_nexthop(ovl_common::vtep_addr(remote));
-            }
+            None => tracing::warn!(remote = %c.remote, "next hop lost"),
         }
-        self.workers.tell(ToWorker::NextHop { remote, mac: found });
+        self.write_nexthop(c.remote);
+        self.workers.set_nexthop(c.remote, c.new);
     }
 
     /// Makes the kernel resolve `via` out of `device` (ARP, or neighbour discovery for IPv6)
@@ -1577,10 +1595,9 @@ impl Control {
             }
         }
         if let Some(to) = req.forward_to
-            && !self.nexthops.contains_key(&to)
+            && self.nexthops.want(to)
         {
             // The previous owner is a VTEP like any: its next hop is kept resolved.
-            self.nexthops.insert(to, None);
             self.refresh_one(to);
         }
         let drain = u8::from(req.forward_to.is_some());
@@ -1595,7 +1612,7 @@ impl Control {
                              segments meant for the previous owner are delivered here"
                 .into();
         } else if let Some(to) = req.forward_to
-            && self.nexthops.get(&to).is_some_and(Option::is_none)
+            && self.nexthops.published(&to) == Some(None)
         {
             reply.warning = format!("no next hop to {to} yet");
         }
@@ -1675,14 +1692,15 @@ impl Control {
                 .collect(),
             xdp,
             xdp_drop_names,
-            fdb_learned: self.learned.len(),
-            fdb_static: self.static_fdb.len(),
+            fdb_learned: self.fdb.learned_len(),
+            fdb_static: self.fdb.static_len(),
             nexthops,
+            map_write_failures: self.retries.failures,
+            map_writes_pending: self.retries.pending() as u64,
             fdb: {
-                let learned = self.learned.iter().map(|(k, (ip, _))| (k, ip, false));
-                let fixed = self.static_fdb.iter().map(|(k, ip)| (k, ip, true));
-                let mut rows: Vec<crate::stats::FdbRow> = learned
-                    .chain(fixed)
+                let mut rows: Vec<crate::stats::FdbRow> = self
+                    .fdb
+                    .entries()
                     .map(|((vni, mac), ip, fixed)| crate::stats::FdbRow {
                         vni: *vni,
                         mac: format_mac(mac),

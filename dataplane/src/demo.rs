@@ -5,7 +5,7 @@
 //!   ul1 (10.0.1.1, a remote VTEP) ==veth== ul0 (10.0.1.10, our VTEP; XDP underlay ingress)
 //!   ovl0 (192.168.0.10/24, kernel) ==veth== ovl0-dp (XDP overlay egress)
 //! ```
-//! AF_XDP sockets on ul0 queue 0 and ovl0-dp queue 0 stand in for the workers of later stages.
+//! Single AF_XDP sockets on ul0 queue 0 and ovl0-dp queue 0 stand in for the daemon's workers.
 
 use std::{
     net::Ipv4Addr,

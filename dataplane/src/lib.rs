@@ -1,7 +1,9 @@
 //! The overlay data plane: the XDP programs' userspace side (loading, maps, counters, test
-//! runs), a simple AF_XDP socket, private network namespaces, and, in later stages, the AF_XDP
-//! workers.
+//! runs), the daemon (host set-up, control thread, control socket), the AF_XDP workers and
+//! their pure forwarding decisions (`forward`), the control thread's tables (`tables`), a
+//! single AF_XDP socket for the demo and tests (`xsk`), and private network namespaces.
 
+pub mod board;
 pub mod config;
 pub mod daemon;
 pub mod describe;
@@ -11,6 +13,7 @@ pub mod layout;
 pub mod netns;
 pub mod pmtu;
 pub mod stats;
+pub mod tables;
 pub mod testrun;
 pub mod uplink;
 pub mod worker;

@@ -183,6 +183,12 @@ pub struct Snapshot {
     pub fdb_learned: usize,
     pub fdb_static: usize,
     pub nexthops: Vec<(String, Option<String>)>,
+    /// Writes to the programs' FDB and next-hop maps that failed, in all, and how many keys
+    /// still wait for their retry.
+    #[serde(default)]
+    pub map_write_failures: u64,
+    #[serde(default)]
+    pub map_writes_pending: u64,
     /// The FDB as the control thread holds it: learned and static entries.
     #[serde(default)]
     pub fdb: Vec<FdbRow>,
@@ -366,6 +372,13 @@ impl Snapshot {
             self.fdb_learned,
             self.fdb_static
         );
+        if self.map_write_failures != 0 {
+            let _ = writeln!(
+                s,
+                "map writes: {} failed, {} waiting for a retry",
+                self.map_write_failures, self.map_writes_pending
+            );
+        }
         if !self.drain.vips.is_empty() {
             let d = &self.drain;
             let _ = writeln!(
@@ -660,6 +673,17 @@ impl Snapshot {
             s,
             "ovl_fdb_entries{{origin=\"learned\"}} {}\novl_fdb_entries{{origin=\"static\"}} {}",
             self.fdb_learned, self.fdb_static
+        );
+        metric(
+            &mut s,
+            "ovl_map_write_failures_total",
+            "counter",
+            "Writes to the programs' FDB and next-hop maps that failed (each is retried).",
+        );
+        let _ = writeln!(
+            s,
+            "ovl_map_write_failures_total {}",
+            self.map_write_failures
         );
         s
     }

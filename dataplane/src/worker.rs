@@ -2,8 +2,10 @@
 //! on the active one) and one per overlay port. With `[workers] zero_copy = "off"` they share
 //! one UMEM and a frame moves between them by descriptor; otherwise (`layout`) each uplink
 //! socket has a UMEM of its own, so it can run zero-copy on a NIC that offers it, and a frame
-//! crossing between an uplink and a port is copied once. Every frame of a UMEM is always in exactly one place: the free list, a fill
-//! ring, or a TX ring awaiting completion; `frames_conserved` checks it.
+//! crossing between an uplink and a port is copied once. Every frame of a UMEM is always in
+//! exactly one place: the free list, with the kernel (fill and RX rings), or on a TX ring awaiting
+//! completion; `frames_conserved` checks it. What the control thread decides (next hops,
+//! uplinks) the worker reads from the `board` at the start of each round.
 
 use std::{
     collections::HashMap,
@@ -25,6 +27,7 @@ use xsk_rs::{
 };
 
 use crate::{
+    board::{Board, Wanted},
     config::ZeroCopy,
     encap::{MAX_OUTER, Outer, outer_header},
     forward::{self, Forward},
@@ -151,23 +154,6 @@ fn set_tx_budget(fd: i32, batch: usize) {
     }
 }
 
-/// Control thread -> worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToWorker {
-    /// The outer next-hop MAC for a remote VTEP (None: unresolved).
-    NextHop {
-        remote: IpAddr,
-        mac: Option<[u8; 6]>,
-    },
-    /// Have sockets on exactly these uplink devices (name, index) and send on device
-    /// `active` from `local_mac`; None: no uplink can carry traffic.
-    Uplinks {
-        uplinks: Vec<(String, u32)>,
-        active: Option<u32>,
-        local_mac: [u8; 6],
-    },
-}
-
 /// Worker -> control thread.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FromWorker {
@@ -179,7 +165,7 @@ pub enum FromWorker {
     },
     /// A frame needed this remote's next hop and it is unknown.
     Resolve { remote: IpAddr },
-    /// Sockets bound on uplinks after `ToWorker::Uplinks`: (device index, descriptor) for
+    /// Sockets bound on uplinks the board asked for: (device index, descriptor) for
     /// the XSKMAP, and the devices whose bind failed, with why.
     Sockets {
         queue: u32,
@@ -263,7 +249,10 @@ pub struct Worker {
     learned: HashMap<(u32, [u8; 6]), (IpAddr, Instant)>,
     scratch: Vec<FrameDesc>,
     to_control: Sender<FromWorker>,
-    from_control: Receiver<ToWorker>,
+    /// The control thread's decisions, and the version and state this worker applied last.
+    board: Arc<Board>,
+    board_seen: u64,
+    applied: Arc<Wanted>,
     resolve_asked: HashMap<IpAddr, Instant>,
     next_xsk_stats: Instant,
     /// The uplinks the control thread wants (name, index) and the device to send on.
@@ -464,7 +453,7 @@ impl Worker {
         mut spec: WorkerSpec,
         counters: Arc<QueueCounters>,
         to_control: Sender<FromWorker>,
-        from_control: Receiver<ToWorker>,
+        board: Arc<Board>,
     ) -> Result<Worker, WorkerError> {
         let queue = spec.queue;
         let err = |what: String| WorkerError::Setup { queue, what };
@@ -485,7 +474,9 @@ impl Worker {
             learned: HashMap::new(),
             scratch: vec![FrameDesc::default(); batch],
             to_control,
-            from_control,
+            board,
+            board_seen: 0,
+            applied: Arc::new(Wanted::default()),
             resolve_asked: HashMap::new(),
             next_xsk_stats: Instant::now(),
             wanted: Vec::new(),
@@ -592,6 +583,19 @@ impl Worker {
             }
         }
         tracing::info!(queue = self.spec.queue, interface = %name, "AF_XDP socket closed");
+    }
+
+    /// Takes the control thread's newest decisions: next hops as they are, and uplink
+    /// sockets reworked only when the uplink fields moved (binding is slow).
+    fn apply(&mut self, version: u64, wanted: Arc<Wanted>) {
+        self.board_seen = version;
+        if wanted.nexthops != self.applied.nexthops {
+            self.nexthops.clone_from(&wanted.nexthops);
+        }
+        if wanted.uplinks_differ(&self.applied) {
+            self.set_uplinks(&wanted.uplinks, wanted.active, wanted.local_mac);
+        }
+        self.applied = wanted;
     }
 
     /// Makes the uplink sockets match `uplinks` (devices by name and index: a device
@@ -754,23 +758,8 @@ impl Worker {
     pub fn round(&mut self) -> usize {
         bump(&self.counters.loops, 1);
         let now = Instant::now();
-        while let Ok(msg) = self.from_control.try_recv() {
-            match msg {
-                ToWorker::NextHop {
-                    remote,
-                    mac: Some(mac),
-                } => {
-                    self.nexthops.insert(remote, mac);
-                }
-                ToWorker::NextHop { remote, mac: None } => {
-                    self.nexthops.remove(&remote);
-                }
-                ToWorker::Uplinks {
-                    uplinks,
-                    active,
-                    local_mac,
-                } => self.set_uplinks(&uplinks, active, local_mac),
-            }
+        if let Some((version, wanted)) = self.board.newer_than(self.board_seen) {
+            self.apply(version, wanted);
         }
         if !self.binding.is_empty() {
             self.take_bound();

@@ -1,6 +1,6 @@
 //! The workers of one run. They start with sockets on the uplinks present then; when a
 //! device disappears or returns they close or bind that one socket themselves (told by
-//! `set_uplinks`) and report new descriptors for the XSKMAP, so sockets on the other devices,
+//! the board, `set_uplinks`) and report new descriptors for the XSKMAP, so sockets on the other devices,
 //! counters, the FDB and the overlay ports carry on untouched.
 
 use std::{
@@ -14,17 +14,15 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Sender, TrySendError, bounded};
+use crossbeam_channel::Sender;
 use ovl_common::XskSlots;
 
 use crate::{
+    board::{Board, Wanted},
     stats::QueueCounters,
-    worker::{FromWorker, ToWorker, Worker, WorkerSpec},
+    worker::{FromWorker, Worker, WorkerSpec},
     xdp::XdpObject,
 };
-
-/// Capacity of each worker's control channel.
-const TO_WORKER: usize = 4096;
 
 impl std::fmt::Debug for WorkerSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,7 +41,8 @@ pub struct WorkerSet {
     slots: XskSlots,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
-    ctl: Vec<Sender<ToWorker>>,
+    /// What every worker is to know; they read it themselves, so nothing sent can be lost.
+    board: Arc<Board>,
 }
 
 impl WorkerSet {
@@ -62,7 +61,7 @@ impl WorkerSet {
             slots,
             stop: Arc::new(AtomicBool::new(false)),
             handles: Vec::new(),
-            ctl: Vec::new(),
+            board: Arc::new(Board::new(Wanted::default())),
         }
     }
 
@@ -76,17 +75,23 @@ impl WorkerSet {
     }
 
     /// Starts one worker per queue with sockets on `uplinks` (configured position, device
-    /// name, device index), sending on device `active` from `local_mac`, knowing `nexthops`.
+    /// name, device index), sending on device `active` from `local_mac`, knowing the resolved
+    /// `nexthops`.
     pub fn start(
         &mut self,
         xdp: &mut XdpObject,
         uplinks: &[(usize, String, u32)],
         active: Option<u32>,
         local_mac: [u8; 6],
-        nexthops: &HashMap<IpAddr, Option<[u8; 6]>>,
+        nexthops: HashMap<IpAddr, [u8; 6]>,
     ) -> Result<()> {
+        self.board.update(|w| {
+            w.nexthops = nexthops;
+            w.uplinks = uplinks.iter().map(|(_, n, i)| (n.clone(), *i)).collect();
+            w.active = active;
+            w.local_mac = local_mac;
+        });
         let mut workers = Vec::new();
-        let mut ctl = Vec::new();
         let nports = self.template.ports.len();
         for (q, counters) in self.counters.iter().enumerate() {
             let q = q as u32;
@@ -96,13 +101,12 @@ impl WorkerSet {
             spec.uplinks = uplinks.iter().map(|(_, n, i)| (n.clone(), *i)).collect();
             spec.active = active.and_then(|a| uplinks.iter().position(|u| u.2 == a));
             spec.local_mac = local_mac;
-            let (tx, rx) = bounded::<ToWorker>(TO_WORKER);
-            for (&remote, &mac) in nexthops {
-                if mac.is_some() {
-                    let _ = tx.try_send(ToWorker::NextHop { remote, mac });
-                }
-            }
-            let w = Worker::new(spec, counters.clone(), self.learn_tx.clone(), rx)?;
+            let w = Worker::new(
+                spec,
+                counters.clone(),
+                self.learn_tx.clone(),
+                self.board.clone(),
+            )?;
             let fds = w.fds();
             for (p, fd) in fds.iter().take(nports).enumerate() {
                 xdp.set_xsk(self.slots.port_base(p as u32) + q, *fd)?;
@@ -111,7 +115,6 @@ impl WorkerSet {
                 xdp.set_xsk(self.slots.uplink_base(*u as u32) + q, fds[nports + k])?;
             }
             workers.push(w);
-            ctl.push(tx);
         }
         for w in workers {
             let stop = self.stop.clone();
@@ -122,11 +125,10 @@ impl WorkerSet {
                     .context("spawn worker")?,
             );
         }
-        self.ctl = ctl;
         Ok(())
     }
 
-    /// Tells every worker to have sockets on exactly `uplinks` (name, device index) and send
+    /// Wants every worker to have sockets on exactly `uplinks` (name, device index) and send
     /// on device `active` from `local_mac`. New sockets are reported as `FromWorker::Sockets`.
     pub fn set_uplinks(
         &self,
@@ -134,11 +136,28 @@ impl WorkerSet {
         active: Option<u32>,
         local_mac: [u8; 6],
     ) {
-        self.tell(ToWorker::Uplinks {
-            uplinks,
-            active,
-            local_mac,
+        self.board.update(|w| {
+            w.uplinks = uplinks;
+            w.active = active;
+            w.local_mac = local_mac;
         });
+    }
+
+    /// Makes `mac` the outer next hop of `remote` for every worker (None: unresolved).
+    pub fn set_nexthop(&self, remote: IpAddr, mac: Option<[u8; 6]>) {
+        self.board.update(|w| match mac {
+            Some(mac) => {
+                w.nexthops.insert(remote, mac);
+            }
+            None => {
+                w.nexthops.remove(&remote);
+            }
+        });
+    }
+
+    /// Makes every worker bind again the uplink sockets it lacks (a failed bind's retry).
+    pub fn rebind(&self) {
+        self.board.update(|w| w.rebind += 1);
     }
 
     /// Stops every worker and waits for it (their sockets close as they return).
@@ -146,23 +165,6 @@ impl WorkerSet {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.handles.drain(..) {
             let _ = h.join();
-        }
-        self.ctl.clear();
-    }
-
-    /// Sends `msg` to every worker; a full channel is logged (the message is lost).
-    pub fn tell(&self, msg: ToWorker) {
-        for (q, c) in self.ctl.iter().enumerate() {
-            match c.try_send(msg.clone()) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    tracing::warn!(
-                        queue = q,
-                        ?msg,
-                        "worker's control channel full; update lost"
-                    )
-                }
-            }
         }
     }
 

@@ -205,6 +205,15 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> XdpError {
     move |source| XdpError::Map { name, source }
 }
 
+/// A map removal's result, where a key that was not there is what the caller wanted anyway.
+fn absent_ok(name: &'static str, r: Result<(), MapError>) -> Result<(), XdpError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(XdpError::Map { name, source }),
+    }
+}
+
 impl XdpObject {
     /// Loads both programs into the kernel (the verifier runs here) and creates their maps.
     /// Nothing is attached yet, and until `set_config` enables them both programs pass
@@ -414,9 +423,10 @@ impl XdpObject {
         m.insert(key, entry, 0).map_err(map_err(maps::FDB))
     }
 
+    /// Removes FDB entry `key`; one that is not there counts as removed.
     pub fn remove_fdb(&mut self, key: FdbKey) -> Result<(), XdpError> {
         let mut m = map_mut!(self, maps::FDB, HashMap<&mut MapData, FdbKey, FdbEntry>);
-        m.remove(&key).map_err(map_err(maps::FDB))
+        absent_ok(maps::FDB, m.remove(&key))
     }
 
     /// Sets the outer destination MAC for remote VTEP `remote`.
@@ -425,9 +435,10 @@ impl XdpObject {
         m.insert(remote, nh, 0).map_err(map_err(maps::NEXTHOPS))
     }
 
+    /// Removes `remote`'s next hop; one that is not there counts as removed.
     pub fn remove_nexthop(&mut self, remote: VtepAddr) -> Result<(), XdpError> {
         let mut m = map_mut!(self, maps::NEXTHOPS, HashMap<&mut MapData, VtepAddr, NextHop>);
-        m.remove(&remote).map_err(map_err(maps::NEXTHOPS))
+        absent_ok(maps::NEXTHOPS, m.remove(&remote))
     }
 
     /// What the ingress program does with TCP to VIP `vip` while draining.
@@ -441,13 +452,7 @@ impl XdpObject {
     pub fn remove_drain_vip(&mut self, vip: DrainKey) -> Result<(), XdpError> {
         let name = maps::DRAIN_VIPS;
         let mut m = map_mut!(self, name, HashMap<&mut MapData, DrainKey, DrainVip>);
-        match m.remove(&vip) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(())
-            }
-            Err(source) => Err(XdpError::Map { name, source }),
-        }
+        absent_ok(name, m.remove(&vip))
     }
 
     /// The VIPs in the drain map.

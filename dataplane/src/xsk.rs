@@ -1,7 +1,7 @@
 //! A single AF_XDP socket with its own UMEM, for the demo and the tests: bound to queue 0 of
 //! an interface, our XDP program owning the XSKMAP (libxdp's program load inhibited), half the
 //! frames on the fill ring and half kept for transmission. The workers' batched, multi-queue
-//! sockets come with the data path.
+//! sockets are in `worker`.
 
 use std::{
     io::Write,
