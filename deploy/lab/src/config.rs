@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use ovl_netlink::format_mac;
 use serde::Serialize;
 
 use crate::{
@@ -89,16 +90,8 @@ struct GeneveOpt {
     data: String,
 }
 
-/// `02:00:00:00:00:0a` style.
 /// Where the lab's data planes serve Prometheus metrics (inside their own namespace).
 pub const PROMETHEUS: &str = "127.0.0.1:9464";
-
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// The config file of host `name` of `spec`, whose control socket is `control_socket`.
 pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<String, LabError> {
@@ -158,7 +151,7 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             port,
             interface: OURS_INTERFACE,
             address: addr.to_string(),
-            mac: format_mac(LabSpec::overlay_mac_at(index)),
+            mac: format_mac(&LabSpec::overlay_mac_at(index)),
             flood: spec
                 .vtep_peers(name)
                 .iter()

@@ -3,9 +3,11 @@
 
 use std::{net::Ipv4Addr, process::Command};
 
+use ovl_netlink::format_mac;
+
 use super::Lab;
 use crate::{
-    LabError, cmd, config, netns,
+    LabError, cmd, netns,
     spec::{FABRIC, LabSpec, Overlay},
 };
 
@@ -345,7 +347,7 @@ impl Lab {
                     "add",
                     &dev,
                     "address",
-                    &config::format_mac(LabSpec::overlay_mac_at(i)),
+                    &format_mac(&LabSpec::overlay_mac_at(i)),
                     "type",
                     "vxlan",
                     "id",
