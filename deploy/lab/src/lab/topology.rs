@@ -1,7 +1,10 @@
 //! Building a lab's network: the router and host namespaces, the uplink veths with their
 //! addresses and routes, the kernel VXLAN overlays; and the uplink faults tests inject.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::Command,
+};
 
 use ovl_netlink::format_mac;
 
@@ -107,13 +110,9 @@ impl Lab {
             .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
         let fabric = self.spec.ns(FABRIC);
         let ns = self.spec.ns(host);
-        let me = LabSpec::underlay_ip_at(i);
-        let gw = LabSpec::gateway_at(i);
         let mtu = self.spec.underlay_mtu.to_string();
         let port = Self::uplink_port(host, k);
         let dev = format!("eth{k}");
-        let metric = (100 * k).to_string();
-        let metric6 = uplink_metric6(k);
         let queues = self.spec.queues.max(1).to_string();
         // Created inside the router's namespace with the peer moved straight into the
         // host's, so nothing ever appears in the root namespace and names cannot clash
@@ -152,107 +151,85 @@ impl Lab {
         if let Some(mac) = shared_mac {
             cmd::ip_ns(&ns, &["link", "set", &dev, "address", &mac])?;
         }
-        cmd::ip_ns(
+        self.address_uplink_end(
             &fabric,
-            &[
-                "addr",
-                "add",
-                &format!("{gw}/24"),
-                "dev",
-                &port,
-                "metric",
-                &metric,
-            ],
+            &port,
+            k,
+            LabSpec::gateway_at(i),
+            LabSpec::gateway6_at(i),
         )?;
-        if self.spec.underlay_ipv6 {
-            Self::enable_underlay_ipv6(&fabric, &port)?;
-            cmd::ip_ns(
-                &fabric,
-                &[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{}/64", LabSpec::gateway6_at(i)),
-                    "dev",
-                    &port,
-                    "metric",
-                    &metric6,
-                    "nodad",
-                ],
-            )?;
-        }
         if self.spec.router_napi || self.spec.underlay_ipv6 {
             // NAPI (GRO) on the router's end, so the host's end takes frames sent from XDP
             // (it advertises NDO_XMIT), as a NIC's driver does: over IPv6 our egress program
             // sends that way (README, IPv6 VTEPs), and draining sends with XDP_TX.
-            cmd::run_ok(
-                Command::new("ip").args([
-                    "netns", "exec", &fabric, "ethtool", "-K", &port, "gro", "on",
-                ]),
-                cmd::CMD_TIMEOUT,
-            )?;
+            ethtool_set(&fabric, &port, "gro", "on")?;
         }
         cmd::ip_ns(&fabric, &["link", "set", &port, "up"])?;
         self.host_route(host, k)?;
-        cmd::ip_ns(
+        // The same IPv6 address on every uplink, as the IPv4 one.
+        self.address_uplink_end(
             &ns,
+            &dev,
+            k,
+            LabSpec::underlay_ip_at(i),
+            LabSpec::underlay_ip6_at(i),
+        )?;
+        cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
+        replace_route(
+            &ns,
+            UplinkRoute::DefaultVia(LabSpec::gateway_at(i).into()),
+            &dev,
+            k,
+        )?;
+        if self.spec.underlay_ipv6 {
+            replace_route(
+                &ns,
+                UplinkRoute::DefaultVia(LabSpec::gateway6_at(i).into()),
+                &dev,
+                k,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Addresses one end of uplink `k`, `dev` in `ns`: `v4/24` and, with an IPv6 underlay,
+    /// IPv6 turned on there and `v6/64` (no DAD), each at the uplink's metric.
+    fn address_uplink_end(
+        &self,
+        ns: &str,
+        dev: &str,
+        k: u32,
+        v4: Ipv4Addr,
+        v6: Ipv6Addr,
+    ) -> Result<(), LabError> {
+        let metric = uplink_metric(k, v4.into());
+        cmd::ip_ns(
+            ns,
             &[
                 "addr",
                 "add",
-                &format!("{me}/24"),
+                &format!("{v4}/24"),
                 "dev",
-                &dev,
+                dev,
                 "metric",
                 &metric,
             ],
         )?;
         if self.spec.underlay_ipv6 {
-            // The same IPv6 address on every uplink, as the IPv4 one.
-            Self::enable_underlay_ipv6(&ns, &dev)?;
+            Self::enable_underlay_ipv6(ns, dev)?;
+            let metric6 = uplink_metric(k, v6.into());
             cmd::ip_ns(
-                &ns,
+                ns,
                 &[
                     "-6",
                     "addr",
                     "add",
-                    &format!("{}/64", LabSpec::underlay_ip6_at(i)),
+                    &format!("{v6}/64"),
                     "dev",
-                    &dev,
+                    dev,
                     "metric",
                     &metric6,
                     "nodad",
-                ],
-            )?;
-        }
-        cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
-        cmd::ip_ns(
-            &ns,
-            &[
-                "route",
-                "replace",
-                "default",
-                "via",
-                &gw.to_string(),
-                "dev",
-                &dev,
-                "metric",
-                &metric,
-            ],
-        )?;
-        if self.spec.underlay_ipv6 {
-            cmd::ip_ns(
-                &ns,
-                &[
-                    "-6",
-                    "route",
-                    "replace",
-                    "default",
-                    "via",
-                    &LabSpec::gateway6_at(i).to_string(),
-                    "dev",
-                    &dev,
-                    "metric",
-                    &metric6,
                 ],
             )?;
         }
@@ -286,21 +263,19 @@ impl Lab {
             .host(host)
             .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
         let port = Self::uplink_port(host, k);
-        let metric = (100 * k).to_string();
-        let metric6 = uplink_metric6(k);
         let fabric = self.spec.ns(FABRIC);
-        let me = format!("{}/32", LabSpec::underlay_ip_at(i));
-        cmd::ip_ns(
+        replace_route(
             &fabric,
-            &["route", "replace", &me, "dev", &port, "metric", &metric],
+            UplinkRoute::Host(LabSpec::underlay_ip_at(i).into()),
+            &port,
+            k,
         )?;
         if self.spec.underlay_ipv6 {
-            let me6 = format!("{}/128", LabSpec::underlay_ip6_at(i));
-            cmd::ip_ns(
+            replace_route(
                 &fabric,
-                &[
-                    "-6", "route", "replace", &me6, "dev", &port, "metric", &metric6,
-                ],
+                UplinkRoute::Host(LabSpec::underlay_ip6_at(i).into()),
+                &port,
+                k,
             )?;
         }
         Ok(())
@@ -373,19 +348,11 @@ impl Lab {
             // the skb's state) accepts. Real NICs fill them in; here the stack must, unless the
             // spec asks for the driver at its best (kernel receivers only).
             if !self.spec.keeps_tx_offload(&h.name) {
-                cmd::run_ok(
-                    Command::new("ip")
-                        .args(["netns", "exec", &ns, "ethtool", "-K", &dev, "tx", "off"]),
-                    cmd::CMD_TIMEOUT,
-                )?;
+                ethtool_set(&ns, &dev, "tx", "off")?;
                 // The same for the outer UDP checksum over IPv6, which the driver leaves to
                 // eth0: partial on a veth, it would reach a non-kernel receiver unfinished.
                 if self.spec.underlay_ipv6 {
-                    cmd::run_ok(
-                        Command::new("ip")
-                            .args(["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"]),
-                        cmd::CMD_TIMEOUT,
-                    )?;
+                    ethtool_set(&ns, "eth0", "tx", "off")?;
                 }
             }
             cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
@@ -409,10 +376,54 @@ impl Lab {
     }
 }
 
-/// Route metric of uplink `k` for IPv6: IPv6 reads metric 0 as "the default" (1024 for a
-/// route, 256 for a prefix route), which would rank `eth0` below `eth1`; so start at 100.
-fn uplink_metric6(k: u32) -> String {
-    (100 * (k + 1)).to_string()
+/// Route metric of uplink `k` (the lowest wins) in `ip`'s family: `100 k` for IPv4. IPv6 reads
+/// metric 0 as "the default" (1024 for a route, 256 for a prefix route), which would rank
+/// `eth0` below `eth1`; so there it starts at 100.
+fn uplink_metric(k: u32, ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => 100 * k,
+        IpAddr::V6(_) => 100 * (k + 1),
+    }
+    .to_string()
+}
+
+/// A route through an uplink: the default one via a gateway, or the host route to an address.
+#[derive(Clone, Copy, Debug)]
+enum UplinkRoute {
+    DefaultVia(IpAddr),
+    Host(IpAddr),
+}
+
+/// `ip [-6] route replace` of `route` through `dev` in `ns`, at uplink `k`'s metric.
+fn replace_route(ns: &str, route: UplinkRoute, dev: &str, k: u32) -> Result<(), LabError> {
+    let (ip, to, via) = match route {
+        UplinkRoute::DefaultVia(gw) => (gw, "default".to_string(), Some(gw.to_string())),
+        UplinkRoute::Host(ip) => (
+            ip,
+            format!("{ip}/{}", if ip.is_ipv6() { 128 } else { 32 }),
+            None,
+        ),
+    };
+    let metric = uplink_metric(k, ip);
+    let mut args = Vec::new();
+    if ip.is_ipv6() {
+        args.push("-6");
+    }
+    args.extend(["route", "replace", &to]);
+    if let Some(via) = &via {
+        args.extend(["via", via]);
+    }
+    args.extend(["dev", dev, "metric", &metric]);
+    cmd::ip_ns(ns, &args).map(drop)
+}
+
+/// `ethtool -K DEV FEATURE VALUE` inside `ns`.
+fn ethtool_set(ns: &str, dev: &str, feature: &str, value: &str) -> Result<(), LabError> {
+    cmd::run_ok(
+        Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", dev, feature, value]),
+        cmd::CMD_TIMEOUT,
+    )
+    .map(drop)
 }
 
 /// The MAC address of `dev` in `ns`, if it exists.
@@ -456,4 +467,19 @@ pub(crate) fn interface_state(ns: &str, dev: &str) -> Option<IfState> {
         }
     }
     Some(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uplink_metrics_prefer_lower_uplinks_and_avoid_ipv6_metric_zero() {
+        let v4 = IpAddr::from(Ipv4Addr::new(10, 0, 1, 2));
+        let v6 = IpAddr::from(Ipv6Addr::LOCALHOST);
+        assert_eq!(uplink_metric(0, v4), "0");
+        assert_eq!(uplink_metric(1, v4), "100");
+        assert_eq!(uplink_metric(0, v6), "100");
+        assert_eq!(uplink_metric(1, v6), "200");
+    }
 }
