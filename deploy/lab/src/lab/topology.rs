@@ -175,21 +175,14 @@ impl Lab {
             LabSpec::underlay_ip6_at(i),
         )?;
         cmd::ip_ns(&ns, &["link", "set", &dev, "up"])?;
-        replace_route(
+        self.replace_routes(
             &ns,
-            UplinkRoute::DefaultVia(LabSpec::gateway_at(i).into()),
             &dev,
             k,
-        )?;
-        if self.spec.underlay_ipv6 {
-            replace_route(
-                &ns,
-                UplinkRoute::DefaultVia(LabSpec::gateway6_at(i).into()),
-                &dev,
-                k,
-            )?;
-        }
-        Ok(())
+            UplinkRoute::DefaultVia,
+            LabSpec::gateway_at(i),
+            LabSpec::gateway6_at(i),
+        )
     }
 
     /// Addresses one end of uplink `k`, `dev` in `ns`: `v4/24` and, with an IPv6 underlay,
@@ -264,19 +257,30 @@ impl Lab {
             .ok_or_else(|| LabError::UnknownHost(host.to_string()))?;
         let port = Self::uplink_port(host, k);
         let fabric = self.spec.ns(FABRIC);
-        replace_route(
+        self.replace_routes(
             &fabric,
-            UplinkRoute::Host(LabSpec::underlay_ip_at(i).into()),
             &port,
             k,
-        )?;
+            UplinkRoute::Host,
+            LabSpec::underlay_ip_at(i),
+            LabSpec::underlay_ip6_at(i),
+        )
+    }
+
+    /// [`replace_route`] through uplink `k`'s end `dev` in `ns`, to or via `v4` and, with an
+    /// IPv6 underlay, `v6`.
+    fn replace_routes(
+        &self,
+        ns: &str,
+        dev: &str,
+        k: u32,
+        route: fn(IpAddr) -> UplinkRoute,
+        v4: Ipv4Addr,
+        v6: Ipv6Addr,
+    ) -> Result<(), LabError> {
+        replace_route(ns, route(v4.into()), dev, k)?;
         if self.spec.underlay_ipv6 {
-            replace_route(
-                &fabric,
-                UplinkRoute::Host(LabSpec::underlay_ip6_at(i).into()),
-                &port,
-                k,
-            )?;
+            replace_route(ns, route(v6.into()), dev, k)?;
         }
         Ok(())
     }
