@@ -184,6 +184,15 @@ mod tests {
         s.parse::<toml::Table>().expect("valid TOML")
     }
 
+    /// The strings in the TOML array `v`.
+    fn strings(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect()
+    }
+
     #[test]
     fn seed_pri_config_has_every_field() {
         let spec = LabSpec::seed("lab-", "/usr/bin/dataplane");
@@ -200,13 +209,7 @@ mod tests {
         two.uplinks = 2;
         let t2 = parse(&render(&two, "pri", Path::new("/s")).unwrap());
         assert!(t2["underlay"].get("interface").is_none());
-        let list: Vec<&str> = t2["underlay"]["interfaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        assert_eq!(list, ["eth0", "eth1"]);
+        assert_eq!(strings(&t2["underlay"]["interfaces"]), ["eth0", "eth1"]);
         assert_eq!(two.uplinks_of("client"), 1);
         assert_eq!(t["workers"]["queues"].as_integer(), Some(1));
         assert_eq!(
@@ -292,12 +295,7 @@ mod tests {
         assert_eq!(t["underlay"]["local_ip"].as_str(), Some("fd00:0:2::2"));
         // The same address on both uplinks: nothing else in [underlay] changes.
         assert_eq!(t["underlay"]["interfaces"].as_array().unwrap().len(), 2);
-        let flood: Vec<&str> = t["vni"][0]["flood"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let flood = strings(&t["vni"][0]["flood"]);
         assert_eq!(flood, ["fd00:0:1::2", "fd00:0:3::2"]);
         // Overlay addressing stays IPv4.
         assert_eq!(t["vni"][0]["address"].as_str(), Some("192.168.0.10/24"));
