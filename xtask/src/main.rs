@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use ovl_lab::is_root;
 
 #[derive(Parser)]
 #[command(
@@ -149,11 +150,6 @@ fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
     Ok(())
-}
-
-pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {

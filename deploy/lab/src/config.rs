@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use ovl_netlink::format_mac;
 use serde::Serialize;
 
 use crate::{
@@ -89,16 +90,8 @@ struct GeneveOpt {
     data: String,
 }
 
-/// `02:00:00:00:00:0a` style.
 /// Where the lab's data planes serve Prometheus metrics (inside their own namespace).
 pub const PROMETHEUS: &str = "127.0.0.1:9464";
-
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// The config file of host `name` of `spec`, whose control socket is `control_socket`.
 pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<String, LabError> {
@@ -158,7 +151,7 @@ pub fn render(spec: &LabSpec, name: &str, control_socket: &Path) -> Result<Strin
             port,
             interface: OURS_INTERFACE,
             address: addr.to_string(),
-            mac: format_mac(LabSpec::overlay_mac_at(index)),
+            mac: format_mac(&LabSpec::overlay_mac_at(index)),
             flood: spec
                 .vtep_peers(name)
                 .iter()
@@ -191,6 +184,15 @@ mod tests {
         s.parse::<toml::Table>().expect("valid TOML")
     }
 
+    /// The strings in the TOML array `v`.
+    fn strings(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect()
+    }
+
     #[test]
     fn seed_pri_config_has_every_field() {
         let spec = LabSpec::seed("lab-", "/usr/bin/dataplane");
@@ -207,13 +209,7 @@ mod tests {
         two.uplinks = 2;
         let t2 = parse(&render(&two, "pri", Path::new("/s")).unwrap());
         assert!(t2["underlay"].get("interface").is_none());
-        let list: Vec<&str> = t2["underlay"]["interfaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        assert_eq!(list, ["eth0", "eth1"]);
+        assert_eq!(strings(&t2["underlay"]["interfaces"]), ["eth0", "eth1"]);
         assert_eq!(two.uplinks_of("client"), 1);
         assert_eq!(t["workers"]["queues"].as_integer(), Some(1));
         assert_eq!(
@@ -299,12 +295,7 @@ mod tests {
         assert_eq!(t["underlay"]["local_ip"].as_str(), Some("fd00:0:2::2"));
         // The same address on both uplinks: nothing else in [underlay] changes.
         assert_eq!(t["underlay"]["interfaces"].as_array().unwrap().len(), 2);
-        let flood: Vec<&str> = t["vni"][0]["flood"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let flood = strings(&t["vni"][0]["flood"]);
         assert_eq!(flood, ["fd00:0:1::2", "fd00:0:3::2"]);
         // Overlay addressing stays IPv4.
         assert_eq!(t["vni"][0]["address"].as_str(), Some("192.168.0.10/24"));

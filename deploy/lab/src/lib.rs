@@ -32,7 +32,7 @@ mod spec;
 mod status;
 
 pub use cmd::{CMD_TIMEOUT, run_ok, run_timeout, tail as tail_text};
-pub use config::{format_mac, render as render_dataplane_config};
+pub use config::render as render_dataplane_config;
 pub use error::LabError;
 pub use lab::{Ensured, Lab, Signal, Spawned, is_root, state_dir, unique_prefix};
 pub use netns::{NETNS_DIR, STATE_ROOT, in_netns};
@@ -43,6 +43,12 @@ pub use spec::{
     VXLAN_OVERHEAD_V6, WorkerTuning, check_prefix,
 };
 pub use status::{PingResult, ping_matrix};
+
+/// `aa:bb:cc:dd:ee:ff`: [`ovl_netlink::format_mac`], taking the MAC by value as the lab's
+/// accessors return it (e.g. `lab.overlay_mac(host).map(ovl_lab::format_mac)`).
+pub fn format_mac(mac: [u8; 6]) -> String {
+    ovl_netlink::format_mac(&mac)
+}
 
 /// Where tests find the workspace's binaries for a lab: `OVL_LAB_BIN_DIR` when set (`cargo
 /// xtask test` points it at release builds, so millisecond timing is not eaten by debug

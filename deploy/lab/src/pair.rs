@@ -276,35 +276,34 @@ impl Pair {
 
     /// `controller switchover` on `host`.
     pub fn switchover(&self, lab: &Lab, host: &str) -> Result<Output, LabError> {
-        let bin = self.bins.controller.to_string_lossy().into_owned();
-        let sock = self
-            .control_socket(lab, host)
-            .to_string_lossy()
-            .into_owned();
-        lab.exec(
-            host,
-            &[bin.as_str(), "switchover", "--socket", &sock],
-            Duration::from_secs(10),
-        )
+        self.controller_command(lab, host, "switchover", Duration::from_secs(10))
     }
 
     /// `controller status` of `host`.
     pub fn status(&self, lab: &Lab, host: &str) -> Result<String, LabError> {
-        let bin = self.bins.controller.to_string_lossy().into_owned();
-        let sock = self
-            .control_socket(lab, host)
-            .to_string_lossy()
-            .into_owned();
-        let out = lab.exec(
-            host,
-            &[bin.as_str(), "status", "--socket", &sock],
-            Duration::from_secs(5),
-        )?;
+        let out = self.controller_command(lab, host, "status", Duration::from_secs(5))?;
         Ok(format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
+    }
+
+    /// `controller COMMAND --socket SOCK` on `host`, talking to its running controller;
+    /// killed after `timeout`.
+    fn controller_command(
+        &self,
+        lab: &Lab,
+        host: &str,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Output, LabError> {
+        let bin = self.bins.controller.to_string_lossy().into_owned();
+        let sock = self
+            .control_socket(lab, host)
+            .to_string_lossy()
+            .into_owned();
+        lab.exec(host, &[bin.as_str(), command, "--socket", &sock], timeout)
     }
 
     /// Starts `http-ping` against the VIP on the client, one request every `interval_ms`, with

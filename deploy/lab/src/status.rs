@@ -2,9 +2,10 @@
 
 use std::{fmt::Write as _, fs, os::unix::net::UnixStream, thread};
 
+use ovl_netlink::format_mac;
+
 use crate::{
     LabError, cmd,
-    config::format_mac,
     lab::{belongs_to, interface_state, ping_once, state_dir},
     netns,
     spec::{LabSpec, Overlay, check_prefix},
@@ -222,7 +223,7 @@ pub fn report(prefix: &str) -> Result<String, LabError> {
         let mac = if h.overlay == Overlay::None {
             "-".to_string()
         } else {
-            format_mac(LabSpec::overlay_mac_at(i))
+            format_mac(&LabSpec::overlay_mac_at(i))
         };
         let _ = writeln!(
             o,

@@ -12,6 +12,7 @@ use std::{
     net::{Ipv4Addr, TcpListener, TcpStream},
     os::unix::{fs::MetadataExt, net::UnixStream},
     path::{Path, PathBuf},
+    process::Output,
     time::{Duration, Instant},
 };
 
@@ -68,6 +69,84 @@ fn json(lab: &Lab, host: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&run(lab, host, args)).expect("JSON from ip/bridge")
 }
 
+/// The entry for `dst` in `host`'s neighbour table on `dev` (`ip -j neigh`).
+fn neighbour(lab: &Lab, host: &str, dev: &str, dst: &str) -> serde_json::Value {
+    let all = json(lab, host, &["ip", "-j", "neigh", "show", "dev", dev]);
+    all.as_array()
+        .expect("ip -j neigh: an array")
+        .iter()
+        .find(|n| n["dst"] == dst)
+        .cloned()
+        .unwrap_or_else(|| panic!("{host}: no neighbour {dst} on {dev}: {all}"))
+}
+
+/// Asserts that `host` learned `mac` on `vxlan10` behind the VTEP `dst`.
+fn assert_learned_behind(lab: &Lab, host: &str, mac: &str, dst: &str) {
+    let fdb = json(
+        lab,
+        host,
+        &["bridge", "-j", "fdb", "show", "dev", "vxlan10"],
+    );
+    assert!(
+        fdb.as_array()
+            .expect("bridge -j fdb: an array")
+            .iter()
+            .any(|e| e["mac"] == mac && e["dst"] == dst),
+        "{host}: {mac} not behind {dst}: {fdb}"
+    );
+}
+
+/// Asserts that each of `hosts` pings every other one's overlay address.
+fn assert_overlay_pings(lab: &Lab, hosts: &[&str]) {
+    for from in hosts {
+        for to in hosts {
+            if from != to {
+                let dst = lab.overlay_ip(to).expect("an overlay host");
+                assert!(lab.ping(from, dst).expect("ping"), "{from} -> {to} ({dst})");
+            }
+        }
+    }
+}
+
+/// `ping -M do` (no fragmentation) from `host`: `count` echoes of `size` bytes of payload to
+/// `dst`, `wait` seconds each.
+fn ping_unfragmented(lab: &Lab, host: &str, count: u32, wait: u32, size: u32, dst: &str) -> Output {
+    let (count, wait, size) = (count.to_string(), wait.to_string(), size.to_string());
+    lab.exec(
+        host,
+        &[
+            "ping", "-n", "-q", "-c", &count, "-W", &wait, "-M", "do", "-s", &size, dst,
+        ],
+        T,
+    )
+    .expect("exec ping")
+}
+
+/// `host`'s data plane config as the lab wrote it.
+fn dataplane_config(lab: &Lab, host: &str) -> toml::Table {
+    fs::read_to_string(lab.config_path(host))
+        .expect("read the data plane config")
+        .parse()
+        .expect("the data plane config is TOML")
+}
+
+/// pri's overlay address in the seed lab.
+const PRI: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
+
+/// A TCP listener on pri's overlay address (any port), bound inside pri's namespace, and its
+/// port.
+fn listen_in_pri(lab: &Lab) -> (TcpListener, u16) {
+    let listener = lab
+        .in_ns("pri", || TcpListener::bind((PRI, 0)))
+        .expect("enter pri")
+        .expect("listen on pri's overlay address");
+    let port = listener
+        .local_addr()
+        .expect("the listener's address")
+        .port();
+    (listener, port)
+}
+
 fn process_gone(pid: u32) -> bool {
     // A zombie still has a /proc entry; it counts as gone (it runs nothing).
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -82,14 +161,7 @@ fn process_gone(pid: u32) -> bool {
 fn every_host_pings_every_overlay_address() {
     let lab = Lab::up(&kernel_spec()).unwrap();
     let hosts = ["client", "pri", "sec"];
-    for from in hosts {
-        for to in hosts {
-            if from != to {
-                let dst = lab.overlay_ip(to).unwrap();
-                assert!(lab.ping(from, dst).unwrap(), "{from} -> {to} ({dst})");
-            }
-        }
-    }
+    assert_overlay_pings(&lab, &hosts);
     assert_eq!(lab.overlay_ip("sec"), Some(Ipv4Addr::new(192, 168, 0, 20)));
     // The underlay is routed by the fabric between different subnets.
     assert_eq!(lab.underlay_ip("sec"), Some(Ipv4Addr::new(10, 0, 3, 2)));
@@ -123,31 +195,10 @@ fn arp_travels_only_over_the_overlay() {
     let lab = Lab::up(&kernel_spec()).unwrap();
     assert!(lab.ping("client", lab.overlay_ip("pri").unwrap()).unwrap());
     // The client resolved pri's overlay address on the VXLAN device, to pri's overlay MAC...
-    let neigh = json(
-        &lab,
-        "client",
-        &["ip", "-j", "neigh", "show", "dev", "vxlan10"],
-    );
-    let pri = neigh
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["dst"] == "192.168.0.10")
-        .unwrap_or_else(|| panic!("no neighbour 192.168.0.10 on vxlan10: {neigh}"));
+    let pri = neighbour(&lab, "client", "vxlan10", "192.168.0.10");
     assert_eq!(pri["lladdr"], "02:00:00:00:00:02");
     // ...learned behind pri's VTEP...
-    let fdb = json(
-        &lab,
-        "client",
-        &["bridge", "-j", "fdb", "show", "dev", "vxlan10"],
-    );
-    assert!(
-        fdb.as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["mac"] == "02:00:00:00:00:02" && e["dst"] == "10.0.2.2"),
-        "{fdb}"
-    );
+    assert_learned_behind(&lab, "client", "02:00:00:00:00:02", "10.0.2.2");
     // ...while on the underlay it only ever knows its gateway.
     let under = json(
         &lab,
@@ -167,17 +218,7 @@ fn arp_travels_only_over_the_overlay() {
         .exec("client", &["ping", "-c", "1", "-W", "1", "10.0.2.2"], T)
         .unwrap();
     assert!(!out.status.success(), "pri answered over the underlay's L2");
-    let under = json(
-        &lab,
-        "client",
-        &["ip", "-j", "neigh", "show", "dev", "eth0"],
-    );
-    let entry = under
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["dst"] == "10.0.2.2")
-        .unwrap_or_else(|| panic!("no ARP attempt for 10.0.2.2: {under}"));
+    let entry = neighbour(&lab, "client", "eth0", "10.0.2.2");
     assert!(entry.get("lladdr").is_none(), "resolved over L2: {entry}");
     run(
         &lab,
@@ -415,10 +456,7 @@ fn ours_hosts_get_a_config_a_log_and_a_restart() {
     assert_eq!(lab.overlay_dev("pri").as_deref(), Some("ovl0"));
     assert_eq!(lab.overlay_dev("client").as_deref(), Some("vxlan10"));
 
-    let cfg: toml::Table = fs::read_to_string(lab.config_path("sec"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let cfg = dataplane_config(&lab, "sec");
     assert_eq!(cfg["underlay"]["local_ip"].as_str(), Some("10.0.3.2"));
     let flood = cfg["vni"][0]["flood"].as_array().unwrap();
     assert_eq!(flood.len(), 2);
@@ -537,11 +575,7 @@ fn status_shows_hosts_processes_and_isolation() {
 fn in_netns_and_exec_run_inside_the_lab() {
     let lab = Lab::up(&kernel_spec()).unwrap();
     // A TCP conversation over the overlay with std sockets, one end in each namespace.
-    let listener = lab
-        .in_ns("pri", || TcpListener::bind("192.168.0.10:0"))
-        .unwrap()
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = listen_in_pri(&lab);
     let server = std::thread::spawn(move || {
         let (mut s, peer) = listener.accept().unwrap();
         s.write_all(b"PRI\n").unwrap();
@@ -549,8 +583,7 @@ fn in_netns_and_exec_run_inside_the_lab() {
     });
     let got = lab
         .in_ns("client", || {
-            let mut s =
-                TcpStream::connect_timeout(&(Ipv4Addr::new(192, 168, 0, 10), port).into(), T)?;
+            let mut s = TcpStream::connect_timeout(&(PRI, port).into(), T)?;
             let mut buf = String::new();
             s.read_to_string(&mut buf)?;
             Ok::<_, std::io::Error>(buf)
@@ -622,11 +655,7 @@ fn kernel_tx_offload_is_kept_where_asked_and_kernel_peers_still_talk() {
     // Partial checksums from the client's side reach pri's kernel intact: 4 MB of a known
     // pattern over TCP, compared byte by byte.
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
-    let listener = lab
-        .in_ns("pri", || TcpListener::bind("192.168.0.10:0"))
-        .unwrap()
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = listen_in_pri(&lab);
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(T)).unwrap();
@@ -636,7 +665,7 @@ fn kernel_tx_offload_is_kept_where_asked_and_kernel_peers_still_talk() {
     });
     let sent = data.clone();
     lab.in_ns("client", move || {
-        let mut s = TcpStream::connect_timeout(&(Ipv4Addr::new(192, 168, 0, 10), port).into(), T)?;
+        let mut s = TcpStream::connect_timeout(&(PRI, port).into(), T)?;
         s.write_all(&sent)
     })
     .unwrap()
@@ -726,61 +755,14 @@ fn kernel_vxlan_runs_over_an_ipv6_underlay() {
         );
     }
     // The overlay works over it.
-    for from in hosts {
-        for to in hosts {
-            if from != to {
-                let dst = lab.overlay_ip(to).unwrap();
-                assert!(lab.ping(from, dst).unwrap(), "{from} -> {to} ({dst})");
-            }
-        }
-    }
+    assert_overlay_pings(&lab, &hosts);
     // The client resolved pri's overlay address over the tunnel and learned pri's MAC behind
     // pri's IPv6 VTEP (so the encapsulated reply came from fd00:0:2::2).
-    let neigh = json(
-        &lab,
-        "client",
-        &["ip", "-j", "neigh", "show", "dev", "vxlan10"],
-    );
-    let pri = neigh
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["dst"] == "192.168.0.10")
-        .unwrap_or_else(|| panic!("no neighbour 192.168.0.10 on vxlan10: {neigh}"));
+    let pri = neighbour(&lab, "client", "vxlan10", "192.168.0.10");
     assert_eq!(pri["lladdr"], "02:00:00:00:00:02");
-    let fdb = json(
-        &lab,
-        "client",
-        &["bridge", "-j", "fdb", "show", "dev", "vxlan10"],
-    );
-    assert!(
-        fdb.as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["mac"] == "02:00:00:00:00:02" && e["dst"] == "fd00:0:2::2"),
-        "{fdb}"
-    );
+    assert_learned_behind(&lab, "client", "02:00:00:00:00:02", "fd00:0:2::2");
     // Jumbo frames: 8000 bytes of ICMP payload, no fragmentation, inside 8930.
-    let out = lab
-        .exec(
-            "client",
-            &[
-                "ping",
-                "-n",
-                "-q",
-                "-c",
-                "3",
-                "-W",
-                "2",
-                "-M",
-                "do",
-                "-s",
-                "8000",
-                "192.168.0.20",
-            ],
-            T,
-        )
-        .unwrap();
+    let out = ping_unfragmented(&lab, "client", 3, 2, 8000, "192.168.0.20");
     assert!(
         out.status.success(),
         "8000-byte ping over the IPv6 underlay: {}{}",
@@ -788,26 +770,7 @@ fn kernel_vxlan_runs_over_an_ipv6_underlay() {
         String::from_utf8_lossy(&out.stderr)
     );
     // One byte more than the overlay MTU allows is refused: 8930 really is the limit.
-    let out = lab
-        .exec(
-            "client",
-            &[
-                "ping",
-                "-n",
-                "-q",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "-M",
-                "do",
-                "-s",
-                "8903",
-                "192.168.0.20",
-            ],
-            T,
-        )
-        .unwrap();
+    let out = ping_unfragmented(&lab, "client", 1, 1, 8903, "192.168.0.20");
     assert!(!out.status.success(), "an 8931-byte packet left vxlan10");
 }
 
@@ -817,10 +780,7 @@ fn ipv6_underlay_follows_the_uplinks() {
     spec.underlay_ipv6 = true;
     spec.uplinks = 2;
     let lab = Lab::up(&spec).unwrap();
-    let cfg: toml::Table = fs::read_to_string(lab.config_path("pri"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let cfg = dataplane_config(&lab, "pri");
     assert_eq!(cfg["underlay"]["local_ip"].as_str(), Some("fd00:0:2::2"));
     let pri6 = lab.underlay_ip6("pri").unwrap();
     // Both uplinks carry the same IPv6 address.
