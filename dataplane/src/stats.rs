@@ -67,6 +67,18 @@ pub struct PortCounters {
 }
 
 /// The counters of one worker (one queue).
+/// A worker's UMEM frames: all of them, and where they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub total: u64,
+    /// On the worker's free lists.
+    pub free: u64,
+    /// With the kernel: on fill rings or received, not yet taken.
+    pub fill: u64,
+    /// On TX rings, not yet completed.
+    pub tx: u64,
+}
+
 #[derive(Debug)]
 pub struct QueueCounters {
     pub queue: u32,
@@ -75,10 +87,9 @@ pub struct QueueCounters {
     pub drops: [AtomicU64; WorkerDrop::ALL.len()],
     pub loops: AtomicU64,
     pub idle_polls: AtomicU64,
-    pub frames_total: AtomicU64,
-    pub frames_free: AtomicU64,
-    pub frames_fill: AtomicU64,
-    pub frames_tx: AtomicU64,
+    /// Where the worker's UMEM frames are, published whole so a reader never sees the
+    /// parts of different moments (the worker skips a publication rather than wait).
+    pub frames: std::sync::Mutex<FrameCounts>,
     pub learn_events: AtomicU64,
     /// ICMP "fragmentation needed" answers sent back into the overlay ports.
     pub icmp_frag_needed: AtomicU64,
@@ -101,10 +112,7 @@ impl QueueCounters {
             drops: Default::default(),
             loops: AtomicU64::new(0),
             idle_polls: AtomicU64::new(0),
-            frames_total: AtomicU64::new(0),
-            frames_free: AtomicU64::new(0),
-            frames_fill: AtomicU64::new(0),
-            frames_tx: AtomicU64::new(0),
+            frames: Default::default(),
             learn_events: AtomicU64::new(0),
             icmp_frag_needed: AtomicU64::new(0),
             xsk_rx_ring_full: AtomicU64::new(0),
@@ -255,6 +263,10 @@ pub struct SwitchRow {
 
 impl Snapshot {
     pub fn queue_from(q: &QueueCounters, names: &[(u32, String)]) -> QueueSnapshot {
+        let frames = *q
+            .frames
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         QueueSnapshot {
             queue: q.queue,
             cpu: q.cpu,
@@ -284,10 +296,10 @@ impl Snapshot {
                     ("xsk_tx_invalid".to_string(), q.xsk_tx_invalid.load(Relaxed)),
                 ])
                 .collect(),
-            frames_total: q.frames_total.load(Relaxed),
-            frames_free: q.frames_free.load(Relaxed),
-            frames_fill: q.frames_fill.load(Relaxed),
-            frames_tx: q.frames_tx.load(Relaxed),
+            frames_total: frames.total,
+            frames_free: frames.free,
+            frames_fill: frames.fill,
+            frames_tx: frames.tx,
             loops: q.loops.load(Relaxed),
             idle_polls: q.idle_polls.load(Relaxed),
             learn_events: q.learn_events.load(Relaxed),

@@ -701,10 +701,7 @@ impl Worker {
     }
 
     fn publish_sockets(&self) {
-        let total: usize = self.pools.iter().map(|p| p.frames.total).sum();
-        self.counters
-            .frames_total
-            .store(total as u64, Ordering::Relaxed);
+        self.publish_frames();
         if let Ok(mut modes) = self.counters.sockets.lock() {
             *modes = self
                 .socks
@@ -1167,13 +1164,17 @@ impl Worker {
     }
 
     fn publish_frames(&self) {
-        let fill: usize = self.socks.iter().map(|s| s.in_fill).sum();
-        let tx: usize = self.socks.iter().map(|s| s.in_tx).sum();
-        let c = &self.counters;
-        let free: usize = self.pools.iter().map(|p| p.frames.free.len()).sum();
-        c.frames_free.store(free as u64, Ordering::Relaxed);
-        c.frames_fill.store(fill as u64, Ordering::Relaxed);
-        c.frames_tx.store(tx as u64, Ordering::Relaxed);
+        // Never wait for a reader: the next round publishes.
+        let mut f = match self.counters.frames.try_lock() {
+            Ok(f) => f,
+            // Plain numbers, each write complete: a panic elsewhere cannot leave them torn.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        f.total = self.pools.iter().map(|p| p.frames.total as u64).sum();
+        f.free = self.pools.iter().map(|p| p.frames.free.len() as u64).sum();
+        f.fill = self.socks.iter().map(|s| s.in_fill as u64).sum();
+        f.tx = self.socks.iter().map(|s| s.in_tx as u64).sum();
     }
 
     /// Frames accounted for, UMEM by UMEM: free + on its sockets' fill rings + on their TX

@@ -1064,6 +1064,35 @@ fn two_queues_two_pinned_workers_carry_traffic_and_keep_their_frames(mode: Datap
             assert_transfer(&lab, "pri", "client", client_ip, 5100 + i, 8 * MB);
         }
     }
+    // Unknown unicast from 64 flows: in either mode every frame is a flood the workers copy,
+    // and the flows' hashes spread them over both queues of the overlay veth (all 64 on one
+    // queue has a chance of 2^-63).
+    let (ok, text) = sh(
+        &lab,
+        "pri",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "192.168.0.99",
+            "lladdr",
+            "02:00:00:00:99:99",
+            "dev",
+            "ovl0",
+            "nud",
+            "permanent",
+        ],
+    );
+    assert!(ok, "{text}");
+    let flows = "import socket\n\
+                 for p in range(40000, 40064):\n\
+                 \x20s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 \x20s.bind(('192.168.0.10', p))\n\
+                 \x20s.sendto(b'x', ('192.168.0.99', 9))\n\
+                 \x20s.close()";
+    let (ok, text) = sh(&lab, "pri", &["python3", "-c", flows]);
+    assert!(ok, "{text}");
+    thread::sleep(Duration::from_millis(300));
     let s = stats(&lab, "pri");
     assert_eq!(s.queues.len(), 2, "one worker per queue");
     assert_eq!(
@@ -1078,15 +1107,22 @@ fn two_queues_two_pinned_workers_carry_traffic_and_keep_their_frames(mode: Datap
             "{q:?}"
         );
     }
-    let busy = s
+    eprintln!("{}", s.render_text());
+    for q in &s.queues {
+        assert!(q.loops > 0, "worker {} ran: {q:?}", q.queue);
+        let floods: u64 = q.ports.iter().map(|p| p.flood_copies).sum();
+        assert!(floods > 0, "worker {} copied floods: {q:?}", q.queue);
+    }
+    let floods: u64 = s
         .queues
         .iter()
-        .filter(|q| q.ports.iter().any(|p| p.rx_packets + p.tx_packets > 0))
-        .count();
-    eprintln!("{}", s.render_text());
-    // Which queue a flow lands on is the veths' hash; at least one worker carried frames
-    // (in "xdp" mode the first frames of a new source and the ARP broadcasts).
-    assert!(busy >= 1, "traffic went through the workers");
+        .flat_map(|q| &q.ports)
+        .map(|p| p.flood_copies)
+        .sum();
+    assert!(
+        floods >= 64,
+        "every unknown-unicast frame was flooded: {floods}"
+    );
     assert_mode_carried(&s, mode, 12 * MB as u64);
     assert_eq!(s.total_drops(), 0, "{}", s.render_text());
 }
