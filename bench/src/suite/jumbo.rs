@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, path::Path};
 
 use ovl_lab::Lab;
 
-use super::{Route, Servers, Settings, SuiteError, dst_addr, lab, tcp};
+use super::{
+    Route, Settings, SuiteError, lab,
+    measure::{Servers, dst_addr, tcp},
+};
 use crate::report::{PathKind, Record, measurement as m, median};
 
 /// The underlay MTU of the jumbo row.
