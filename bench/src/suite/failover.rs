@@ -13,7 +13,7 @@ use std::{
 
 use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, other_member};
 
-use super::{Settings, SuiteError, step_err};
+use super::{Settings, SuiteError, records::Measure, step_err};
 use crate::{
     report::{PathKind, Record, median},
     workload::Summary,
@@ -65,7 +65,7 @@ pub fn run(
     let log = pair.finish_http_ping(&mut lab, &ping)?;
     let planned = record(
         kind,
-        "failover_planned",
+        Measure::FailoverPlanned,
         &log,
         s.failover_planned,
         unexpected,
@@ -106,7 +106,7 @@ pub fn run(
     let log = pair.finish_http_ping(&mut lab, &ping)?;
     let unplanned = record(
         kind,
-        "failover_unplanned",
+        Measure::FailoverUnplanned,
         &log,
         s.failover_unplanned,
         unexpected,
@@ -192,7 +192,7 @@ fn settle(
 
 fn record(
     kind: PathKind,
-    m: &str,
+    m: Measure,
     log: &str,
     expect: usize,
     unexpected: u32,
@@ -230,8 +230,8 @@ fn record(
     let note = (!notes.is_empty()).then(|| format!("{kind} {m}: {}", notes.join("; ")));
     Ok(Record {
         path: kind,
-        measurement: m.to_string(),
-        unit: "ms".into(),
+        measurement: m.as_str().to_string(),
+        unit: m.unit().to_string(),
         median: median(&gaps).unwrap_or(f64::NAN),
         samples: gaps,
         extra,

@@ -8,7 +8,7 @@ use ovl_lab::{DatapathMode, FABRIC, Lab};
 use super::{
     FramesVia, Progress, Route, Settings, SuiteError, lab,
     measure::{Servers, dp_stats, exec, fast_share, read_file_in},
-    records::Samples,
+    records::{Measure, Samples},
     step_err,
     tuning::{NapiThread, Steering, set_gro, set_rps},
 };
@@ -49,25 +49,35 @@ pub(super) fn measure(
     let p = r.path;
     let tag = format!("{p} rep {rep}/{}", s.reps);
     let f = frames(lab, servers, s, r)?;
-    samples.push(p, "frames_64", f.delivered_mpps);
-    samples.push_extra(p, "frames_64", "offered", f.offered_mpps);
-    samples.push_extra(p, "frames_64", "sink_cpu_busy", f.sink_busy);
-    samples.push_extra(p, "frames_64", "gen_cpu_busy", f.gen_busy);
-    samples.push_extra(p, "frames_64", "sink_cpu_softirq", f.sink_softirq);
-    samples.push_extra(p, "frames_64", "gen_cpu_softirq", f.gen_softirq);
+    samples.push(p, Measure::Frames64, f.delivered_mpps);
+    samples.push_extra(p, Measure::Frames64, "offered", f.offered_mpps);
+    samples.push_extra(p, Measure::Frames64, "sink_cpu_busy", f.sink_busy);
+    samples.push_extra(p, Measure::Frames64, "gen_cpu_busy", f.gen_busy);
+    samples.push_extra(p, Measure::Frames64, "sink_cpu_softirq", f.sink_softirq);
+    samples.push_extra(p, Measure::Frames64, "gen_cpu_softirq", f.gen_softirq);
     if let Some((fast, workers)) = f.carried
-        && let Some(share) = fast_share(r, fast, workers, rep, samples, "frames_64")
+        && let Some(share) = fast_share(r, fast, workers, rep, samples, Measure::Frames64)
     {
-        samples.push_extra(p, "frames_64", "fast_path_share", share);
+        samples.push_extra(p, Measure::Frames64, "fast_path_share", share);
     }
     if f.sink_busy > 0.05 {
-        samples.push_extra(p, "frames_64", "per_core", f.delivered_mpps / f.sink_busy);
+        samples.push_extra(
+            p,
+            Measure::Frames64,
+            "per_core",
+            f.delivered_mpps / f.sink_busy,
+        );
     }
-    samples.push_extra(p, "frames_64", "xdp_frames", if f.live { 1.0 } else { 0.0 });
+    samples.push_extra(
+        p,
+        Measure::Frames64,
+        "xdp_frames",
+        if f.live { 1.0 } else { 0.0 },
+    );
     if s.frames_via == FramesVia::XdpLive && !f.live {
         samples.note(
             p,
-            "frames_64",
+            Measure::Frames64,
             "generator",
             "sent as skbs through an AF_XDP socket, not as XDP frames like the other paths: \
              live XDP frames return to the generator's page pool with what the receiver wrote \
@@ -81,7 +91,7 @@ pub(super) fn measure(
     {
         samples.note(
             p,
-            "frames_64",
+            Measure::Frames64,
             "altered",
             format!(
                 "{passed} of the {} frames sent in rep {rep} reached the receiver's program as \
@@ -97,7 +107,7 @@ pub(super) fn measure(
         // the steering, and per core counts only the sink's share of it.
         samples.note(
             p,
-            "frames_64",
+            Measure::Frames64,
             "steering",
             format!(
                 "{:.0}% of the generator CPU's time went to softirqs in rep {rep}: part of the \
@@ -113,7 +123,7 @@ pub(super) fn measure(
         // sink core is the generator's pauses between its calls.)
         samples.note(
             p,
-            "frames_64",
+            Measure::Frames64,
             "saturation",
             format!(
                 "{p}: the sink core was {:.0}% busy in rep {rep}: the sending side (the \

@@ -10,8 +10,9 @@ use ovl_lab::Lab;
 use super::{
     Route, Settings, SuiteError, lab,
     measure::{Servers, dst_addr, tcp},
+    records::Measure,
 };
-use crate::report::{PathKind, Record, measurement as m, median};
+use crate::report::{PathKind, Record, median};
 
 /// The underlay MTU of the jumbo row.
 pub const MTU: u32 = 9000;
@@ -26,10 +27,10 @@ pub enum Underlay {
 }
 
 impl Underlay {
-    pub fn measurement(self) -> &'static str {
+    pub(super) fn measurement(self) -> Measure {
         match self {
-            Underlay::Jumbo => m::TCP_1_JUMBO,
-            Underlay::Ipv6 => m::TCP_1_IPV6,
+            Underlay::Jumbo => Measure::Tcp1Jumbo,
+            Underlay::Ipv6 => Measure::Tcp1Ipv6,
         }
     }
 
@@ -95,8 +96,8 @@ pub fn run(
             );
             Record {
                 path,
-                measurement: underlay.measurement().to_string(),
-                unit: "Gbit/s".into(),
+                measurement: underlay.measurement().as_str().to_string(),
+                unit: underlay.measurement().unit().to_string(),
                 median: median(&samples).unwrap_or(f64::NAN),
                 samples,
                 extra,

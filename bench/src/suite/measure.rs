@@ -9,7 +9,11 @@ use std::{
 
 use ovl_lab::{DatapathMode, Lab};
 
-use super::{Progress, Route, Settings, SuiteError, frames, records::Samples, step_err};
+use super::{
+    Progress, Route, Settings, SuiteError, frames,
+    records::{Measure, Samples},
+    step_err,
+};
 use crate::{
     probe::{
         cpu::{CpuDelta, SystemCpu},
@@ -145,7 +149,11 @@ pub(super) fn measure_rep(
         let (res, cpu) = tcp(lab, r, dst, streams, s.tcp_secs)?;
         let after = carried(lab)?;
         let gbps = res.received_bps / 1e9;
-        let m = if streams == 1 { "tcp_1" } else { "tcp_2" };
+        let m = if streams == 1 {
+            Measure::Tcp1
+        } else {
+            Measure::Tcp2
+        };
         samples.push(p, m, gbps);
         samples.push_extra(p, m, "retransmits", res.retransmits as f64);
         if let (Some([sb, db]), Some([sa, da])) = (&before, &after) {
@@ -160,7 +168,7 @@ pub(super) fn measure_rep(
         let mut msg = format!("{tag}: TCP {streams} stream(s) {gbps:.2} Gbit/s");
         if streams == 1 && gbps > 0.0 {
             let per_gbit = cpu.busy_s / (gbps * res.seconds);
-            samples.push(p, "cpu_per_gbit", per_gbit);
+            samples.push(p, Measure::CpuPerGbit, per_gbit);
             msg.push_str(&format!(", {per_gbit:.2} CPU-s/Gbit"));
         }
         progress.step(&msg);
@@ -171,7 +179,7 @@ pub(super) fn measure_rep(
         "{tag}: RTT p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us ({} lost)",
         rtt.p50_us, rtt.p99_us, rtt.p999_us, rtt.lost
     ));
-    samples.push(p, "rtt", rtt.p50_us);
+    samples.push(p, Measure::Rtt, rtt.p50_us);
     samples.rtt.entry(p).or_default().push(rtt);
 
     frames::measure(lab, servers, s, r, rep, samples, progress)
@@ -346,14 +354,14 @@ pub(super) fn fast_share(
     workers: u64,
     rep: usize,
     samples: &mut Samples,
-    m: &'static str,
+    m: Measure,
 ) -> Option<f64> {
     let total = fast + workers;
     if total == 0 {
         return None;
     }
     let share = fast as f64 / total as f64;
-    let what = if m == "frames_64" {
+    let what = if m == Measure::Frames64 {
         "the frames"
     } else {
         "the bytes"
@@ -430,11 +438,18 @@ mod tests {
     fn a_share_that_does_not_match_the_mode_is_noted() {
         let route = |p| Route::of(p).unwrap();
         let mut s = Samples::default();
-        let share = fast_share(&route(PathKind::OursVxlan), 99, 1, 1, &mut s, "tcp_1");
+        let share = fast_share(&route(PathKind::OursVxlan), 99, 1, 1, &mut s, Measure::Tcp1);
         assert_eq!(share, Some(0.99));
         assert!(s.notes.is_empty());
-        fast_share(&route(PathKind::OursVxlan), 50, 50, 2, &mut s, "tcp_1");
-        let note = s.notes_of(PathKind::OursVxlan, "tcp_1").unwrap();
+        fast_share(
+            &route(PathKind::OursVxlan),
+            50,
+            50,
+            2,
+            &mut s,
+            Measure::Tcp1,
+        );
+        let note = s.notes_of(PathKind::OursVxlan, Measure::Tcp1).unwrap();
         assert!(
             note.contains("only 50.0% of the bytes") && note.contains("rep 2"),
             "{note}"
@@ -446,27 +461,33 @@ mod tests {
                 10,
                 1,
                 &mut s,
-                "frames_64"
+                Measure::Frames64
             ),
             Some(0.0)
         );
-        assert!(s.notes_of(PathKind::OursVxlanAfxdp, "frames_64").is_none());
+        assert!(
+            s.notes_of(PathKind::OursVxlanAfxdp, Measure::Frames64)
+                .is_none()
+        );
         fast_share(
             &route(PathKind::OursVxlanAfxdp),
             1,
             10,
             1,
             &mut s,
-            "frames_64",
+            Measure::Frames64,
         );
-        assert!(s.notes_of(PathKind::OursVxlanAfxdp, "frames_64").is_some());
+        assert!(
+            s.notes_of(PathKind::OursVxlanAfxdp, Measure::Frames64)
+                .is_some()
+        );
         assert_eq!(
-            fast_share(&route(PathKind::OursGeneve), 0, 0, 1, &mut s, "tcp_1"),
+            fast_share(&route(PathKind::OursGeneve), 0, 0, 1, &mut s, Measure::Tcp1),
             None
         );
         // Notes of different kinds on one record are joined.
-        s.note(PathKind::OursVxlan, "tcp_1", "other", "second".into());
-        let joined = s.notes_of(PathKind::OursVxlan, "tcp_1").unwrap();
+        s.note(PathKind::OursVxlan, Measure::Tcp1, "other", "second".into());
+        let joined = s.notes_of(PathKind::OursVxlan, Measure::Tcp1).unwrap();
         assert!(joined.contains("; second"), "{joined}");
     }
 }

@@ -28,7 +28,7 @@ use crate::{
 };
 use lab::Route;
 use measure::{Servers, measure_rep};
-use records::{Samples, records_of};
+use records::{Measure, Samples, records_of};
 
 #[derive(Debug, Error)]
 pub enum SuiteError {
@@ -329,7 +329,6 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         }
     }
     let mut records = records_of(&samples);
-    use crate::report::measurement as m;
     for underlay in variants {
         if stop.load(Ordering::Relaxed) {
             return Err(SuiteError::Stopped);
@@ -341,13 +340,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
             jumbo::Underlay::Jumbo => "jumbo TCP",
             jumbo::Underlay::Ipv6 => "IPv6 TCP",
         };
-        records.extend(rows_or_failure(
-            result,
-            what,
-            &rows,
-            "Gbit/s",
-            &mut progress,
-        ));
+        records.extend(rows_or_failure(result, what, &rows, &mut progress));
     }
     if do_failover {
         for kind in failover_kinds {
@@ -355,9 +348,9 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
                 return Err(SuiteError::Stopped);
             }
             let result = failover::run(s, kind, &mut |msg| progress.step(msg));
-            let rows = [(kind, m::FAILOVER_PLANNED), (kind, m::FAILOVER_UNPLANNED)];
+            let rows = [Measure::FailoverPlanned, Measure::FailoverUnplanned].map(|x| (kind, x));
             let what = format!("{kind}: failover trials");
-            records.extend(rows_or_failure(result, &what, &rows, "ms", &mut progress));
+            records.extend(rows_or_failure(result, &what, &rows, &mut progress));
         }
     }
     if do_uplinks {
@@ -365,12 +358,12 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
             return Err(SuiteError::Stopped);
         }
         let result = uplinks::run(s, &mut |msg| progress.step(msg));
-        let rows = [m::UPLINK_CARRIER, m::UPLINK_DEVICE].map(|x| (PathKind::OursVxlan, x));
+        let rows =
+            [Measure::UplinkCarrier, Measure::UplinkDevice].map(|x| (PathKind::OursVxlan, x));
         records.extend(rows_or_failure(
             result,
             "uplink trials",
             &rows,
-            "ms",
             &mut progress,
         ));
     }
@@ -379,12 +372,11 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
             return Err(SuiteError::Stopped);
         }
         let result = soak::run(s, &mut |msg| progress.step(msg));
-        let rows = [m::SOAK_PLANNED, m::SOAK_UNPLANNED].map(|x| (PathKind::OursVxlan, x));
+        let rows = [Measure::SoakPlanned, Measure::SoakUnplanned].map(|x| (PathKind::OursVxlan, x));
         records.extend(rows_or_failure(
             result,
             "draining soak",
             &rows,
-            "failed requests",
             &mut progress,
         ));
     }
@@ -405,8 +397,7 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
 fn rows_or_failure(
     result: Result<Vec<Record>, SuiteError>,
     what: &str,
-    rows: &[(PathKind, &str)],
-    unit: &str,
+    rows: &[(PathKind, Measure)],
     progress: &mut Progress,
 ) -> Vec<Record> {
     let e = match result {
@@ -419,8 +410,8 @@ fn rows_or_failure(
     rows.iter()
         .map(|&(path, measurement)| Record {
             path,
-            measurement: measurement.to_string(),
-            unit: unit.into(),
+            measurement: measurement.as_str().to_string(),
+            unit: measurement.unit().to_string(),
             median: f64::NAN,
             samples: Vec::new(),
             extra: BTreeMap::new(),

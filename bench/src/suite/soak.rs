@@ -13,7 +13,7 @@ use std::{
 use ovl_lab::{Lab, MEMBERS, Pair, Signal, other_member};
 use serde::{Deserialize, Serialize};
 
-use super::{SuiteError, step_err};
+use super::{SuiteError, records::Measure, step_err};
 use crate::workload::{KeepAliveSummary, Summary};
 
 /// Requests in flight at once for the per-request load (see the failover trials).
@@ -290,7 +290,7 @@ pub(super) fn run(
     s: &super::Settings,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<crate::report::Record>, SuiteError> {
-    use crate::report::{PathKind, Record, measurement as m};
+    use crate::report::{PathKind, Record};
     let (mut lab, mut pair) = super::failover::pair_lab(s, "bs", |spec| spec.router_napi = true)?;
     let r = run_soak(
         &mut lab,
@@ -324,8 +324,8 @@ pub(super) fn run(
     });
     let planned = Record {
         path: PathKind::OursVxlan,
-        measurement: m::SOAK_PLANNED.into(),
-        unit: "failed requests".into(),
+        measurement: Measure::SoakPlanned.as_str().to_string(),
+        unit: Measure::SoakPlanned.unit().to_string(),
         median: per(planned_failed, r.planned),
         samples: vec![per(planned_failed, r.planned)],
         extra,
@@ -365,8 +365,8 @@ pub(super) fn run(
     extra.insert("unexpected_moves".into(), r.unexpected_moves as f64);
     let unplanned = Record {
         path: PathKind::OursVxlan,
-        measurement: m::SOAK_UNPLANNED.into(),
-        unit: "failed requests".into(),
+        measurement: Measure::SoakUnplanned.as_str().to_string(),
+        unit: Measure::SoakUnplanned.unit().to_string(),
         median: median_ms(&per_kill),
         samples: per_kill,
         extra,

@@ -8,9 +8,9 @@ use std::{collections::BTreeMap, thread, time::Duration};
 
 use ovl_lab::{Signal, VIP};
 
-use super::{Settings, SuiteError, step_err};
+use super::{Settings, SuiteError, records::Measure, step_err};
 use crate::{
-    report::{PathKind, Record, measurement as m, median},
+    report::{PathKind, Record, median},
     workload::icmp_log,
 };
 
@@ -52,8 +52,8 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
     let replies = icmp_log::replies(&log);
     let mut records = Vec::new();
     for (meas, events, what) in [
-        (m::UPLINK_CARRIER, &carrier, "carrier lost/back"),
-        (m::UPLINK_DEVICE, &device, "device removed/returned"),
+        (Measure::UplinkCarrier, &carrier, "carrier lost/back"),
+        (Measure::UplinkDevice, &device, "device removed/returned"),
     ] {
         let gaps = icmp_log::event_gaps(&replies, events, WINDOW);
         let ms: Vec<f64> = gaps.iter().map(|g| g.gap.as_secs_f64() * 1e3).collect();
@@ -70,8 +70,8 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
         });
         let r = Record {
             path: PathKind::OursVxlan,
-            measurement: meas.to_string(),
-            unit: "ms".into(),
+            measurement: meas.as_str().to_string(),
+            unit: meas.unit().to_string(),
             median: median(&ms).unwrap_or(f64::NAN),
             samples: ms,
             extra,
