@@ -10,7 +10,7 @@ use super::{
     measure::{Servers, dp_stats, exec, fast_share, read_file_in},
     records::{Measure, Samples},
     step_err,
-    tuning::{NapiThread, Steering, set_gro, set_rps},
+    tuning::Steering,
 };
 use crate::{probe::cpu::SystemCpu, traffic::GenReport};
 
@@ -264,49 +264,30 @@ fn frames(
     //   kernel side runs as a softirq on the same CPU; in afxdp mode the worker (pinned to
     //   the sink CPU by the settings) copies each frame there, and the overlay veth's receive
     //   runs in the worker's context.
-    let mut steering = Steering {
-        host: r.dst,
-        gro: false,
-        rps: false,
-        napi: None,
-    };
-    let set_up = (|| {
-        if live && !r.path.is_ours() {
-            set_gro(lab, r.dst, true)?;
-            steering.gro = true;
-        }
-        if !live {
-            set_rps(lab, r.dst, 1 << s.sink_cpu)?;
-            steering.rps = true;
-        }
-        if live || r.path.is_ours() {
-            steering.napi = Some(NapiThread::steer(lab, r.dst, s.sink_cpu)?);
-        }
-        Ok::<_, SuiteError>(())
-    })();
-    if let Err(e) = set_up {
-        let _ = steering.undo(lab);
-        return Err(e);
+    // Undone at the end, or by the guard on an early return.
+    let mut steering = Steering::new(lab, r.dst);
+    if live && !r.path.is_ours() {
+        steering.gro_on()?;
     }
-    let measured = (|| {
-        let before = rx_packets(lab, r.dst, &sink)?;
-        let cpu0 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
-        let out = exec(
-            lab,
-            FABRIC,
-            &args,
-            Duration::from_millis(s.frames_ms) + Duration::from_secs(20),
-        );
-        let cpu1 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
-        // Frames still in flight land within a few milliseconds.
-        thread::sleep(Duration::from_millis(100));
-        let after = rx_packets(lab, r.dst, &sink)?;
-        Ok::<_, SuiteError>((before, after, cpu0, cpu1, out))
-    })();
-    // Undone whatever happened in between.
-    let undone = steering.undo(lab);
-    let (before, after, cpu0, cpu1, out) = measured?;
-    undone?;
+    if !live {
+        steering.rps(1 << s.sink_cpu)?;
+    }
+    if live || r.path.is_ours() {
+        steering.napi_thread(s.sink_cpu)?;
+    }
+    let before = rx_packets(lab, r.dst, &sink)?;
+    let cpu0 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
+    let out = exec(
+        lab,
+        FABRIC,
+        &args,
+        Duration::from_millis(s.frames_ms) + Duration::from_secs(20),
+    );
+    let cpu1 = SystemCpu::read_per_cpu().map_err(|e| step_err("read /proc/stat", e))?;
+    // Frames still in flight land within a few milliseconds.
+    thread::sleep(Duration::from_millis(100));
+    let after = rx_packets(lab, r.dst, &sink)?;
+    steering.finish()?;
     let (carried, passed) = match dp_before {
         Some(b) => {
             let a = dp_stats(lab, servers, r, r.dst)?;

@@ -10,44 +10,89 @@ use ovl_lab::Lab;
 
 use super::{SuiteError, measure::exec, step_err};
 
+/// Where the tuning's commands run: the lab's hosts (a stand-in in the tests).
+pub(super) trait Hosts {
+    /// Runs `args` on `host`; an error when it fails.
+    fn run(&self, host: &str, args: &[&str]) -> Result<(), SuiteError>;
+}
+
+impl Hosts for Lab {
+    fn run(&self, host: &str, args: &[&str]) -> Result<(), SuiteError> {
+        exec(self, host, args, Duration::from_secs(5)).map(|_| ())
+    }
+}
+
 /// Steers the receive work of `host`'s underlay (after XDP) to `mask` (RPS; 0 = off).
-pub(super) fn set_rps(lab: &Lab, host: &str, mask: u32) -> Result<(), SuiteError> {
+fn set_rps(lab: &dyn Hosts, host: &str, mask: u32) -> Result<(), SuiteError> {
     let script =
         format!("for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo {mask:x} > $f; done");
-    exec(lab, host, &["sh", "-c", &script], Duration::from_secs(5)).map(|_| ())
+    lab.run(host, &["sh", "-c", &script])
 }
 
 /// Turns generic receive offload on `host`'s underlay on or off.
-pub(super) fn set_gro(lab: &Lab, host: &str, on: bool) -> Result<(), SuiteError> {
+fn set_gro(lab: &dyn Hosts, host: &str, on: bool) -> Result<(), SuiteError> {
     let v = if on { "on" } else { "off" };
-    exec(
-        lab,
-        host,
-        &["ethtool", "-K", "eth0", "gro", v],
-        Duration::from_secs(5),
-    )
-    .map(|_| ())
+    lab.run(host, &["ethtool", "-K", "eth0", "gro", v])
 }
 
-/// What the frame test changed on the receiver to steer its work, to undo afterwards.
-pub(super) struct Steering {
-    pub(super) host: &'static str,
-    pub(super) gro: bool,
-    pub(super) rps: bool,
-    pub(super) napi: Option<NapiThread>,
+/// What the frame test changed on a receiver to steer its work. [`Steering::finish`] undoes
+/// it and says whether that worked; on any other way out (an early return, a panic) it is
+/// undone when dropped, a failure only logged.
+pub(super) struct Steering<'l> {
+    lab: &'l dyn Hosts,
+    host: &'static str,
+    gro: bool,
+    rps: bool,
+    napi: Option<NapiThread<'l>>,
 }
 
-impl Steering {
-    /// Undoes everything, in reverse; the first error, if any.
-    pub(super) fn undo(self, lab: &Lab) -> Result<(), SuiteError> {
-        let napi = self.napi.map(|n| n.restore(lab)).transpose().map(|_| ());
-        let rps = if self.rps {
-            set_rps(lab, self.host, 0)
+impl<'l> Steering<'l> {
+    /// Nothing changed yet on `host`.
+    pub(super) fn new(lab: &'l dyn Hosts, host: &'static str) -> Self {
+        Steering {
+            lab,
+            host,
+            gro: false,
+            rps: false,
+            napi: None,
+        }
+    }
+
+    /// GRO on the underlay (off again when undone).
+    pub(super) fn gro_on(&mut self) -> Result<(), SuiteError> {
+        set_gro(self.lab, self.host, true)?;
+        self.gro = true;
+        Ok(())
+    }
+
+    /// The underlay's receive work to the CPUs of `mask` (RPS; off again when undone).
+    pub(super) fn rps(&mut self, mask: u32) -> Result<(), SuiteError> {
+        set_rps(self.lab, self.host, mask)?;
+        self.rps = true;
+        Ok(())
+    }
+
+    /// The underlay's NAPI threaded, its thread pinned to `cpu` (not threaded when undone).
+    pub(super) fn napi_thread(&mut self, cpu: u32) -> Result<(), SuiteError> {
+        self.napi = Some(NapiThread::steer(self.lab, self.host, cpu)?);
+        Ok(())
+    }
+
+    /// Undoes everything; the first error, if any.
+    pub(super) fn finish(mut self) -> Result<(), SuiteError> {
+        self.undo()
+    }
+
+    /// Undoes everything not undone yet, in reverse; the first error, if any.
+    fn undo(&mut self) -> Result<(), SuiteError> {
+        let napi = self.napi.take().map_or(Ok(()), NapiThread::finish);
+        let rps = if std::mem::take(&mut self.rps) {
+            set_rps(self.lab, self.host, 0)
         } else {
             Ok(())
         };
-        let gro = if self.gro {
-            set_gro(lab, self.host, false)
+        let gro = if std::mem::take(&mut self.gro) {
+            set_gro(self.lab, self.host, false)
         } else {
             Ok(())
         };
@@ -55,16 +100,32 @@ impl Steering {
     }
 }
 
-/// A host's `eth0` switched to threaded NAPI, its poll thread pinned to one CPU.
-pub(super) struct NapiThread {
-    host: &'static str,
+impl Drop for Steering<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.undo() {
+            tracing::warn!(host = self.host, "undoing the frame test's steering: {e}");
+        }
+    }
 }
 
-impl NapiThread {
-    pub(super) fn steer(lab: &Lab, host: &'static str, cpu: u32) -> Result<NapiThread, SuiteError> {
+/// A host's `eth0` switched to threaded NAPI, its poll thread pinned to one CPU; switched
+/// back by [`NapiThread::finish`], or when dropped.
+struct NapiThread<'l> {
+    lab: &'l dyn Hosts,
+    host: &'static str,
+    /// Whether `eth0` is (still) threaded.
+    threaded: bool,
+}
+
+impl<'l> NapiThread<'l> {
+    fn steer(lab: &'l dyn Hosts, host: &'static str, cpu: u32) -> Result<Self, SuiteError> {
         let before = napi_threads()?;
         write_in(lab, host, "/sys/class/net/eth0/threaded", "1")?;
-        let steered = NapiThread { host };
+        let steered = NapiThread {
+            lab,
+            host,
+            threaded: true,
+        };
         // The kernel names the thread napi/eth0-<id>; every host's underlay is eth0, so
         // ours is the one that was not there before.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -75,7 +136,7 @@ impl NapiThread {
                 break new;
             }
             if Instant::now() > deadline {
-                steered.restore(lab)?;
+                steered.finish()?;
                 return Err(step_err(
                     "threaded NAPI",
                     format!("no napi/eth0 thread on {host}"),
@@ -100,8 +161,24 @@ impl NapiThread {
         Ok(steered)
     }
 
-    fn restore(&self, lab: &Lab) -> Result<(), SuiteError> {
-        write_in(lab, self.host, "/sys/class/net/eth0/threaded", "0")
+    /// Switches `eth0` back to NAPI in softirq; the error, if that failed.
+    fn finish(mut self) -> Result<(), SuiteError> {
+        self.restore()
+    }
+
+    fn restore(&mut self) -> Result<(), SuiteError> {
+        if !std::mem::take(&mut self.threaded) {
+            return Ok(());
+        }
+        write_in(self.lab, self.host, "/sys/class/net/eth0/threaded", "0")
+    }
+}
+
+impl Drop for NapiThread<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            tracing::warn!(host = self.host, "switching threaded NAPI off again: {e}");
+        }
     }
 }
 
@@ -122,7 +199,120 @@ fn napi_threads() -> Result<Vec<u32>, SuiteError> {
     Ok(out)
 }
 
-fn write_in(lab: &Lab, host: &str, path: &str, value: &str) -> Result<(), SuiteError> {
-    let script = format!("echo {value} > {path}");
-    exec(lab, host, &["sh", "-c", &script], Duration::from_secs(5)).map(|_| ())
+fn write_in(lab: &dyn Hosts, host: &str, path: &str, value: &str) -> Result<(), SuiteError> {
+    lab.run(host, &["sh", "-c", &format!("echo {value} > {path}")])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// Records the commands; fails those containing `fail`.
+    #[derive(Default)]
+    struct Recorder {
+        ran: RefCell<Vec<String>>,
+        fail: Option<&'static str>,
+    }
+
+    impl Hosts for Recorder {
+        fn run(&self, host: &str, args: &[&str]) -> Result<(), SuiteError> {
+            let line = format!("{host}: {}", args.join(" "));
+            let failed = self.fail.is_some_and(|f| line.contains(f));
+            self.ran.borrow_mut().push(line);
+            if failed {
+                return Err(step_err("command", "failed"));
+            }
+            Ok(())
+        }
+    }
+
+    const RPS_0: &str =
+        "v2: sh -c for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo 0 > $f; done";
+    const RPS_1: &str =
+        "v2: sh -c for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo 1 > $f; done";
+
+    #[test]
+    fn an_early_return_undoes_the_steering() {
+        let hosts = Recorder::default();
+        let run = || -> Result<(), SuiteError> {
+            let mut steering = Steering::new(&hosts, "v2");
+            steering.gro_on()?;
+            steering.rps(1)?;
+            Err(step_err("the measurement", "failed"))
+        };
+        assert!(run().is_err());
+        assert_eq!(
+            *hosts.ran.borrow(),
+            [
+                "v2: ethtool -K eth0 gro on",
+                RPS_1,
+                RPS_0,
+                "v2: ethtool -K eth0 gro off"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_what_was_changed_is_undone() {
+        // RPS failed to set: only GRO is turned off again.
+        let hosts = Recorder {
+            fail: Some("echo 1"),
+            ..Recorder::default()
+        };
+        let mut steering = Steering::new(&hosts, "v2");
+        steering.gro_on().unwrap();
+        assert!(steering.rps(1).is_err());
+        drop(steering);
+        assert_eq!(
+            *hosts.ran.borrow(),
+            [
+                "v2: ethtool -K eth0 gro on",
+                RPS_1,
+                "v2: ethtool -K eth0 gro off"
+            ]
+        );
+    }
+
+    #[test]
+    fn finish_reports_a_failed_undo_and_the_drop_does_not_repeat_it() {
+        let hosts = Recorder {
+            fail: Some("echo 0"),
+            ..Recorder::default()
+        };
+        let mut steering = Steering::new(&hosts, "v2");
+        steering.gro_on().unwrap();
+        steering.rps(1).unwrap();
+        // The first error; GRO is turned off all the same.
+        assert!(steering.finish().is_err());
+        assert_eq!(
+            *hosts.ran.borrow(),
+            [
+                "v2: ethtool -K eth0 gro on",
+                RPS_1,
+                RPS_0,
+                "v2: ethtool -K eth0 gro off"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dropped_napi_thread_is_switched_back() {
+        let hosts = Recorder::default();
+        let napi = NapiThread {
+            lab: &hosts,
+            host: "v2",
+            threaded: true,
+        };
+        drop(napi);
+        let napi = NapiThread {
+            lab: &hosts,
+            host: "v2",
+            threaded: true,
+        };
+        napi.finish().unwrap();
+        let off = "v2: sh -c echo 0 > /sys/class/net/eth0/threaded";
+        assert_eq!(*hosts.ran.borrow(), [off, off]);
+    }
 }
