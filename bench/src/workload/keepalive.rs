@@ -31,7 +31,7 @@ use super::ping::{
     MAX_RESPONSE, Outcome, PingError, Sample, body_outcome, connect_failure, connect_from,
     io_failure, next_tick, set_timeouts, sleep_until, tick_time,
 };
-use super::summary::{Latencies, LatencyStats, fmt_ms, ms};
+use super::summary::{Latencies, LatencyStats, counts, fmt_ms, ms};
 use super::url::HttpUrl;
 
 /// Worker threads do little; a small stack keeps 1024 of them cheap.
@@ -652,13 +652,6 @@ impl KeepAliveSummarizer {
     }
 }
 
-fn counts(m: &BTreeMap<String, u64>) -> String {
-    m.iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl fmt::Display for KeepAliveSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -707,13 +700,7 @@ impl fmt::Display for KeepAliveSummary {
             per_conn.join(" ")
         )?;
         match &self.latency {
-            Some(l) => write!(
-                f,
-                "keep-alive latency: p50 {}, p99 {}, max {}",
-                fmt_ms(l.p50),
-                fmt_ms(l.p99),
-                fmt_ms(l.max)
-            ),
+            Some(l) => write!(f, "keep-alive latency: {l}"),
             None => write!(f, "keep-alive latency: n/a (no answers)"),
         }
     }
@@ -827,6 +814,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("per connection: 1 2"), "{text}");
+        assert!(
+            text.contains("\nkeep-alive latency: p50 ") && text.ends_with(", max 0.300 ms"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -299,6 +299,27 @@ pub(super) fn fmt_ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// `key n, key n, ...`.
+pub(super) fn counts(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `p50 <ms>, p99 <ms>, max <ms>`.
+impl fmt::Display for LatencyStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p50 {}, p99 {}, max {}",
+            fmt_ms(self.p50),
+            fmt_ms(self.p99),
+            fmt_ms(self.max)
+        )
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -307,21 +328,11 @@ impl fmt::Display for Summary {
             self.requests, self.ok, self.failed
         )?;
         if !self.failures.is_empty() {
-            let kinds: Vec<String> = self
-                .failures
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            write!(f, " ({})", kinds.join(", "))?;
+            write!(f, " ({})", counts(&self.failures))?;
         }
         writeln!(f, ", skipped ticks {}", self.skipped_ticks)?;
         if !self.per_id.is_empty() {
-            let ids: Vec<String> = self
-                .per_id
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            writeln!(f, "answers: {}", ids.join(", "))?;
+            writeln!(f, "answers: {}", counts(&self.per_id))?;
         }
         if self.switches.is_empty() {
             writeln!(f, "switches: none")?;
@@ -348,13 +359,7 @@ impl fmt::Display for Summary {
             )?,
         }
         match &self.latency {
-            Some(l) => write!(
-                f,
-                "latency: p50 {}, p99 {}, max {}",
-                fmt_ms(l.p50),
-                fmt_ms(l.p99),
-                fmt_ms(l.max)
-            ),
+            Some(l) => write!(f, "latency: {l}"),
             None => write!(f, "latency: n/a (no answers)"),
         }?;
         if let Some(k) = &self.keep_alive {
@@ -650,6 +655,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("switch PRI -> SEC"), "{text}");
+        assert!(text.contains("\nanswers: PRI 1, SEC 1\n"), "{text}");
+        assert!(text.contains("\nlatency: p50 "), "{text}");
         assert!(
             text.contains("gap 20.000 ms (1 failed in between)"),
             "{text}"
