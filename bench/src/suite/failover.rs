@@ -15,7 +15,7 @@ use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, other_member};
 
 use super::{Settings, SuiteError, records::Measure, step_err};
 use crate::{
-    report::{PathKind, Record, median},
+    report::{PathKind, Record},
     workload::Summary,
 };
 
@@ -228,16 +228,7 @@ fn record(
         ));
     }
     let note = (!notes.is_empty()).then(|| format!("{kind} {m}: {}", notes.join("; ")));
-    Ok(Record {
-        path: kind,
-        measurement: m.as_str().to_string(),
-        unit: m.unit().to_string(),
-        median: median(&gaps).unwrap_or(f64::NAN),
-        samples: gaps,
-        extra,
-        curve: Vec::new(),
-        note,
-    })
+    Ok(m.record(kind, gaps, extra, note))
 }
 
 fn describe(kind: PathKind, what: &str, r: &Record) -> String {

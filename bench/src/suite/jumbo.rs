@@ -94,16 +94,7 @@ pub fn run(
                 "retransmits".into(),
                 median(retransmits.get(&path).map_or(&[][..], Vec::as_slice)).unwrap_or(0.0),
             );
-            Record {
-                path,
-                measurement: underlay.measurement().as_str().to_string(),
-                unit: underlay.measurement().unit().to_string(),
-                median: median(&samples).unwrap_or(f64::NAN),
-                samples,
-                extra,
-                curve: Vec::new(),
-                note: None,
-            }
+            underlay.measurement().record(path, samples, extra, None)
         })
         .collect())
 }

@@ -408,16 +408,7 @@ fn rows_or_failure(
     progress.line(&msg);
     let short: String = msg.chars().take(300).collect();
     rows.iter()
-        .map(|&(path, measurement)| Record {
-            path,
-            measurement: measurement.as_str().to_string(),
-            unit: measurement.unit().to_string(),
-            median: f64::NAN,
-            samples: Vec::new(),
-            extra: BTreeMap::new(),
-            curve: Vec::new(),
-            note: Some(short.clone()),
-        })
+        .map(|&(path, m)| m.record(path, Vec::new(), BTreeMap::new(), Some(short.clone())))
         .collect()
 }
 

@@ -60,6 +60,26 @@ impl Measure {
             Measure::SoakPlanned | Measure::SoakUnplanned => "failed requests",
         }
     }
+
+    /// The record of this measurement on `path`: `samples` and their median, no curve.
+    pub(super) fn record(
+        self,
+        path: PathKind,
+        samples: Vec<f64>,
+        extra: BTreeMap<String, f64>,
+        note: Option<String>,
+    ) -> Record {
+        Record {
+            path,
+            measurement: self.as_str().to_string(),
+            unit: self.unit().to_string(),
+            median: median(&samples).unwrap_or(f64::NAN),
+            samples,
+            extra,
+            curve: Vec::new(),
+            note,
+        }
+    }
 }
 
 impl fmt::Display for Measure {
@@ -151,14 +171,8 @@ pub(super) fn records_of(s: &Samples) -> Vec<Record> {
             }
         }
         out.push(Record {
-            path: p,
-            measurement: meas.as_str().to_string(),
-            unit: meas.unit().to_string(),
-            median: median(values).unwrap_or(f64::NAN),
-            samples: values.clone(),
-            extra,
             curve,
-            note: s.notes_of(p, meas),
+            ..meas.record(p, values.clone(), extra, s.notes_of(p, meas))
         });
     }
     out
@@ -196,6 +210,19 @@ mod tests {
         assert_eq!(sorted, names);
         assert_eq!(Measure::Frames64.to_string(), "frames_64");
         assert_eq!(Measure::Tcp1Ipv6.unit(), "Gbit/s");
+        let r = Measure::SoakPlanned.record(
+            PathKind::OursVxlan,
+            vec![3.0, 1.0, 2.0],
+            BTreeMap::new(),
+            None,
+        );
+        assert_eq!(
+            (r.measurement.as_str(), r.unit.as_str(), r.median),
+            ("soak_planned", "failed requests", 2.0)
+        );
+        let empty =
+            Measure::UplinkDevice.record(PathKind::OursVxlan, Vec::new(), BTreeMap::new(), None);
+        assert!(empty.median.is_nan() && empty.curve.is_empty());
     }
 
     #[test]

@@ -290,7 +290,7 @@ pub(super) fn run(
     s: &super::Settings,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<crate::report::Record>, SuiteError> {
-    use crate::report::{PathKind, Record};
+    use crate::report::PathKind;
     let (mut lab, mut pair) = super::failover::pair_lab(s, "bs", |spec| spec.router_napi = true)?;
     let r = run_soak(
         &mut lab,
@@ -322,16 +322,12 @@ pub(super) fn run(
             ka.connections_reset, r.planned
         )
     });
-    let planned = Record {
-        path: PathKind::OursVxlan,
-        measurement: Measure::SoakPlanned.as_str().to_string(),
-        unit: Measure::SoakPlanned.unit().to_string(),
-        median: per(planned_failed, r.planned),
-        samples: vec![per(planned_failed, r.planned)],
+    let planned = Measure::SoakPlanned.record(
+        PathKind::OursVxlan,
+        vec![per(planned_failed, r.planned)],
         extra,
-        curve: Vec::new(),
-        note: planned_note,
-    };
+        planned_note,
+    );
     progress(&format!(
         "draining soak: {} planned switchovers, {} requests + {} keep-alive, {} failed, {} \
          connections reset, gap median {:.2} ms max {:.2} ms, {} segments drained",
@@ -363,19 +359,15 @@ pub(super) fn run(
     );
     extra.insert("clients_followed".into(), f64::from(u8::from(followed)));
     extra.insert("unexpected_moves".into(), r.unexpected_moves as f64);
-    let unplanned = Record {
-        path: PathKind::OursVxlan,
-        measurement: Measure::SoakUnplanned.as_str().to_string(),
-        unit: Measure::SoakUnplanned.unit().to_string(),
-        median: median_ms(&per_kill),
-        samples: per_kill,
+    let unplanned = Measure::SoakUnplanned.record(
+        PathKind::OursVxlan,
+        per_kill,
         extra,
-        curve: Vec::new(),
-        note: (!followed).then(|| {
+        (!followed).then(|| {
             "draining soak: some keep-alive connection did not follow every kill -9 failover"
                 .to_string()
         }),
-    };
+    );
     progress(&format!(
         "draining soak: {} kill -9 failovers, {} failed requests ({:?} per failover), gap \
          median {:.2} ms, {} keep-alive connections reset, every client followed: {followed}",

@@ -10,7 +10,7 @@ use ovl_lab::{Signal, VIP};
 
 use super::{Settings, SuiteError, records::Measure, step_err};
 use crate::{
-    report::{PathKind, Record, median},
+    report::{PathKind, Record},
     workload::icmp_log,
 };
 
@@ -68,16 +68,7 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
         let note = (owners != ["pri"]).then(|| {
             format!("the VIP moved off pri during the uplink trials (owners now {owners:?})")
         });
-        let r = Record {
-            path: PathKind::OursVxlan,
-            measurement: meas.as_str().to_string(),
-            unit: meas.unit().to_string(),
-            median: median(&ms).unwrap_or(f64::NAN),
-            samples: ms,
-            extra,
-            curve: Vec::new(),
-            note,
-        };
+        let r = meas.record(PathKind::OursVxlan, ms, extra, note);
         progress(&format!(
             "{}: uplink {what}: {} events, gap median {:.2} ms, max {:.2} ms, {:.2} echoes lost per event",
             PathKind::OursVxlan,
