@@ -141,7 +141,8 @@ pub(super) fn pair_lab(
     Ok((lab, pair))
 }
 
-fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
+/// The one member owning the VIP; an error when none or both do.
+pub(super) fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
     match pair.owners(lab)?.as_slice() {
         [one] => Ok(one),
         other => Err(step_err(

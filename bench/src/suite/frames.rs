@@ -7,7 +7,7 @@ use ovl_lab::{DatapathMode, FABRIC, Lab};
 
 use super::{
     FramesVia, Progress, Route, Settings, SuiteError, lab,
-    measure::{Servers, dp_stats, exec, fast_share, read_file_in},
+    measure::{Rep, Servers, dp_stats, exec, fast_share, read_file_in},
     records::{Measure, Samples},
     step_err,
     tuning::Steering,
@@ -38,17 +38,13 @@ struct FrameResult {
 
 /// The frame test of one repetition, its samples and notes.
 pub(super) fn measure(
-    lab: &Lab,
-    servers: &Servers,
-    s: &Settings,
-    r: &Route,
-    rep: usize,
+    at: &Rep,
     samples: &mut Samples,
     progress: &mut Progress,
 ) -> Result<(), SuiteError> {
+    let (r, rep) = (at.r, at.n);
     let p = r.path;
-    let tag = format!("{p} rep {rep}/{}", s.reps);
-    let f = frames(lab, servers, s, r)?;
+    let f = frames(at.lab, at.servers, at.s, r)?;
     samples.push(p, Measure::Frames64, f.delivered_mpps);
     samples.push_extra(p, Measure::Frames64, "offered", f.offered_mpps);
     samples.push_extra(p, Measure::Frames64, "sink_cpu_busy", f.sink_busy);
@@ -74,7 +70,7 @@ pub(super) fn measure(
         "xdp_frames",
         if f.live { 1.0 } else { 0.0 },
     );
-    if s.frames_via == FramesVia::XdpLive && !f.live {
+    if at.s.frames_via == FramesVia::XdpLive && !f.live {
         samples.note(
             p,
             Measure::Frames64,
@@ -133,8 +129,9 @@ pub(super) fn measure(
         );
     }
     progress.step(&format!(
-        "{tag}: 64 B frames {:.3} Mframes/s delivered of {:.3} offered; sink CPU {:.0}% busy \
+        "{}: 64 B frames {:.3} Mframes/s delivered of {:.3} offered; sink CPU {:.0}% busy \
          ({:.0}% softirq), generator CPU {:.0}% ({:.0}% softirq)",
+        at.tag(),
         f.delivered_mpps,
         f.offered_mpps,
         f.sink_busy * 100.0,

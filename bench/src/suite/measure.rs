@@ -121,18 +121,40 @@ pub(super) fn exec(
     Ok(stdout)
 }
 
+/// One repetition on one route, and what its measurements run against.
+#[derive(Clone, Copy)]
+pub(super) struct Rep<'a> {
+    pub(super) lab: &'a Lab,
+    pub(super) servers: &'a Servers,
+    pub(super) s: &'a Settings,
+    pub(super) r: &'a Route,
+    /// Its number, from 1.
+    pub(super) n: usize,
+}
+
+impl Rep<'_> {
+    /// `<path> rep <n>/<reps>`: what its progress lines start with.
+    pub(super) fn tag(&self) -> String {
+        format!("{} rep {}/{}", self.r.path, self.n, self.s.reps)
+    }
+}
+
+/// Every measurement of one repetition on one route: TCP, RTT, frames.
 pub(super) fn measure_rep(
-    lab: &Lab,
-    servers: &Servers,
-    s: &Settings,
-    r: &Route,
-    rep: usize,
+    at: &Rep,
     samples: &mut Samples,
     progress: &mut Progress,
 ) -> Result<(), SuiteError> {
+    let Rep {
+        lab,
+        servers,
+        s,
+        r,
+        n: rep,
+    } = *at;
     let dst = dst_addr(lab, r)?;
     let p = r.path;
-    let tag = format!("{p} rep {rep}/{}", s.reps);
+    let tag = at.tag();
 
     for streams in [1u32, 2] {
         // Which of our paths carried the bytes: both ends' counters around the run.
@@ -182,7 +204,7 @@ pub(super) fn measure_rep(
     samples.push(p, Measure::Rtt, rtt.p50_us);
     samples.rtt.entry(p).or_default().push(rtt);
 
-    frames::measure(lab, servers, s, r, rep, samples, progress)
+    frames::measure(at, samples, progress)
 }
 
 /// One iperf3 run; the machine's CPU time over it.

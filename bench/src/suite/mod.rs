@@ -27,7 +27,7 @@ use crate::{
     workload::rfc3339_micros,
 };
 use lab::Route;
-use measure::{Servers, measure_rep};
+use measure::{Rep, Servers, measure_rep};
 use records::{Measure, Samples, records_of};
 
 #[derive(Debug, Error)]
@@ -321,64 +321,59 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
         progress.step("lab up; iperf3 and echo servers running");
         for rep in 1..=s.reps {
             for r in &routes {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(SuiteError::Stopped);
-                }
-                measure_rep(&lab, &servers, s, r, rep, &mut samples, &mut progress)?;
+                stopped(stop)?;
+                let at = Rep {
+                    lab: &lab,
+                    servers: &servers,
+                    s,
+                    r,
+                    n: rep,
+                };
+                measure_rep(&at, &mut samples, &mut progress)?;
             }
         }
     }
     let mut records = records_of(&samples);
     for underlay in variants {
-        if stop.load(Ordering::Relaxed) {
-            return Err(SuiteError::Stopped);
-        }
-        let result = jumbo::run(s, underlay, &mut |msg| progress.step(msg));
         let rows =
             [PathKind::KernelVxlan, PathKind::OursVxlan].map(|p| (p, underlay.measurement()));
         let what = match underlay {
             jumbo::Underlay::Jumbo => "jumbo TCP",
             jumbo::Underlay::Ipv6 => "IPv6 TCP",
         };
-        records.extend(rows_or_failure(result, what, &rows, &mut progress));
+        records.extend(late_step(stop, &mut progress, what, &rows, |p| {
+            jumbo::run(s, underlay, p)
+        })?);
     }
     if do_failover {
         for kind in failover_kinds {
-            if stop.load(Ordering::Relaxed) {
-                return Err(SuiteError::Stopped);
-            }
-            let result = failover::run(s, kind, &mut |msg| progress.step(msg));
             let rows = [Measure::FailoverPlanned, Measure::FailoverUnplanned].map(|x| (kind, x));
             let what = format!("{kind}: failover trials");
-            records.extend(rows_or_failure(result, &what, &rows, &mut progress));
+            records.extend(late_step(stop, &mut progress, &what, &rows, |p| {
+                failover::run(s, kind, p)
+            })?);
         }
     }
     if do_uplinks {
-        if stop.load(Ordering::Relaxed) {
-            return Err(SuiteError::Stopped);
-        }
-        let result = uplinks::run(s, &mut |msg| progress.step(msg));
         let rows =
             [Measure::UplinkCarrier, Measure::UplinkDevice].map(|x| (PathKind::OursVxlan, x));
-        records.extend(rows_or_failure(
-            result,
+        records.extend(late_step(
+            stop,
+            &mut progress,
             "uplink trials",
             &rows,
-            &mut progress,
-        ));
+            |p| uplinks::run(s, p),
+        )?);
     }
     if do_soak {
-        if stop.load(Ordering::Relaxed) {
-            return Err(SuiteError::Stopped);
-        }
-        let result = soak::run(s, &mut |msg| progress.step(msg));
         let rows = [Measure::SoakPlanned, Measure::SoakUnplanned].map(|x| (PathKind::OursVxlan, x));
-        records.extend(rows_or_failure(
-            result,
+        records.extend(late_step(
+            stop,
+            &mut progress,
             "draining soak",
             &rows,
-            &mut progress,
-        ));
+            |p| soak::run(s, p),
+        )?);
     }
     Ok(Run {
         started_utc: utc_seconds(started),
@@ -391,25 +386,36 @@ pub fn run(s: &Settings, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result
     })
 }
 
-/// The records of a step run after the main measurements, or, when it failed, its `rows`
-/// (path, measurement) without values and with the error as their note: a failed step costs
-/// its rows, not the measurements already taken.
-fn rows_or_failure(
-    result: Result<Vec<Record>, SuiteError>,
+/// [`SuiteError::Stopped`] once SIGINT/SIGTERM asked to stop.
+fn stopped(stop: &AtomicBool) -> Result<(), SuiteError> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(SuiteError::Stopped);
+    }
+    Ok(())
+}
+
+/// Runs a step after the main measurements (unless asked to stop): its records, or, when it
+/// failed, its `rows` (path, measurement) without values and with the error as their note: a
+/// failed step costs its rows, not the measurements already taken.
+fn late_step(
+    stop: &AtomicBool,
+    progress: &mut Progress,
     what: &str,
     rows: &[(PathKind, Measure)],
-    progress: &mut Progress,
-) -> Vec<Record> {
-    let e = match result {
-        Ok(r) => return r,
+    step: impl FnOnce(&mut dyn FnMut(&str)) -> Result<Vec<Record>, SuiteError>,
+) -> Result<Vec<Record>, SuiteError> {
+    stopped(stop)?;
+    let e = match step(&mut |msg| progress.step(msg)) {
+        Ok(r) => return Ok(r),
         Err(e) => e,
     };
     let msg = format!("{what} failed: {e}");
     progress.line(&msg);
     let short: String = msg.chars().take(300).collect();
-    rows.iter()
+    Ok(rows
+        .iter()
         .map(|&(path, m)| m.record(path, Vec::new(), BTreeMap::new(), Some(short.clone())))
-        .collect()
+        .collect())
 }
 
 /// `2026-11-23T10:04:05Z`.

@@ -13,7 +13,7 @@ use std::{
 use ovl_lab::{Lab, MEMBERS, Pair, Signal, other_member};
 use serde::{Deserialize, Serialize};
 
-use super::{SuiteError, records::Measure, step_err};
+use super::{SuiteError, failover::single_owner, records::Measure, step_err};
 use crate::workload::{KeepAliveSummary, Summary};
 
 /// Requests in flight at once for the per-request load (see the failover trials).
@@ -108,16 +108,6 @@ fn failures_after(log: &str, killed_at: &[String]) -> Vec<u64> {
         }
     }
     per
-}
-
-fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
-    match pair.owners(lab)?.as_slice() {
-        [one] => Ok(one),
-        other => Err(step_err(
-            "VIP owner",
-            format!("expected exactly one, found {other:?}\n{}", pair.logs(lab)),
-        )),
-    }
 }
 
 fn summary(log: &str, what: &str) -> Result<Summary, SuiteError> {

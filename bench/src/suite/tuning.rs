@@ -210,16 +210,28 @@ mod tests {
     use super::*;
 
     /// Records the commands; fails those containing `fail`.
-    #[derive(Default)]
     struct Recorder {
         ran: RefCell<Vec<String>>,
-        fail: Option<&'static str>,
+        fail: &'static str,
+    }
+
+    impl Recorder {
+        fn failing(fail: &'static str) -> Self {
+            Recorder {
+                ran: RefCell::default(),
+                fail,
+            }
+        }
+
+        fn ran(&self) -> Vec<String> {
+            self.ran.borrow().clone()
+        }
     }
 
     impl Hosts for Recorder {
         fn run(&self, host: &str, args: &[&str]) -> Result<(), SuiteError> {
             let line = format!("{host}: {}", args.join(" "));
-            let failed = self.fail.is_some_and(|f| line.contains(f));
+            let failed = !self.fail.is_empty() && line.contains(self.fail);
             self.ran.borrow_mut().push(line);
             if failed {
                 return Err(step_err("command", "failed"));
@@ -228,14 +240,18 @@ mod tests {
         }
     }
 
+    const GRO_ON: &str = "v2: ethtool -K eth0 gro on";
+    const GRO_OFF: &str = "v2: ethtool -K eth0 gro off";
     const RPS_0: &str =
         "v2: sh -c for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo 0 > $f; done";
     const RPS_1: &str =
         "v2: sh -c for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo 1 > $f; done";
+    /// GRO and RPS set, then undone in reverse.
+    const SET_AND_UNDONE: [&str; 4] = [GRO_ON, RPS_1, RPS_0, GRO_OFF];
 
     #[test]
     fn an_early_return_undoes_the_steering() {
-        let hosts = Recorder::default();
+        let hosts = Recorder::failing("");
         let run = || -> Result<(), SuiteError> {
             let mut steering = Steering::new(&hosts, "v2");
             steering.gro_on()?;
@@ -243,76 +259,42 @@ mod tests {
             Err(step_err("the measurement", "failed"))
         };
         assert!(run().is_err());
-        assert_eq!(
-            *hosts.ran.borrow(),
-            [
-                "v2: ethtool -K eth0 gro on",
-                RPS_1,
-                RPS_0,
-                "v2: ethtool -K eth0 gro off"
-            ]
-        );
+        assert_eq!(hosts.ran(), SET_AND_UNDONE);
     }
 
     #[test]
     fn only_what_was_changed_is_undone() {
         // RPS failed to set: only GRO is turned off again.
-        let hosts = Recorder {
-            fail: Some("echo 1"),
-            ..Recorder::default()
-        };
+        let hosts = Recorder::failing("echo 1");
         let mut steering = Steering::new(&hosts, "v2");
         steering.gro_on().unwrap();
         assert!(steering.rps(1).is_err());
         drop(steering);
-        assert_eq!(
-            *hosts.ran.borrow(),
-            [
-                "v2: ethtool -K eth0 gro on",
-                RPS_1,
-                "v2: ethtool -K eth0 gro off"
-            ]
-        );
+        assert_eq!(hosts.ran(), [GRO_ON, RPS_1, GRO_OFF]);
     }
 
     #[test]
     fn finish_reports_a_failed_undo_and_the_drop_does_not_repeat_it() {
-        let hosts = Recorder {
-            fail: Some("echo 0"),
-            ..Recorder::default()
-        };
+        let hosts = Recorder::failing("echo 0");
         let mut steering = Steering::new(&hosts, "v2");
         steering.gro_on().unwrap();
         steering.rps(1).unwrap();
         // The first error; GRO is turned off all the same.
         assert!(steering.finish().is_err());
-        assert_eq!(
-            *hosts.ran.borrow(),
-            [
-                "v2: ethtool -K eth0 gro on",
-                RPS_1,
-                RPS_0,
-                "v2: ethtool -K eth0 gro off"
-            ]
-        );
+        assert_eq!(hosts.ran(), SET_AND_UNDONE);
     }
 
     #[test]
-    fn a_dropped_napi_thread_is_switched_back() {
-        let hosts = Recorder::default();
-        let napi = NapiThread {
+    fn a_napi_thread_is_switched_back_once_finished_or_dropped() {
+        let hosts = Recorder::failing("");
+        let napi = || NapiThread {
             lab: &hosts,
             host: "v2",
             threaded: true,
         };
-        drop(napi);
-        let napi = NapiThread {
-            lab: &hosts,
-            host: "v2",
-            threaded: true,
-        };
-        napi.finish().unwrap();
+        drop(napi());
+        napi().finish().unwrap();
         let off = "v2: sh -c echo 0 > /sys/class/net/eth0/threaded";
-        assert_eq!(*hosts.ran.borrow(), [off, off]);
+        assert_eq!(hosts.ran(), [off, off]);
     }
 }
