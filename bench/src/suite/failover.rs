@@ -13,9 +13,9 @@ use std::{
 
 use ovl_lab::{Lab, LabSpec, Pair, PairBins, PairOptions, other_member};
 
-use super::{Settings, SuiteError, step_err};
+use super::{Settings, SuiteError, records::Measure, step_err};
 use crate::{
-    report::{PathKind, Record, median},
+    report::{PathKind, Record},
     workload::Summary,
 };
 
@@ -65,7 +65,7 @@ pub fn run(
     let log = pair.finish_http_ping(&mut lab, &ping)?;
     let planned = record(
         kind,
-        "failover_planned",
+        Measure::FailoverPlanned,
         &log,
         s.failover_planned,
         unexpected,
@@ -106,7 +106,7 @@ pub fn run(
     let log = pair.finish_http_ping(&mut lab, &ping)?;
     let unplanned = record(
         kind,
-        "failover_unplanned",
+        Measure::FailoverUnplanned,
         &log,
         s.failover_unplanned,
         unexpected,
@@ -141,7 +141,8 @@ pub(super) fn pair_lab(
     Ok((lab, pair))
 }
 
-fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
+/// The one member owning the VIP; an error when none or both do.
+pub(super) fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
     match pair.owners(lab)?.as_slice() {
         [one] => Ok(one),
         other => Err(step_err(
@@ -192,7 +193,7 @@ fn settle(
 
 fn record(
     kind: PathKind,
-    m: &str,
+    m: Measure,
     log: &str,
     expect: usize,
     unexpected: u32,
@@ -228,16 +229,7 @@ fn record(
         ));
     }
     let note = (!notes.is_empty()).then(|| format!("{kind} {m}: {}", notes.join("; ")));
-    Ok(Record {
-        path: kind,
-        measurement: m.to_string(),
-        unit: "ms".into(),
-        median: median(&gaps).unwrap_or(f64::NAN),
-        samples: gaps,
-        extra,
-        curve: Vec::new(),
-        note,
-    })
+    Ok(m.record(kind, gaps, extra, note))
 }
 
 fn describe(kind: PathKind, what: &str, r: &Record) -> String {

@@ -7,8 +7,12 @@ use std::{collections::BTreeMap, path::Path};
 
 use ovl_lab::Lab;
 
-use super::{Route, Servers, Settings, SuiteError, dst_addr, lab, tcp};
-use crate::report::{PathKind, Record, measurement as m, median};
+use super::{
+    Route, Settings, SuiteError, lab,
+    measure::{Servers, dst_addr, tcp},
+    records::Measure,
+};
+use crate::report::{PathKind, Record, median};
 
 /// The underlay MTU of the jumbo row.
 pub const MTU: u32 = 9000;
@@ -23,10 +27,10 @@ pub enum Underlay {
 }
 
 impl Underlay {
-    pub fn measurement(self) -> &'static str {
+    pub(super) fn measurement(self) -> Measure {
         match self {
-            Underlay::Jumbo => m::TCP_1_JUMBO,
-            Underlay::Ipv6 => m::TCP_1_IPV6,
+            Underlay::Jumbo => Measure::Tcp1Jumbo,
+            Underlay::Ipv6 => Measure::Tcp1Ipv6,
         }
     }
 
@@ -90,16 +94,7 @@ pub fn run(
                 "retransmits".into(),
                 median(retransmits.get(&path).map_or(&[][..], Vec::as_slice)).unwrap_or(0.0),
             );
-            Record {
-                path,
-                measurement: underlay.measurement().to_string(),
-                unit: "Gbit/s".into(),
-                median: median(&samples).unwrap_or(f64::NAN),
-                samples,
-                extra,
-                curve: Vec::new(),
-                note: None,
-            }
+            underlay.measurement().record(path, samples, extra, None)
         })
         .collect())
 }

@@ -13,7 +13,7 @@ use std::{
 use ovl_lab::{Lab, MEMBERS, Pair, Signal, other_member};
 use serde::{Deserialize, Serialize};
 
-use super::{SuiteError, step_err};
+use super::{SuiteError, failover::single_owner, records::Measure, step_err};
 use crate::workload::{KeepAliveSummary, Summary};
 
 /// Requests in flight at once for the per-request load (see the failover trials).
@@ -108,16 +108,6 @@ fn failures_after(log: &str, killed_at: &[String]) -> Vec<u64> {
         }
     }
     per
-}
-
-fn single_owner(lab: &Lab, pair: &Pair) -> Result<&'static str, SuiteError> {
-    match pair.owners(lab)?.as_slice() {
-        [one] => Ok(one),
-        other => Err(step_err(
-            "VIP owner",
-            format!("expected exactly one, found {other:?}\n{}", pair.logs(lab)),
-        )),
-    }
 }
 
 fn summary(log: &str, what: &str) -> Result<Summary, SuiteError> {
@@ -290,7 +280,7 @@ pub(super) fn run(
     s: &super::Settings,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<crate::report::Record>, SuiteError> {
-    use crate::report::{PathKind, Record, measurement as m};
+    use crate::report::PathKind;
     let (mut lab, mut pair) = super::failover::pair_lab(s, "bs", |spec| spec.router_napi = true)?;
     let r = run_soak(
         &mut lab,
@@ -322,16 +312,12 @@ pub(super) fn run(
             ka.connections_reset, r.planned
         )
     });
-    let planned = Record {
-        path: PathKind::OursVxlan,
-        measurement: m::SOAK_PLANNED.into(),
-        unit: "failed requests".into(),
-        median: per(planned_failed, r.planned),
-        samples: vec![per(planned_failed, r.planned)],
+    let planned = Measure::SoakPlanned.record(
+        PathKind::OursVxlan,
+        vec![per(planned_failed, r.planned)],
         extra,
-        curve: Vec::new(),
-        note: planned_note,
-    };
+        planned_note,
+    );
     progress(&format!(
         "draining soak: {} planned switchovers, {} requests + {} keep-alive, {} failed, {} \
          connections reset, gap median {:.2} ms max {:.2} ms, {} segments drained",
@@ -363,19 +349,15 @@ pub(super) fn run(
     );
     extra.insert("clients_followed".into(), f64::from(u8::from(followed)));
     extra.insert("unexpected_moves".into(), r.unexpected_moves as f64);
-    let unplanned = Record {
-        path: PathKind::OursVxlan,
-        measurement: m::SOAK_UNPLANNED.into(),
-        unit: "failed requests".into(),
-        median: median_ms(&per_kill),
-        samples: per_kill,
+    let unplanned = Measure::SoakUnplanned.record(
+        PathKind::OursVxlan,
+        per_kill,
         extra,
-        curve: Vec::new(),
-        note: (!followed).then(|| {
+        (!followed).then(|| {
             "draining soak: some keep-alive connection did not follow every kill -9 failover"
                 .to_string()
         }),
-    };
+    );
     progress(&format!(
         "draining soak: {} kill -9 failovers, {} failed requests ({:?} per failover), gap \
          median {:.2} ms, {} keep-alive connections reset, every client followed: {followed}",

@@ -8,9 +8,9 @@ use std::{collections::BTreeMap, thread, time::Duration};
 
 use ovl_lab::{Signal, VIP};
 
-use super::{Settings, SuiteError, step_err};
+use super::{Settings, SuiteError, records::Measure, step_err};
 use crate::{
-    report::{PathKind, Record, measurement as m, median},
+    report::{PathKind, Record},
     workload::icmp_log,
 };
 
@@ -52,8 +52,8 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
     let replies = icmp_log::replies(&log);
     let mut records = Vec::new();
     for (meas, events, what) in [
-        (m::UPLINK_CARRIER, &carrier, "carrier lost/back"),
-        (m::UPLINK_DEVICE, &device, "device removed/returned"),
+        (Measure::UplinkCarrier, &carrier, "carrier lost/back"),
+        (Measure::UplinkDevice, &device, "device removed/returned"),
     ] {
         let gaps = icmp_log::event_gaps(&replies, events, WINDOW);
         let ms: Vec<f64> = gaps.iter().map(|g| g.gap.as_secs_f64() * 1e3).collect();
@@ -68,16 +68,7 @@ pub fn run(s: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Vec<Record>, 
         let note = (owners != ["pri"]).then(|| {
             format!("the VIP moved off pri during the uplink trials (owners now {owners:?})")
         });
-        let r = Record {
-            path: PathKind::OursVxlan,
-            measurement: meas.to_string(),
-            unit: "ms".into(),
-            median: median(&ms).unwrap_or(f64::NAN),
-            samples: ms,
-            extra,
-            curve: Vec::new(),
-            note,
-        };
+        let r = meas.record(PathKind::OursVxlan, ms, extra, note);
         progress(&format!(
             "{}: uplink {what}: {} events, gap median {:.2} ms, max {:.2} ms, {:.2} echoes lost per event",
             PathKind::OursVxlan,

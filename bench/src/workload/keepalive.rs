@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, ResponseParse};
@@ -32,15 +31,13 @@ use super::ping::{
     MAX_RESPONSE, Outcome, PingError, Sample, body_outcome, connect_failure, connect_from,
     io_failure, next_tick, set_timeouts, sleep_until, tick_time,
 };
-use super::summary::{LatencyStats, ms};
+use super::summary::{Latencies, LatencyStats, counts, fmt_ms, ms};
 use super::url::HttpUrl;
 
 /// Worker threads do little; a small stack keeps 1024 of them cheap.
 const WORKER_STACK: usize = 256 * 1024;
 /// How often the collecting thread passes a stop request on to the workers.
 const STOP_CHECK: Duration = Duration::from_millis(20);
-/// Largest latency the histogram tells apart (one hour, in nanoseconds).
-const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 /// The loss kinds every summary lists, even at zero.
 const RESET_KINDS: [&str; 3] = ["eof", "reset", "timeout"];
 /// Loss kind of a connection the server ended with `Connection: close` after an answer.
@@ -527,8 +524,7 @@ pub struct KeepAliveSummarizer {
     /// Per connection: its last answer's ID, and whether its connection is the one that
     /// answered it.
     last: Vec<Option<(String, bool)>>,
-    hist: Option<Histogram<u64>>,
-    max_latency: Duration,
+    latencies: Latencies,
 }
 
 impl KeepAliveSummarizer {
@@ -550,9 +546,7 @@ impl KeepAliveSummarizer {
             id_changes_same_connection: 0,
             per_connection: vec![ConnectionSummary::default(); connections],
             last: vec![None; connections],
-            // As in `Summarizer`: fixed bounds that cannot fail.
-            hist: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).ok(),
-            max_latency: Duration::ZERO,
+            latencies: Latencies::new(),
         }
     }
 
@@ -608,12 +602,7 @@ impl KeepAliveSummarizer {
                 };
                 self.ok += 1;
                 *self.per_id.entry(id.to_owned()).or_default() += 1;
-                if let Some(h) = &mut self.hist {
-                    h.saturating_record(
-                        u64::try_from(sample.latency.as_nanos()).unwrap_or(u64::MAX),
-                    );
-                }
-                self.max_latency = self.max_latency.max(sample.latency);
+                self.latencies.record(sample.latency);
                 let pc = &mut self.per_connection[c];
                 pc.ok += 1;
                 match &self.last[c] {
@@ -639,17 +628,6 @@ impl KeepAliveSummarizer {
 
     /// The summary of everything pushed so far.
     pub fn finish(&self) -> KeepAliveSummary {
-        let latency = match &self.hist {
-            Some(h) if self.ok > 0 => {
-                let q = |q: f64| Duration::from_nanos(h.value_at_quantile(q)).min(self.max_latency);
-                Some(LatencyStats {
-                    p50: q(0.5),
-                    p99: q(0.99),
-                    max: self.max_latency,
-                })
-            }
-            _ => None,
-        };
         KeepAliveSummary {
             connections: self.per_connection.len() as u64,
             interval: self.interval,
@@ -669,20 +647,9 @@ impl KeepAliveSummarizer {
             id_changes: self.per_connection.iter().map(|c| c.id_changes).sum(),
             id_changes_same_connection: self.id_changes_same_connection,
             per_connection: self.per_connection.clone(),
-            latency,
+            latency: self.latencies.stats(),
         }
     }
-}
-
-fn fmt_ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn counts(m: &BTreeMap<String, u64>) -> String {
-    m.iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl fmt::Display for KeepAliveSummary {
@@ -733,13 +700,7 @@ impl fmt::Display for KeepAliveSummary {
             per_conn.join(" ")
         )?;
         match &self.latency {
-            Some(l) => write!(
-                f,
-                "keep-alive latency: p50 {}, p99 {}, max {}",
-                fmt_ms(l.p50),
-                fmt_ms(l.p99),
-                fmt_ms(l.max)
-            ),
+            Some(l) => write!(f, "keep-alive latency: {l}"),
             None => write!(f, "keep-alive latency: n/a (no answers)"),
         }
     }
@@ -853,6 +814,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("per connection: 1 2"), "{text}");
+        assert!(
+            text.contains("\nkeep-alive latency: p50 ") && text.ends_with(", max 0.300 ms"),
+            "{text}"
+        );
     }
 
     #[test]

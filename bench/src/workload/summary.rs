@@ -51,6 +51,55 @@ pub struct LatencyStats {
     pub max: Duration,
 }
 
+impl LatencyStats {
+    /// The percentiles of a histogram of nanoseconds, with the exact maximum `max`. The
+    /// histogram reports a bucket's upper edge; a percentile is never above the maximum.
+    pub(super) fn from_hist(h: &Histogram<u64>, max: Duration) -> Self {
+        let q = |q: f64| Duration::from_nanos(h.value_at_quantile(q)).min(max);
+        LatencyStats {
+            p50: q(0.5),
+            p99: q(0.99),
+            max,
+        }
+    }
+}
+
+/// The latencies of the answers as they come, in constant memory: an HDR histogram and the
+/// exact maximum.
+#[derive(Debug)]
+pub(super) struct Latencies {
+    /// In nanoseconds; `None` only if the histogram could not be created.
+    hist: Option<Histogram<u64>>,
+    max: Duration,
+}
+
+impl Latencies {
+    pub(super) fn new() -> Self {
+        Latencies {
+            // 1 ns to 1 h at 3 significant digits, a fixed ~300 KB; latencies are bounded by
+            // the client's timeouts, anything longer would be clamped. Creation only fails
+            // for bounds or digits out of range, which these are not.
+            hist: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).ok(),
+            max: Duration::ZERO,
+        }
+    }
+
+    pub(super) fn record(&mut self, latency: Duration) {
+        if let Some(h) = &mut self.hist {
+            h.saturating_record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        }
+        self.max = self.max.max(latency);
+    }
+
+    /// The summary of the latencies recorded; `None` before the first.
+    pub(super) fn stats(&self) -> Option<LatencyStats> {
+        match &self.hist {
+            Some(h) if !h.is_empty() => Some(LatencyStats::from_hist(h, self.max)),
+            _ => None,
+        }
+    }
+}
+
 /// The summary of a run; also its JSON form (durations as float milliseconds, `_ms` names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -158,9 +207,7 @@ pub struct Summarizer {
     /// The last answer: its ID and when it arrived.
     last_ok: Option<(String, Duration)>,
     failures_since_ok: u64,
-    /// Latencies in nanoseconds; `None` only if the histogram could not be created.
-    hist: Option<Histogram<u64>>,
-    max_latency: Duration,
+    latencies: Latencies,
     end: Duration,
 }
 
@@ -183,11 +230,7 @@ impl Summarizer {
             longest_gap: None,
             last_ok: None,
             failures_since_ok: 0,
-            // 1 ns to 1 h at 3 significant digits, a fixed ~300 KB; latencies are bounded by
-            // the client's timeouts, anything longer would be clamped. Creation only fails for
-            // bounds or digits out of range, which these are not.
-            hist: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).ok(),
-            max_latency: Duration::ZERO,
+            latencies: Latencies::new(),
             end: Duration::ZERO,
         }
     }
@@ -205,10 +248,7 @@ impl Summarizer {
         };
         self.ok += 1;
         *self.per_id.entry(id.to_owned()).or_default() += 1;
-        if let Some(h) = &mut self.hist {
-            h.saturating_record(u64::try_from(s.latency.as_nanos()).unwrap_or(u64::MAX));
-        }
-        self.max_latency = self.max_latency.max(s.latency);
+        self.latencies.record(s.latency);
         if let Some((prev_id, prev_at)) = &self.last_ok {
             let gap = answered.saturating_sub(*prev_at);
             self.longest_gap = Some(self.longest_gap.map_or(gap, |g| g.max(gap)));
@@ -238,18 +278,6 @@ impl Summarizer {
 
     /// The summary of everything pushed so far.
     pub fn finish(&self) -> Summary {
-        let latency = match &self.hist {
-            Some(h) if self.ok > 0 => {
-                // The histogram reports a bucket's upper edge; never above the exact maximum.
-                let q = |q: f64| Duration::from_nanos(h.value_at_quantile(q)).min(self.max_latency);
-                Some(LatencyStats {
-                    p50: q(0.5),
-                    p99: q(0.99),
-                    max: self.max_latency,
-                })
-            }
-            _ => None,
-        };
         Summary {
             requests: self.requests,
             ok: self.ok,
@@ -259,7 +287,7 @@ impl Summarizer {
             per_id: self.per_id.clone(),
             switches: self.switches.clone(),
             longest_gap: self.longest_gap,
-            latency,
+            latency: self.latencies.stats(),
             duration: self.end,
             keep_alive: None,
         }
@@ -267,8 +295,29 @@ impl Summarizer {
 }
 
 /// Milliseconds with microsecond digits, for people.
-fn fmt_ms(d: Duration) -> String {
+pub(super) fn fmt_ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// `key n, key n, ...`.
+pub(super) fn counts(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `p50 <ms>, p99 <ms>, max <ms>`.
+impl fmt::Display for LatencyStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p50 {}, p99 {}, max {}",
+            fmt_ms(self.p50),
+            fmt_ms(self.p99),
+            fmt_ms(self.max)
+        )
+    }
 }
 
 impl fmt::Display for Summary {
@@ -279,21 +328,11 @@ impl fmt::Display for Summary {
             self.requests, self.ok, self.failed
         )?;
         if !self.failures.is_empty() {
-            let kinds: Vec<String> = self
-                .failures
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            write!(f, " ({})", kinds.join(", "))?;
+            write!(f, " ({})", counts(&self.failures))?;
         }
         writeln!(f, ", skipped ticks {}", self.skipped_ticks)?;
         if !self.per_id.is_empty() {
-            let ids: Vec<String> = self
-                .per_id
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            writeln!(f, "answers: {}", ids.join(", "))?;
+            writeln!(f, "answers: {}", counts(&self.per_id))?;
         }
         if self.switches.is_empty() {
             writeln!(f, "switches: none")?;
@@ -320,13 +359,7 @@ impl fmt::Display for Summary {
             )?,
         }
         match &self.latency {
-            Some(l) => write!(
-                f,
-                "latency: p50 {}, p99 {}, max {}",
-                fmt_ms(l.p50),
-                fmt_ms(l.p99),
-                fmt_ms(l.max)
-            ),
+            Some(l) => write!(f, "latency: {l}"),
             None => write!(f, "latency: n/a (no answers)"),
         }?;
         if let Some(k) = &self.keep_alive {
@@ -558,6 +591,17 @@ mod tests {
     }
 
     #[test]
+    fn latencies_start_empty_and_stay_within_the_maximum() {
+        let mut l = Latencies::new();
+        assert_eq!(l.stats(), None);
+        // 1_000_001 ns falls in a bucket whose upper edge is above it.
+        l.record(Duration::from_nanos(1_000_001));
+        let s = l.stats().unwrap();
+        assert_eq!(s.max, Duration::from_nanos(1_000_001));
+        assert_eq!((s.p50, s.p99), (s.max, s.max));
+    }
+
+    #[test]
     fn percentiles_are_within_a_tenth_of_a_percent() {
         // Latencies 1..=1000 us: p50 = 500 us, p99 = 990 us (nearest rank).
         let samples: Vec<Sample> = (1..=1000u64).map(|i| sample(i, i, i, ok("PRI"))).collect();
@@ -611,6 +655,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("switch PRI -> SEC"), "{text}");
+        assert!(text.contains("\nanswers: PRI 1, SEC 1\n"), "{text}");
+        assert!(text.contains("\nlatency: p50 "), "{text}");
         assert!(
             text.contains("gap 20.000 ms (1 failed in between)"),
             "{text}"
