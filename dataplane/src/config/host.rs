@@ -1,11 +1,9 @@
-//! The host side: what the host looks like ([`HostInfo::gather`])
+//! The host side: what the host looks like ([`HostInfo::gather`], through route netlink)
 //! and the config checked against it ([`Config::check_host`], pure).
 
-use std::{
-    ffi::CStr,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-};
+use std::net::IpAddr;
+
+use ovl_netlink::Netlink;
 
 use super::{
     Config, ConfigError, DatapathMode, UMEM_FRAME_SIZE, encap_name, error::invalid, one_frame_mtu,
@@ -79,127 +77,37 @@ impl HostInfo {
         self.interfaces.iter().find(|i| i.name == name)
     }
 
-    /// Interfaces (getifaddrs), their MTUs (SIOCGIFMTU) and IPv4 addresses in the calling
-    /// thread's network namespace, and the CPUs in this thread's affinity mask.
+    /// Interfaces, their MTUs and IPv4 and IPv6 addresses (route netlink dumps, as `ip
+    /// link` and `ip addr` read them) in the calling thread's network namespace, and the CPUs
+    /// in this thread's affinity mask.
     pub fn gather() -> Result<HostInfo, ConfigError> {
-        let host_err = |what| move |source| ConfigError::Host { what, source };
-        let (names, addrs) = if_addrs().map_err(host_err("getifaddrs"))?;
-        // SAFETY: plain socket creation; the fd is owned by `sock` right below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(host_err("socket")(std::io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a freshly created socket nobody else owns.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut interfaces = Vec::with_capacity(names.len());
-        for name in names {
-            let mtu = match if_mtu(&sock, &name) {
-                Ok(mtu) => mtu,
-                // Gone since getifaddrs listed it: it is not there any more.
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
-                Err(e) => return Err(host_err("SIOCGIFMTU")(e)),
-            };
-            let addrs = addrs
-                .iter()
-                .filter(|(n, _)| *n == name)
-                .map(|(_, ip)| *ip)
-                .collect();
-            interfaces.push(HostInterface { name, mtu, addrs });
-        }
+        // The netlink error names the request ("dump links: ...").
+        let host_err = |e: ovl_netlink::NetlinkError| ConfigError::Host {
+            what: "route netlink",
+            source: std::io::Error::other(e),
+        };
+        let nl = Netlink::open().map_err(host_err)?;
+        // Links first: an address whose link came after the dump is left out with its link.
+        let links = nl.links().map_err(host_err)?;
+        let addrs = nl.addrs(None).map_err(host_err)?;
+        let interfaces = links
+            .into_iter()
+            .map(|link| HostInterface {
+                // Addresses added with a label (`eth0:1`) are the link's like any other.
+                addrs: addrs
+                    .iter()
+                    .filter(|a| a.index == link.index)
+                    .map(|a| a.addr)
+                    .collect(),
+                name: link.name,
+                mtu: link.mtu,
+            })
+            .collect();
         let cpus = core_affinity::get_core_ids()
             .map(|ids| ids.into_iter().map(|c| c.id).collect())
             .unwrap_or_default();
         Ok(HostInfo { interfaces, cpus })
     }
-}
-
-/// Frees a getifaddrs list on every path out.
-struct IfAddrs(*mut libc::ifaddrs);
-
-impl Drop for IfAddrs {
-    fn drop(&mut self) {
-        if !self.0.is_null() {
-            // SAFETY: the pointer came from a successful getifaddrs and is freed once.
-            unsafe { libc::freeifaddrs(self.0) };
-        }
-    }
-}
-
-/// Interface names (in the kernel's order) and IP addresses with their interface.
-type IfAddrList = (Vec<String>, Vec<(String, IpAddr)>);
-
-fn if_addrs() -> std::io::Result<IfAddrList> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes the head of a list it allocated into `head` on success.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let list = IfAddrs(head);
-    let mut names: Vec<String> = Vec::new();
-    let mut addrs = Vec::new();
-    let mut cur = list.0;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list, alive until `list` is dropped.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_name.is_null() || ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: ifa_addr points at a sockaddr, whose family field every variant starts with.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        match family {
-            // Every interface has one AF_PACKET entry, addresses or not.
-            libc::AF_PACKET if !names.contains(&name) => names.push(name),
-            libc::AF_INET => {
-                // SAFETY: an AF_INET entry's address is a sockaddr_in; read unaligned to make
-                // no assumption about the allocation.
-                let sin =
-                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in>()) };
-                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                // Addresses added with a label (`eth0:1`) are listed under the label.
-                let dev = match name.split_once(':') {
-                    Some((dev, _)) => dev.to_string(),
-                    None => name,
-                };
-                addrs.push((dev, IpAddr::V4(ip)));
-            }
-            libc::AF_INET6 => {
-                // SAFETY: an AF_INET6 entry's address is a sockaddr_in6; read unaligned.
-                let sin6 =
-                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>()) };
-                addrs.push((name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))));
-            }
-            _ => {}
-        }
-    }
-    for (dev, _) in &addrs {
-        if !names.contains(dev) {
-            names.push(dev.clone());
-        }
-    }
-    Ok((names, addrs))
-}
-
-fn if_mtu(sock: &OwnedFd, name: &str) -> std::io::Result<u32> {
-    // SAFETY: a zeroed ifreq is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        return Err(std::io::Error::from_raw_os_error(libc::ENODEV));
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu of our ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: on success the kernel filled the mtu member of the union.
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-    u32::try_from(mtu).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 impl Config {
