@@ -155,6 +155,23 @@ fn array<'a>(v: &'a Value, f: &str) -> Result<&'a [Value], ConfigError> {
         .ok_or_else(|| type_error(f, "an array", v))
 }
 
+/// An array whose elements `item` decodes, each with its index in the path (`vni[1]`).
+fn list<'a, T>(
+    v: &'a Value,
+    f: &str,
+    item: impl Fn(&'a Value, &str) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    array(v, f)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| item(v, &format!("{f}[{i}]")))
+        .collect()
+}
+
+fn boolean(v: &Value, f: &str) -> Result<bool, ConfigError> {
+    v.as_bool().ok_or_else(|| type_error(f, "a boolean", v))
+}
+
 /// An integer in `range` (TOML integers are i64; the range keeps the message about the
 /// field's meaning rather than the Rust type's limits).
 fn int_in<T>(v: &Value, f: &str, range: RangeInclusive<T>) -> Result<T, ConfigError>
@@ -218,13 +235,7 @@ pub(super) fn decode(root: &Table) -> Result<Config, ConfigError> {
         .unwrap_or_else(|| Stats::default_for(underlay.primary()));
     let fdb = top.opt("fdb", decode_fdb)?.unwrap_or_default();
     let vnis = top
-        .opt("vni", |v, f| {
-            array(v, f)?
-                .iter()
-                .enumerate()
-                .map(|(i, v)| decode_vni(v, &format!("{f}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()
-        })?
+        .opt("vni", |v, f| list(v, f, decode_vni))?
         .unwrap_or_default();
     Ok(Config {
         underlay,
@@ -240,11 +251,7 @@ fn decode_underlay(v: &Value, f: &str) -> Result<Underlay, ConfigError> {
     let s = Section::open(f, v, UNDERLAY_KEYS)?;
     let one = s.opt("interface", |v, f| string(v, f).map(str::to_string))?;
     let many = s.opt("interfaces", |v, f| {
-        array(v, f)?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| string(v, &format!("{f}[{i}]")).map(str::to_string))
-            .collect::<Result<Vec<_>, _>>()
+        list(v, f, |v, f| string(v, f).map(str::to_string))
     })?;
     let interfaces = match (one, many) {
         (Some(i), None) => vec![i],
@@ -266,20 +273,12 @@ fn decode_underlay(v: &Value, f: &str) -> Result<Underlay, ConfigError> {
         interfaces,
         local_ip: s.req("local_ip", vtep_ip)?,
         xdp_mode: s.opt("xdp_mode", parsed)?.unwrap_or_default(),
-        failback: s
-            .opt("failback", |v, f| {
-                v.as_bool().ok_or_else(|| type_error(f, "a boolean", v))
-            })?
-            .unwrap_or(true),
+        failback: s.opt("failback", boolean)?.unwrap_or(true),
         failback_hold: Duration::from_millis(
             s.opt("failback_hold_ms", |v, f| int_in(v, f, FAILBACK_HOLD_MS))?
                 .unwrap_or(DEFAULT_FAILBACK_HOLD_MS),
         ),
-        udp6_zero_csum_rx: s
-            .opt("udp6_zero_csum_rx", |v, f| {
-                v.as_bool().ok_or_else(|| type_error(f, "a boolean", v))
-            })?
-            .unwrap_or(false),
+        udp6_zero_csum_rx: s.opt("udp6_zero_csum_rx", boolean)?.unwrap_or(false),
     })
 }
 
@@ -297,13 +296,7 @@ fn decode_workers(v: &Value, f: &str) -> Result<Workers, ConfigError> {
         queues: s
             .opt("queues", |v, f| int_in(v, f, QUEUES))?
             .unwrap_or(d.queues),
-        cpus: s.opt("cpus", |v, f| {
-            array(v, f)?
-                .iter()
-                .enumerate()
-                .map(|(i, v)| int_in(v, &format!("{f}[{i}]"), 0..=MAX_CPU))
-                .collect::<Result<Vec<_>, _>>()
-        })?,
+        cpus: s.opt("cpus", |v, f| list(v, f, |v, f| int_in(v, f, 0..=MAX_CPU)))?,
         batch_size: s
             .opt("batch_size", |v, f| int_in(v, f, BATCH_SIZE))?
             .unwrap_or(d.batch_size),
@@ -365,22 +358,10 @@ fn decode_vni(v: &Value, f: &str) -> Result<Vni, ConfigError> {
     let mac = s.opt("mac", mac)?;
     let mtu = s.opt("mtu", |v, f| int_in(v, f, MIN_MTU_V4..=MAX_MTU))?;
     let flood = s
-        .opt("flood", |v, f| {
-            array(v, f)?
-                .iter()
-                .enumerate()
-                .map(|(i, v)| vtep_ip(v, &format!("{f}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()
-        })?
+        .opt("flood", |v, f| list(v, f, vtep_ip))?
         .unwrap_or_default();
     let fdb = s
-        .opt("fdb", |v, f| {
-            array(v, f)?
-                .iter()
-                .enumerate()
-                .map(|(i, v)| decode_static_fdb(v, &format!("{f}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()
-        })?
+        .opt("fdb", |v, f| list(v, f, decode_static_fdb))?
         .unwrap_or_default();
     let geneve_option = s.opt("geneve_option", decode_geneve_option)?;
     Ok(Vni {
