@@ -434,21 +434,9 @@ fn socket_path(field: &str, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The kernel's rules for interface names, checked as the data plane checks its own.
 fn interface_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    // Linux: at most 15 bytes, no '/', no whitespace, not "." or "..".
-    if name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name.contains(['/', ':'])
-        || name.chars().any(char::is_whitespace)
-    {
-        return Err(ConfigError::field(
-            field,
-            format!("{name:?} is not an interface name"),
-        ));
-    }
-    Ok(())
+    ovl_netlink::check_ifname(name).map_err(|e| ConfigError::field(field, e.to_string()))
 }
 
 impl Config {
@@ -904,6 +892,28 @@ addresses = ["192.168.0.200/24"]
         assert_eq!(err(&t).0, "vip.addresses[1]");
         let t = MINIMAL.replace("name = \"pri\"", "name = \"\"");
         assert_eq!(err(&t).0, "node.name");
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernels_rules() {
+        let t = MINIMAL.replace("interface = \"ovl0\"", "interface = \"ovl0:1\"");
+        assert_eq!(
+            err(&t).1,
+            "config vip.interface: \"ovl0:1\" contains ':', which interface names cannot"
+        );
+        let (f, m) = err(&with(
+            "health",
+            "underlay_interfaces = [\"eth0\", \"eth%d\"]",
+        ));
+        assert_eq!(f, "health.underlay_interfaces[1]", "{m}");
+        let (f, m) = err(&with("health", "underlay_interface = \"0123456789abcdef\""));
+        assert_eq!(f, "health.underlay_interface");
+        assert!(
+            m.ends_with("\"0123456789abcdef\" is 16 bytes; at most 15"),
+            "{m}"
+        );
+        let t = MINIMAL.replace("interface = \"ovl0\"", "interface = \"ovl-0123456789a\"");
+        assert!(Config::parse(&t).is_ok());
     }
 
     #[test]

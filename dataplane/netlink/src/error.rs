@@ -58,6 +58,12 @@ impl NetlinkError {
     }
 }
 
+impl From<crate::IfnameError> for NetlinkError {
+    fn from(e: crate::IfnameError) -> Self {
+        NetlinkError::InvalidArgument(format!("interface name: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

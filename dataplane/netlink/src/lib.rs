@@ -9,10 +9,13 @@
 //! - [`Netlink`]: requests (links, veth pairs, addresses, `ip route get`, neighbours).
 //! - [`LinkWatcher`]: a socket subscribed to link and address changes, to sleep until one.
 //! - [`sock_diag`]: TCP connections on given local addresses, listed and aborted (`ss -K`).
+//! - [`check_ifname`]: the kernel's rules for interface names, checked before a request and
+//!   by the config files that name interfaces.
 //! - `msg` (private): message layouts, built and parsed without a socket, tested on bytes.
 
 mod error;
 mod genl;
+mod ifname;
 mod msg;
 pub mod sock_diag;
 mod socket;
@@ -21,6 +24,7 @@ use std::net::IpAddr;
 
 pub use error::{NetlinkError, Result};
 pub use genl::{xdp_act, xdp_features};
+pub use ifname::{IFNAME_MAX, IfnameError, check_ifname, check_ifname_len};
 pub use socket::{LinkWatcher, Netlink, WatchEvent};
 
 /// Neighbour states (`ndm_state`, NUD_*), for [`Neighbour::state`].

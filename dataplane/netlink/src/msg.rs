@@ -70,8 +70,6 @@ const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_EXT_MASK: u16 = 29;
 /// Leave the counters out of link replies: a third of their size, and nobody here reads them.
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-/// Longest interface name (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = 15;
 
 // <linux/if_addr.h>
 const IFA_ADDRESS: u16 = 1;
@@ -245,13 +243,8 @@ fn ndmsg(family: u8, index: u32, state: u16) -> [u8; NDMSG_LEN] {
 
 /// Checks an interface name before it is sent (the kernel would say EINVAL or ENODEV, and
 /// a NUL would silently cut the name short).
-pub fn check_ifname(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > IFNAME_MAX || name.contains('\0') {
-        return Err(NetlinkError::InvalidArgument(format!(
-            "interface name {name:?}: 1 to {IFNAME_MAX} bytes, no NUL"
-        )));
-    }
-    Ok(())
+fn check_ifname(name: &str) -> Result<()> {
+    Ok(crate::check_ifname(name)?)
 }
 
 fn check_prefix(addr: IpAddr, prefix_len: u8) -> Result<()> {
@@ -888,6 +881,12 @@ mod tests {
         assert!(new_veth("a", "0123456789abcdef", None).is_err()); // 16 bytes
         assert!(new_veth("0123456789abcde", "b", None).is_ok()); // 15 bytes
         assert!(get_link_by_name("a\0b").is_err());
+        // The kernel's other rules too (it would answer EINVAL to a create).
+        let e = new_veth("a/b", "b", None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: interface name: \"a/b\" contains '/', which interface names cannot"
+        );
     }
 
     #[test]
