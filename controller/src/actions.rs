@@ -246,11 +246,7 @@ impl VipManager {
         for v in &self.vips {
             match nl.addr_del(lo, v.addr, host_prefix(v.addr)) {
                 Ok(()) => {}
-                Err(e)
-                    if matches!(
-                        e.errno(),
-                        Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
-                    ) => {}
+                Err(e) if already_gone(&e) => {}
                 Err(e) => {
                     first.get_or_insert(e.into());
                 }
@@ -305,11 +301,7 @@ impl VipManager {
         for v in &self.vips {
             match nl.addr_del(index, v.addr, v.prefix_len) {
                 Ok(()) => counters.vip_removed += 1,
-                Err(e)
-                    if matches!(
-                        e.errno(),
-                        Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
-                    ) => {}
+                Err(e) if already_gone(&e) => {}
                 Err(e) => {
                     counters.vip_errors += 1;
                     first.get_or_insert(e.into());
@@ -479,6 +471,15 @@ impl Announcer {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// A removal that failed because the address, or its device, is not there any more: what the
+/// removal wanted anyway.
+fn already_gone(e: &ovl_netlink::NetlinkError) -> bool {
+    matches!(
+        e.errno(),
+        Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
+    )
 }
 
 #[cfg(test)]
