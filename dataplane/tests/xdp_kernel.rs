@@ -894,6 +894,17 @@ fn userspace_encap_matches_the_program_byte_for_byte() {
                     64,
                 ),
                 inner_frame(INNER_B, 0),
+                // The flood path's real inputs, as unicast so the program encapsulates them
+                // too: TCP (its ports feed the outer source port's hash) and an ARP reply.
+                inner_tcp(
+                    INNER_B,
+                    [192, 168, 0, 4],
+                    [192, 168, 0, 10],
+                    40002,
+                    80,
+                    TCP_ACK,
+                ),
+                inner_arp(INNER_B, 2),
             ] {
                 let counter = match encap {
                     Encap::Vxlan => Counter::TxVxlan,
@@ -916,6 +927,57 @@ fn userspace_encap_matches_the_program_byte_for_byte() {
             }
         }
     });
+}
+
+#[test]
+fn a_flooded_broadcast_arp_encapsulated_in_userspace_decapsulates_at_the_peer() {
+    // What the program does not encapsulate (it goes to the workers) cannot be compared with
+    // its output; the receiving program is the judge instead: the copy must come out whole.
+    in_private_netns(|| {
+        let env = Env::new();
+        let request = inner_arp(BCAST, 1);
+        let out = env.egress(&request, Counter::TxFlood);
+        assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
+        let outer = dataplane::encap::Outer {
+            src_mac: LOCAL_MAC,
+            dst_mac: GW_MAC,
+            src_ip: LOCAL_IP.into(),
+            dst_ip: REMOTE_IP.into(),
+            udp_port: 4789,
+            vni: VNI_VXLAN,
+            encap: Encap::Vxlan,
+            geneve_option: None,
+        };
+        let mut buf = vec![0u8; 2048];
+        let n = dataplane::encap::encapsulate(&request, &outer, &mut buf).unwrap();
+        let mut peer = Env::new();
+        peer.obj
+            .set_config(Config {
+                local_ip: be(REMOTE_IP),
+                underlay_mtu: MTU,
+                enabled: 1,
+                local_mac: GW_MAC,
+                ..Config::default()
+            })
+            .unwrap();
+        let got = peer.ingress(&buf[..n], Counter::RxVxlan);
+        assert_eq!(action_name(got.action), action_name(XDP_REDIRECT));
+        assert_eq!(got.frame, request);
+        let meta = got.xdp_meta().unwrap();
+        assert_eq!((meta.vni, meta.peer_ip), (VNI_VXLAN, be(LOCAL_IP)));
+    });
+}
+
+/// An ARP packet (`op` 1 request, 2 reply) from INNER_A's 192.168.0.4 about 192.168.0.10.
+fn inner_arp(dst: [u8; 6], op: u16) -> Vec<u8> {
+    let mut f = eth(dst, INNER_A, 0x0806);
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&INNER_A);
+    f.extend_from_slice(&[192, 168, 0, 4]);
+    f.extend_from_slice(if op == 1 { &[0; 6] } else { &dst });
+    f.extend_from_slice(&[192, 168, 0, 10]);
+    f
 }
 
 // ---------------------------------------------------------------------------------------------
