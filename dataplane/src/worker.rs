@@ -841,8 +841,11 @@ impl Worker {
         let data = unsafe { self.pools[pool].umem.data(desc) };
         let bytes = data.contents();
         // SAFETY: frames start XDP_PACKET_HEADROOM (256) bytes into their chunk, so the 16
-        // bytes before are inside the mapping; copy mode copies the metadata there, zero-copy
-        // mode has it there already.
+        // bytes before the data are in the same chunk of the UMEM mapping, in a frame we own
+        // and nothing else reads or writes now; the kernel put the metadata there (copied in
+        // copy mode). What this does not have: xsk-rs exposes no view of that headroom, so the
+        // pointer is derived from the data slice and reaches before it, outside that slice's
+        // provenance in Rust's strict model; the memory itself is valid mmap'd bytes.
         let meta: XdpMeta =
             unsafe { std::ptr::read_unaligned(bytes.as_ptr().sub(XDP_META_LEN).cast::<XdpMeta>()) };
         ((meta.magic == XDP_META_MAGIC).then_some(meta), bytes.len())
