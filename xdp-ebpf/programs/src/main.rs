@@ -17,6 +17,12 @@
 //!
 //! Every frame moves exactly one counter of its program in `OVL_COUNTERS`. Logging (aya-log) is
 //! kept for events that indicate a bug, never per packet.
+//!
+//! Map values are read in place. The hash maps are preallocated, so the memory of an entry
+//! that userspace replaces or deletes while a program holds it stays valid but can be reused
+//! for another key at once (aya's caveat on `HashMap::get`): the program may read a value half
+//! old and half new, or another key's. The values are plain data (any bytes are valid), so the
+//! worst is one frame handled with a wrong value.
 #![no_std]
 #![no_main]
 
@@ -435,7 +441,7 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         return pass(Counter::PassTruncated);
     };
     let dport = udp.be16::<2>();
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_UDP_PORTS.get(dport) }) else {
         return pass(Counter::PassOtherUdp);
     };
@@ -495,7 +501,7 @@ fn underlay_ingress_v6(
         return pass(Counter::PassTruncated);
     };
     let dport = udp.be16::<2>();
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_UDP_PORTS.get(dport) }) else {
         return pass(Counter::PassOtherUdp);
     };
@@ -596,7 +602,7 @@ fn decap(
         rx_counter = Counter::RxGeneve;
     }
 
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(vinfo) = (unsafe { OVL_VNIS.get(vni) }) else {
         return drop(Counter::DropUnknownVni);
     };
@@ -718,7 +724,7 @@ fn inner_dst_ip(inner: usize, pkt_end: usize, end: usize) -> Option<[u8; 16]> {
 
 #[inline(always)]
 fn drain_vip(dst: Option<[u8; 16]>) -> Option<DrainVip> {
-    // SAFETY: the map value is plain data, copied out.
+    // SAFETY: plain data, copied out (see the crate docs on map values).
     dst.and_then(|d| unsafe { OVL_DRAIN_VIPS.get(d) }.copied())
 }
 
@@ -884,7 +890,7 @@ fn send_drained(
     if cfg.xdp_tx == 0 || cfg.underlay_ifindex == 0 {
         return None;
     }
-    // SAFETY: the map value is plain data, copied out.
+    // SAFETY: plain data, copied out (see the crate docs on map values).
     let nh = unsafe { OVL_NEXTHOPS.get(*to) }.copied()?;
     let ip_len = if cfg.ipv6 == 0 { IPV4_HLEN } else { IPV6_HLEN };
     // Ethernet, at most one VLAN tag, IP: the bounds let the verifier follow the offsets.
@@ -974,7 +980,7 @@ fn send_drained(
 #[inline(always)]
 fn uplink_slot(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let base = unsafe { OVL_UPLINKS.get(ifindex) }.copied().unwrap_or(0);
     base + ctx.rx_queue_index()
 }
@@ -985,9 +991,11 @@ fn uplink_slot(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn needs_learning(vni: u32, src: [u8; 6], peer: &VtepAddr) -> bool {
     let e = OVL_FDB.get_ptr_mut(FdbKey::new(vni, src));
-    // SAFETY: a pointer to the map value, valid for this program run; racing writers (another
-    // CPU's stamp, userspace replacing the entry) at worst leave an older stamp, which the next
-    // frame refreshes.
+    // SAFETY: the map's memory stays allocated, so the pointer is valid for this run. Others
+    // may write the entry meanwhile (another CPU its stamp; userspace replacing it, whose
+    // memory can then hold another key: see the crate docs on map values), so the entry read
+    // may be torn, and a stamp stored may land in another key's entry and keep it from ageing
+    // for one more refresh period. Plain data: wrong values at worst, never invalid ones.
     let entry = e.map(|p| unsafe { &*p });
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -1043,13 +1051,13 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         return drop(Counter::DropTxTruncated);
     };
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_PORTS.get(ifindex) }) else {
         return drop(Counter::DropTxNoPort);
     };
     let vni = port.vni;
     let slot = port.xsk_base + ctx.rx_queue_index();
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(vinfo) = (unsafe { OVL_VNIS.get(vni) }) else {
         return drop(Counter::DropTxUnknownVni);
     };
@@ -1084,13 +1092,13 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     if dst[0] & 1 != 0 {
         return to_socket(ctx, meta, slot, Counter::TxFlood);
     }
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(fdb) = (unsafe { OVL_FDB.get(FdbKey::new(vni, dst)) }) else {
         return to_socket(ctx, meta, slot, Counter::TxUnknownUnicast);
     };
     let remote = fdb.remote;
     meta.peer_ip = remote;
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
         meta.kind = MetaKind::NoNeighbour as u8;
         return to_socket(ctx, meta, slot, Counter::TxNoNeighbour);
@@ -1280,7 +1288,7 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     if protocol != u32::from(ETH_P_IPV4.to_be()) {
         return tc_pass();
     }
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_PORTS.get(ifindex) }) else {
         return tc_pass();
     };
