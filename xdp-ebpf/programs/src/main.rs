@@ -17,6 +17,12 @@
 //!
 //! Every frame moves exactly one counter of its program in `OVL_COUNTERS`. Logging (aya-log) is
 //! kept for events that indicate a bug, never per packet.
+//!
+//! Map values are read in place. The hash maps are preallocated, so the memory of an entry
+//! that userspace replaces or deletes while a program holds it stays valid but can be reused
+//! for another key at once (aya's caveat on `HashMap::get`): the program may read a value half
+//! old and half new, or another key's. The values are plain data (any bytes are valid), so the
+//! worst is one frame handled with a wrong value.
 #![no_std]
 #![no_main]
 
@@ -100,34 +106,142 @@ fn count(c: Counter) {
     }
 }
 
+// Packet access. Every read and write of packet bytes in the XDP programs goes through
+// `Span` or `read_at`, which check the bytes against the end themselves, so none can happen
+// unchecked (the TC program uses the kernel's checked `bpf_skb_load/store_bytes`). Where one
+// check covers several fields, the repeated checks are the same comparison and the compiler
+// folds them. These are safe functions over plain addresses: they trust `end` to be the
+// packet's `data_end` (or `data`, for the metadata), and an address is stale once the packet
+// is resized (`bpf_xdp_adjust_*`). The verifier backs both: it refuses to load a program with
+// an access it cannot prove inside the packet.
+
+/// Types every byte pattern is a valid value of, with no padding: safe to read from packet
+/// bytes.
+///
+/// # Safety
+/// Implement only for such types.
+unsafe trait Plain: Copy {}
+// SAFETY: integers: every bit pattern is a value, no padding.
+unsafe impl Plain for u8 {}
+// SAFETY: as above.
+unsafe impl Plain for u16 {}
+// SAFETY: as above.
+unsafe impl Plain for u32 {}
+// SAFETY: arrays of such types have no padding either.
+unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
+
+/// The `T` at `addr`, as stored (packet fields are unaligned), or `None` if its bytes do not
+/// all lie before `end`.
+#[inline(always)]
+fn read_at<T: Plain>(addr: usize, end: usize) -> Option<T> {
+    if addr + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: the bytes lie inside the packet (checked just above), and any bytes are a `T`.
+    Some(unsafe { core::ptr::read_unaligned(addr as *const T) })
+}
+
 /// Byte at `addr`, or `None` if it lies past `end`.
 #[inline(always)]
 fn u8_at(addr: usize, end: usize) -> Option<u8> {
-    if addr + 1 > end {
-        return None;
+    read_at(addr, end)
+}
+
+/// Big-endian u16 at `addr`, or `None` past `end`.
+#[inline(always)]
+fn be16_at(addr: usize, end: usize) -> Option<u16> {
+    read_at(addr, end).map(u16::from_be_bytes)
+}
+
+/// u32 at `addr` exactly as stored (network order kept), or `None` past `end`.
+#[inline(always)]
+fn raw32_at(addr: usize, end: usize) -> Option<u32> {
+    read_at(addr, end)
+}
+
+/// `N` packet bytes at an address, checked against the end once, when made: a header whose
+/// fields are then read and written at constant offsets, each checked against `N` at compile
+/// time, so they need no check of their own.
+#[derive(Clone, Copy)]
+struct Span<const N: usize>(usize);
+
+impl<const N: usize> Span<N> {
+    /// The `N` bytes at `addr`, or `None` if they do not all lie before `end`.
+    #[inline(always)]
+    fn at(addr: usize, end: usize) -> Option<Self> {
+        if addr + N > end {
+            None
+        } else {
+            Some(Span(addr))
+        }
     }
-    // SAFETY: bounds checked against data_end just above.
-    Some(unsafe { *(addr as *const u8) })
-}
 
-/// Big-endian u16 at `addr`; the caller has bounds-checked `addr + 2 <= end`.
-#[inline(always)]
-fn be16(addr: usize) -> u16 {
-    // SAFETY: the caller checked the two bytes lie inside the packet.
-    unsafe { u16::from_be_bytes([*(addr as *const u8), *((addr + 1) as *const u8)]) }
-}
+    #[inline(always)]
+    fn addr(self) -> usize {
+        self.0
+    }
 
-/// u32 at `addr` exactly as stored (network order kept); bounds-checked by the caller.
-#[inline(always)]
-fn raw32(addr: usize) -> u32 {
-    // SAFETY: the caller checked the four bytes lie inside the packet.
-    unsafe { core::ptr::read_unaligned(addr as *const u32) }
-}
+    /// The `T` at offset `OFF`, as stored. A small array comes back packed into one integer
+    /// (the calling convention), which can cost shifts to take apart: where a header's bytes
+    /// are used one by one, read them one by one (as `decap` does).
+    #[inline(always)]
+    fn get<const OFF: usize, T: Plain>(self) -> T {
+        const { assert!(OFF + size_of::<T>() <= N) };
+        // SAFETY: inside the span (asserted at compile time), which lies inside the packet
+        // (checked when it was made); any bytes are a `T`.
+        unsafe { core::ptr::read_unaligned((self.0 + OFF) as *const T) }
+    }
 
-#[inline(always)]
-fn write_bytes<const N: usize>(addr: usize, bytes: [u8; N]) {
-    // SAFETY: the caller checked `addr + N <= data_end`.
-    unsafe { core::ptr::write_unaligned(addr as *mut [u8; N], bytes) }
+    #[inline(always)]
+    fn u8<const OFF: usize>(self) -> u8 {
+        self.get::<OFF, u8>()
+    }
+
+    /// Big-endian u16 at `OFF`.
+    #[inline(always)]
+    fn be16<const OFF: usize>(self) -> u16 {
+        u16::from_be_bytes(self.get::<OFF, [u8; 2]>())
+    }
+
+    /// u32 at `OFF` exactly as stored (network order kept).
+    #[inline(always)]
+    fn raw32<const OFF: usize>(self) -> u32 {
+        self.get::<OFF, u32>()
+    }
+
+    /// The 16-byte address at `OFF`.
+    #[inline(always)]
+    fn addr16<const OFF: usize>(self) -> VtepAddr {
+        self.get::<OFF, VtepAddr>()
+    }
+
+    /// Writes `v` at offset `OFF` (called as `put::<OFF>(v)`; `put_t` names the type).
+    #[inline(always)]
+    fn put<const OFF: usize>(self, v: impl Copy) {
+        self.put_t::<OFF, _>(v)
+    }
+
+    #[inline(always)]
+    fn put_t<const OFF: usize, T: Copy>(self, v: T) {
+        const { assert!(OFF + size_of::<T>() <= N) };
+        // SAFETY: inside the span, as in `get`.
+        unsafe { core::ptr::write_unaligned((self.0 + OFF) as *mut T, v) }
+    }
+
+    /// Sum of the span's big-endian 16-bit words (an IPv4 header's, for its checksum; `N` is
+    /// even).
+    #[inline(always)]
+    fn be16_sum(self) -> u32 {
+        let mut sum = 0u32;
+        let mut off = 0;
+        while off + 2 <= N {
+            // SAFETY: off + 2 <= N: inside the span.
+            let w: [u8; 2] = unsafe { core::ptr::read_unaligned((self.0 + off) as *const [u8; 2]) };
+            sum += u16::from_be_bytes(w) as u32;
+            off += 2;
+        }
+        sum
+    }
 }
 
 /// Ones' complement sum of 16-bit words, folded.
@@ -187,12 +301,17 @@ fn packet_sum(ctx: &XdpContext, mut p: usize, len: usize, mut sum: u32) -> Optio
         if left < CHUNK {
             break;
         }
-        if p + CHUNK > fresh_end(ctx) {
-            return None;
-        }
-        // SAFETY: [p, p + CHUNK) lies inside the packet (checked just above); read only.
-        let r =
-            unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, CHUNK as u32, sum) };
+        let bytes = Span::<CHUNK>::at(p, fresh_end(ctx))?;
+        // SAFETY: the helper only reads the span's CHUNK bytes, inside the packet.
+        let r = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                bytes.addr() as *mut u32,
+                CHUNK as u32,
+                sum,
+            )
+        };
         if r < 0 {
             return None;
         }
@@ -207,11 +326,11 @@ fn packet_sum(ctx: &XdpContext, mut p: usize, len: usize, mut sum: u32) -> Optio
     macro_rules! step {
         ($n:expr) => {
             if left >= $n {
-                if p + $n > fresh_end(ctx) {
-                    return None;
-                }
+                let bytes = Span::<{ $n }>::at(p, fresh_end(ctx))?;
                 // SAFETY: as above, for $n bytes.
-                let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, $n, sum) };
+                let r = unsafe {
+                    bpf_csum_diff(core::ptr::null_mut(), 0, bytes.addr() as *mut u32, $n, sum)
+                };
                 if r < 0 {
                     return None;
                 }
@@ -229,11 +348,7 @@ fn packet_sum(ctx: &XdpContext, mut p: usize, len: usize, mut sum: u32) -> Optio
     step!(8);
     step!(4);
     if left >= 2 {
-        if p + 2 > fresh_end(ctx) {
-            return None;
-        }
-        // SAFETY: two bytes inside the packet, checked just above.
-        let w: [u8; 2] = unsafe { core::ptr::read_unaligned(p as *const [u8; 2]) };
+        let w: [u8; 2] = read_at(p, fresh_end(ctx))?;
         sum = fold(sum) as u32 + u16::from_ne_bytes(w) as u32;
         p += 2;
         left -= 2;
@@ -244,13 +359,6 @@ fn packet_sum(ctx: &XdpContext, mut p: usize, len: usize, mut sum: u32) -> Optio
         sum = fold(sum) as u32 + u16::from_ne_bytes([b, 0]) as u32;
     }
     Some(sum)
-}
-
-/// 16 bytes at `addr`; bounds-checked by the caller.
-#[inline(always)]
-fn addr16(addr: usize) -> VtepAddr {
-    // SAFETY: the caller checked the sixteen bytes lie inside the packet.
-    unsafe { core::ptr::read_unaligned(addr as *const VtepAddr) }
 }
 
 /// IPv6 extension headers (RFC 8200 section 4, and the IANA list): a UDP header may follow
@@ -288,16 +396,16 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
     let data = ctx.data();
     let end = ctx.data_end();
 
-    if data + ETH_HLEN > end {
+    let Some(eth) = Span::<ETH_HLEN>::at(data, end) else {
         return pass(Counter::PassTruncated);
-    }
+    };
     let mut ip = data + ETH_HLEN;
-    let mut ethertype = be16(data + 12);
+    let mut ethertype = eth.be16::<12>();
     if ethertype == ETH_P_8021Q {
-        if data + ETH_HLEN + VLAN_HLEN > end {
+        let Some(tagged) = Span::<{ ETH_HLEN + VLAN_HLEN }>::at(data, end) else {
             return pass(Counter::PassTruncated);
-        }
-        ethertype = be16(data + 16);
+        };
+        ethertype = tagged.be16::<16>();
         ip = data + ETH_HLEN + VLAN_HLEN;
     }
     if ethertype == ETH_P_IPV6 {
@@ -307,14 +415,12 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         return pass(Counter::PassNonIp);
     }
 
-    if ip + IPV4_HLEN > end {
+    let Some(iph) = Span::<IPV4_HLEN>::at(ip, end) else {
         return pass(Counter::PassTruncated);
-    }
-    // SAFETY: ip + 20 <= end checked above.
-    let ver_ihl = unsafe { *(ip as *const u8) };
-    // SAFETY: as above.
-    let proto = unsafe { *((ip + 9) as *const u8) };
-    let daddr = raw32(ip + 16);
+    };
+    let ver_ihl = iph.u8::<0>();
+    let proto = iph.u8::<9>();
+    let daddr = iph.raw32::<16>();
     if cfg.ipv6 != 0
         || ver_ihl >> 4 != 4
         || v4_mapped(daddr.to_ne_bytes()) != cfg.local_ip
@@ -322,7 +428,7 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
     {
         return pass(Counter::PassNotForUs);
     }
-    let frag = be16(ip + 6);
+    let frag = iph.be16::<6>();
     if frag & 0x1fff != 0 {
         return pass(Counter::PassFragment);
     }
@@ -331,12 +437,11 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         // Malformed; the kernel's IP layer drops and counts it.
         return pass(Counter::PassNotForUs);
     }
-    let udp = ip + ihl;
-    if udp + UDP_HLEN > end {
+    let Some(udp) = Span::<UDP_HLEN>::at(ip + ihl, end) else {
         return pass(Counter::PassTruncated);
-    }
-    let dport = be16(udp + 2);
-    // SAFETY: the map value is plain data, only read.
+    };
+    let dport = udp.be16::<2>();
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_UDP_PORTS.get(dport) }) else {
         return pass(Counter::PassOtherUdp);
     };
@@ -350,25 +455,19 @@ fn underlay_ingress(ctx: &XdpContext) -> Verdict {
         return drop(Counter::DropIpv4Fragment);
     }
     // The IP layer is bypassed, so its checks are ours to make.
-    let mut sum = 0u32;
-    let mut off = 0;
-    while off < IPV4_HLEN {
-        sum += be16(ip + off) as u32;
-        off += 2;
-    }
-    if fold(sum) != 0xffff {
+    if fold(iph.be16_sum()) != 0xffff {
         return drop(Counter::DropIpv4Checksum);
     }
-    let tot_len = be16(ip + 2) as usize;
+    let tot_len = iph.be16::<2>() as usize;
     if tot_len < IPV4_HLEN + UDP_HLEN || ip + tot_len > end {
         return drop(Counter::DropIpLength);
     }
     let pkt_end = ip + tot_len;
-    if be16(udp + 4) as usize != tot_len - IPV4_HLEN {
+    if udp.be16::<4>() as usize != tot_len - IPV4_HLEN {
         return drop(Counter::DropUdpLength);
     }
     // The UDP checksum is optional over IPv4 and the kernel driver sends none (RFC 7348).
-    let peer = v4_mapped(raw32(ip + 12).to_ne_bytes());
+    let peer = v4_mapped(iph.get::<12, _>());
     decap(ctx, cfg, data, udp, pkt_end, encap, peer)
 }
 
@@ -384,51 +483,46 @@ fn underlay_ingress_v6(
     ip: usize,
     end: usize,
 ) -> Verdict {
-    if ip + IPV6_HLEN > end {
-        return pass(Counter::PassTruncated);
-    }
-    let Some(ver) = u8_at(ip, end) else {
+    let Some(ip6) = Span::<IPV6_HLEN>::at(ip, end) else {
         return pass(Counter::PassTruncated);
     };
-    if cfg.ipv6 == 0 || ver >> 4 != 6 || addr16(ip + 24) != cfg.local_ip {
+    let ver = ip6.u8::<0>();
+    if cfg.ipv6 == 0 || ver >> 4 != 6 || ip6.addr16::<24>() != cfg.local_ip {
         return pass(Counter::PassNotForUs);
     }
-    let Some(next) = u8_at(ip + 6, end) else {
-        return pass(Counter::PassTruncated);
-    };
+    let next = ip6.u8::<6>();
     if next != IPPROTO_UDP {
         if is_ipv6_ext_header(next) {
             return pass(Counter::PassIpv6ExtHeaders);
         }
         return pass(Counter::PassNotForUs);
     }
-    let udp = ip + IPV6_HLEN;
-    if udp + UDP_HLEN > end {
+    let Some(udp) = Span::<UDP_HLEN>::at(ip + IPV6_HLEN, end) else {
         return pass(Counter::PassTruncated);
-    }
-    let dport = be16(udp + 2);
-    // SAFETY: the map value is plain data, only read.
+    };
+    let dport = udp.be16::<2>();
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_UDP_PORTS.get(dport) }) else {
         return pass(Counter::PassOtherUdp);
     };
     let encap = port.encap;
 
-    let payload_len = be16(ip + 4) as usize;
-    if payload_len < UDP_HLEN || udp + payload_len > end {
+    let payload_len = ip6.be16::<4>() as usize;
+    if payload_len < UDP_HLEN || udp.addr() + payload_len > end {
         return drop(Counter::DropIpLength);
     }
-    let pkt_end = udp + payload_len;
-    if be16(udp + 4) as usize != payload_len {
+    let pkt_end = udp.addr() + payload_len;
+    if udp.be16::<4>() as usize != payload_len {
         return drop(Counter::DropUdpLength);
     }
-    let peer = addr16(ip + 8);
-    if be16(udp + 6) == 0 {
+    let peer = ip6.addr16::<8>();
+    if udp.be16::<6>() == 0 {
         if cfg.udp6_zero_csum_rx == 0 {
             return drop(Counter::DropUdpZeroChecksum);
         }
     } else {
         let seed = pseudo6_sum(&peer, &cfg.local_ip, payload_len as u32);
-        match packet_sum(ctx, udp, payload_len, seed) {
+        match packet_sum(ctx, udp.addr(), payload_len, seed) {
             Some(sum) if fold(sum) == 0xffff => {}
             Some(_) => return drop(Counter::DropUdpChecksum),
             None => return drop(Counter::DropInternal),
@@ -437,26 +531,38 @@ fn underlay_ingress_v6(
     decap(ctx, cfg, data, udp, pkt_end, encap, peer)
 }
 
-/// The tunnel header at `udp + 8` (`encap`'s, by the destination port), then the inner frame
-/// up to `pkt_end`: validated, stripped, and handed on to the overlay port or a worker (or,
-/// while draining, sent on to the previous owner of a VIP: see `drain_target`).
+/// The tunnel header after the UDP header `udp` (`encap`'s, by the destination port), then
+/// the inner frame up to `pkt_end`: validated, stripped, and handed on to the overlay port or
+/// a worker (or, while draining, sent on to the previous owner of a VIP: see `drain_target`).
 #[inline(always)]
 fn decap(
     ctx: &XdpContext,
     cfg: &Config,
     data: usize,
-    udp: usize,
+    udp: Span<UDP_HLEN>,
     pkt_end: usize,
     encap: u8,
     peer: VtepAddr,
 ) -> Verdict {
     let end = ctx.data_end();
-    let tun = udp + UDP_HLEN;
-    if tun + 8 > end || tun + 8 > pkt_end {
+    let tun = udp.addr() + UDP_HLEN;
+    let Some(th) = Span::<8>::at(tun, end) else {
+        return drop(Counter::DropTruncated);
+    };
+    if tun + 8 > pkt_end {
         return drop(Counter::DropTruncated);
     }
-    // SAFETY: tun + 8 <= end checked above.
-    let tb: [u8; 8] = unsafe { core::ptr::read_unaligned(tun as *const [u8; 8]) };
+    // Byte by byte: read whole, it would be loaded as one integer and taken apart with shifts.
+    let tb = [
+        th.u8::<0>(),
+        th.u8::<1>(),
+        th.u8::<2>(),
+        th.u8::<3>(),
+        th.u8::<4>(),
+        th.u8::<5>(),
+        th.u8::<6>(),
+        th.u8::<7>(),
+    ];
     let vni = ((tb[4] as u32) << 16) | ((tb[5] as u32) << 8) | tb[6] as u32;
     let tun_len;
     let rx_counter;
@@ -496,7 +602,7 @@ fn decap(
         rx_counter = Counter::RxGeneve;
     }
 
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(vinfo) = (unsafe { OVL_VNIS.get(vni) }) else {
         return drop(Counter::DropUnknownVni);
     };
@@ -521,14 +627,19 @@ fn decap(
         // (its source lives behind the client's VTEP, not the sender's).
         match drain_vip(inner_dst_ip(inner, pkt_end, end)) {
             Some(d) if d.accept != 0 => {
-                write_bytes(inner, d.port_mac);
+                // Inside the packet (`pkt_end` is); checked for the verifier.
+                let Some(eth) = Span::<ETH_HLEN>::at(inner, end) else {
+                    return drop(Counter::DropInnerTruncated);
+                };
+                eth.put::<0>(d.port_mac);
                 instead = Some(Counter::RxDrained);
             }
             _ => return drop(Counter::DropDrainRefused),
         }
     }
 
-    let peer_port_be = u16::from_ne_bytes(be16(udp).to_be_bytes());
+    // As stored: network order.
+    let peer_port_be = udp.get::<0, u16>();
     let strip = (inner - data) as i32;
     let excess = (end - pkt_end) as i32;
     // Ethernet padding after the IP packet is not part of the inner frame.
@@ -548,18 +659,17 @@ fn decap(
     {
         // Checked after the outer headers are gone, when the verifier tracks far fewer packet
         // pointers (before, this path alone exceeded its budget).
-        if let Some(action) = send_drained(ctx, cfg, strip as usize, udp - data, &to) {
+        if let Some(action) = send_drained(ctx, cfg, strip as usize, udp.addr() - data, &to) {
             return (action, Counter::TxDrained);
         }
         instead = Some(Counter::RxDrainUnsent);
     }
     // The inner frame now starts at data; the verifier wants its bounds checked afresh.
     let data = ctx.data();
-    if data + ETH_HLEN > ctx.data_end() {
+    let Some(eth) = Span::<ETH_HLEN>::at(data, ctx.data_end()) else {
         return drop(Counter::DropInternal);
-    }
-    // SAFETY: data + ETH_HLEN <= data_end checked just above.
-    let src: [u8; 6] = unsafe { core::ptr::read_unaligned((data + 6) as *const [u8; 6]) };
+    };
+    let src: [u8; 6] = eth.get::<6, _>();
     let learn = !drained && needs_learning(vni, src, &peer);
     let meta = XdpMeta {
         magic: XDP_META_MAGIC,
@@ -602,18 +712,19 @@ fn decap(
 #[inline(always)]
 fn inner_dst_ip(inner: usize, pkt_end: usize, end: usize) -> Option<[u8; 16]> {
     let ip = inner + ETH_HLEN;
-    if ip + IPV6_HLEN <= pkt_end && ip + IPV6_HLEN <= end && be16(inner + 12) == ETH_P_IPV6 {
-        return Some(addr16(ip + 24));
+    let ethertype = be16_at(inner + 12, end)?;
+    if ethertype == ETH_P_IPV6 && ip + IPV6_HLEN <= pkt_end {
+        return Some(Span::<IPV6_HLEN>::at(ip, end)?.addr16::<24>());
     }
-    if ip + IPV4_HLEN <= pkt_end && ip + IPV4_HLEN <= end && be16(inner + 12) == ETH_P_IPV4 {
-        return Some(v4_mapped(raw32(ip + 16).to_ne_bytes()));
+    if ethertype == ETH_P_IPV4 && ip + IPV4_HLEN <= pkt_end {
+        return Some(v4_mapped(Span::<IPV4_HLEN>::at(ip, end)?.get::<16, _>()));
     }
     None
 }
 
 #[inline(always)]
 fn drain_vip(dst: Option<[u8; 16]>) -> Option<DrainVip> {
-    // SAFETY: the map value is plain data, copied out.
+    // SAFETY: plain data, copied out (see the crate docs on map values).
     dst.and_then(|d| unsafe { OVL_DRAIN_VIPS.get(d) }.copied())
 }
 
@@ -659,76 +770,74 @@ fn drain_target(ctx: &XdpContext) -> Option<VtepAddr> {
     // (it would drop them as redundant; the verifier needs them on this path).
     let end = fresh_end(ctx);
     let ip = inner + ETH_HLEN;
-    let v6 = be16(inner + 12) == ETH_P_IPV6;
-    if ip + IPV4_HLEN > end || (v6 && ip + IPV6_HLEN > end) {
-        return None;
-    }
+    let v6 = be16_at(inner + 12, end)? == ETH_P_IPV6;
     let (tcp, proto) = if v6 {
-        (ip + IPV6_HLEN, u8_at(ip + 6, end)?)
+        (ip + IPV6_HLEN, Span::<IPV6_HLEN>::at(ip, end)?.u8::<6>())
     } else {
-        let ver_ihl = u8_at(ip, end)?;
+        let iph = Span::<IPV4_HLEN>::at(ip, end)?;
+        let ver_ihl = iph.u8::<0>();
         // A fragment's ports are not where we look; fragments stay here.
-        if ver_ihl >> 4 != 4 || be16(ip + 6) & 0x3fff != 0 {
+        if ver_ihl >> 4 != 4 || iph.be16::<6>() & 0x3fff != 0 {
             return None;
         }
-        (ip + ((ver_ihl & 0x0f) as usize) * 4, u8_at(ip + 9, end)?)
+        (ip + ((ver_ihl & 0x0f) as usize) * 4, iph.u8::<9>())
     };
-    if proto != IPPROTO_TCP || tcp + 14 > pkt_end || tcp + 14 > end {
+    // The TCP header up to its flags byte.
+    if proto != IPPROTO_TCP || tcp + 14 > pkt_end {
         return None;
     }
-    let flags = u8_at(tcp + 13, end)?;
+    let tcph = Span::<14>::at(tcp, end)?;
+    let flags = tcph.u8::<13>();
     if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
         return None;
     }
-    // SAFETY: tcp + 14 <= end checked above.
-    let ports: [u16; 2] = unsafe { core::ptr::read_unaligned(tcp as *const [u16; 2]) };
+    let ports: [u16; 2] = tcph.get::<0, _>();
     let flow;
-    // SAFETY: helper calls with a tuple on the stack and its exact size; the socket is
-    // released right after its state is read.
-    let sk = unsafe {
-        if v6 {
-            if ip + IPV6_HLEN > fresh_end(ctx) {
-                return None;
-            }
-            let mut t = Tuple6 {
-                saddr: addr16(ip + 8),
-                daddr: addr16(ip + 24),
-                sport: ports[0],
-                dport: ports[1],
-            };
-            flow = DrainFlow {
-                client: t.saddr,
-                vip: t.daddr,
-                client_port_be: t.sport,
-                vip_port_be: t.dport,
-            };
+    let sk = if v6 {
+        let ip6 = Span::<IPV6_HLEN>::at(ip, fresh_end(ctx))?;
+        let mut t = Tuple6 {
+            saddr: ip6.addr16::<8>(),
+            daddr: ip6.addr16::<24>(),
+            sport: ports[0],
+            dport: ports[1],
+        };
+        flow = DrainFlow {
+            client: t.saddr,
+            vip: t.daddr,
+            client_port_be: t.sport,
+            vip_port_be: t.dport,
+        };
+        // SAFETY: helper call with a tuple on the stack and its exact size; a socket it
+        // returns is released below.
+        unsafe {
             bpf_skc_lookup_tcp(
                 ctx.ctx as *mut _,
                 &mut t as *mut Tuple6 as *mut _,
-                core::mem::size_of::<Tuple6>() as u32,
+                size_of::<Tuple6>() as u32,
                 u64::MAX,
                 0,
             )
-        } else {
-            if ip + IPV4_HLEN > fresh_end(ctx) {
-                return None;
-            }
-            let mut t = Tuple4 {
-                saddr: raw32(ip + 12),
-                daddr: raw32(ip + 16),
-                sport: ports[0],
-                dport: ports[1],
-            };
-            flow = DrainFlow {
-                client: v4_mapped(t.saddr.to_ne_bytes()),
-                vip: v4_mapped(t.daddr.to_ne_bytes()),
-                client_port_be: t.sport,
-                vip_port_be: t.dport,
-            };
+        }
+    } else {
+        let iph = Span::<IPV4_HLEN>::at(ip, fresh_end(ctx))?;
+        let mut t = Tuple4 {
+            saddr: iph.raw32::<12>(),
+            daddr: iph.raw32::<16>(),
+            sport: ports[0],
+            dport: ports[1],
+        };
+        flow = DrainFlow {
+            client: v4_mapped(t.saddr.to_ne_bytes()),
+            vip: v4_mapped(t.daddr.to_ne_bytes()),
+            client_port_be: t.sport,
+            vip_port_be: t.dport,
+        };
+        // SAFETY: as above.
+        unsafe {
             bpf_skc_lookup_tcp(
                 ctx.ctx as *mut _,
                 &mut t as *mut Tuple4 as *mut _,
-                core::mem::size_of::<Tuple4>() as u32,
+                size_of::<Tuple4>() as u32,
                 u64::MAX,
                 0,
             )
@@ -781,7 +890,7 @@ fn send_drained(
     if cfg.xdp_tx == 0 || cfg.underlay_ifindex == 0 {
         return None;
     }
-    // SAFETY: the map value is plain data, copied out.
+    // SAFETY: plain data, copied out (see the crate docs on map values).
     let nh = unsafe { OVL_NEXTHOPS.get(*to) }.copied()?;
     let ip_len = if cfg.ipv6 == 0 { IPV4_HLEN } else { IPV6_HLEN };
     // Ethernet, at most one VLAN tag, IP: the bounds let the verifier follow the offsets.
@@ -794,63 +903,53 @@ fn send_drained(
     }
     // Each bound against its own read of the end, so the compiler keeps every one.
     let data = ctx.data();
-    let udp = data + udp_off;
-    if udp + UDP_HLEN + 4 > fresh_end(ctx) || data + ETH_HLEN > fresh_end(ctx) {
-        return restrip(ctx, strip);
-    }
-    write_bytes(data, nh.mac);
-    write_bytes(data + 6, cfg.local_mac);
-    let Some(tun1) = u8_at(udp + UDP_HLEN + 1, fresh_end(ctx)) else {
+    // The UDP header and the tunnel header's first word.
+    let Some(udp) = Span::<{ UDP_HLEN + 4 }>::at(data + udp_off, fresh_end(ctx)) else {
         return restrip(ctx, strip);
     };
+    let Some(eth) = Span::<ETH_HLEN>::at(data, fresh_end(ctx)) else {
+        return restrip(ctx, strip);
+    };
+    eth.put::<0>(nh.mac);
+    eth.put::<6>(cfg.local_mac);
+    let tun1 = udp.u8::<{ UDP_HLEN + 1 }>();
     if cfg.ipv6 == 0 {
         // From data, not back from udp: the verifier allows no access below a checked pointer.
-        let ip = data + opaque(udp_off - IPV4_HLEN);
-        if ip + IPV4_HLEN > fresh_end(ctx) {
+        let Some(ip) = Span::<IPV4_HLEN>::at(data + opaque(udp_off - IPV4_HLEN), fresh_end(ctx))
+        else {
             return restrip(ctx, strip);
-        }
-        write_bytes(udp + UDP_HLEN + 1, [tun1 | TUN_FLAG_DRAINED]);
+        };
+        udp.put::<{ UDP_HLEN + 1 }>([tun1 | TUN_FLAG_DRAINED]);
         let l = &cfg.local_ip;
-        write_bytes(ip + 8, [64u8]);
-        write_bytes(ip + 10, [0u8, 0]);
-        write_bytes(ip + 12, [l[12], l[13], l[14], l[15]]);
-        write_bytes(ip + 16, [to[12], to[13], to[14], to[15]]);
-        let mut sum = 0u32;
-        let mut off = 0;
-        while off < IPV4_HLEN {
-            sum += be16(ip + off) as u32;
-            off += 2;
-        }
-        write_bytes(ip + 10, (!fold(sum)).to_be_bytes());
+        ip.put::<8>([64u8]);
+        ip.put::<10>([0u8, 0]);
+        ip.put::<12>([l[12], l[13], l[14], l[15]]);
+        ip.put::<16>([to[12], to[13], to[14], to[15]]);
+        ip.put::<10>((!fold(ip.be16_sum())).to_be_bytes());
         // Optional over IPv4, and the addresses it covered changed.
-        write_bytes(udp + 6, [0u8, 0]);
+        udp.put::<6>([0u8, 0]);
     } else {
-        let ip = data + opaque(udp_off - IPV6_HLEN);
-        if ip + IPV6_HLEN > fresh_end(ctx) {
+        let Some(ip) = Span::<IPV6_HLEN>::at(data + opaque(udp_off - IPV6_HLEN), fresh_end(ctx))
+        else {
             return restrip(ctx, strip);
-        }
+        };
         // The checksum follows the changed words (addresses, the tunnel header's first word)
         // incrementally; a zero one (accepted by configuration) stays zero.
-        // SAFETY: ip + 40 and udp + 12 <= end checked above.
-        let (old_sum, old_tun) = unsafe {
-            (
-                core::ptr::read_unaligned((udp + 6) as *const u16),
-                core::ptr::read_unaligned((udp + UDP_HLEN) as *const [u8; 4]),
-            )
-        };
+        let old_sum = udp.get::<6, u16>();
+        let old_tun: [u8; 4] = udp.get::<UDP_HLEN, _>();
         let mut old = [0u8; 36];
-        old[..16].copy_from_slice(&addr16(ip + 8));
-        old[16..32].copy_from_slice(&addr16(ip + 24));
+        old[..16].copy_from_slice(&ip.addr16::<8>());
+        old[16..32].copy_from_slice(&ip.addr16::<24>());
         old[32..].copy_from_slice(&old_tun);
         let mut new = [0u8; 36];
         new[..16].copy_from_slice(&cfg.local_ip);
         new[16..32].copy_from_slice(to);
         new[32..].copy_from_slice(&old_tun);
         new[33] |= TUN_FLAG_DRAINED;
-        write_bytes(ip + 7, [64u8]);
-        write_bytes(ip + 8, cfg.local_ip);
-        write_bytes(ip + 24, *to);
-        write_bytes(udp + UDP_HLEN, [new[32], new[33], new[34], new[35]]);
+        ip.put::<7>([64u8]);
+        ip.put::<8>(cfg.local_ip);
+        ip.put::<24>(*to);
+        udp.put::<UDP_HLEN>([new[32], new[33], new[34], new[35]]);
         if old_sum != 0 {
             // SAFETY: helper call on two 36-byte stack buffers.
             let diff = unsafe {
@@ -866,7 +965,7 @@ fn send_drained(
                 0 => 0xffff,
                 c => c,
             };
-            write_bytes(udp + 6, csum.to_ne_bytes());
+            udp.put::<6>(csum.to_ne_bytes());
         }
     }
     if ctx.ingress_ifindex() as u32 == cfg.underlay_ifindex {
@@ -881,7 +980,7 @@ fn send_drained(
 #[inline(always)]
 fn uplink_slot(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let base = unsafe { OVL_UPLINKS.get(ifindex) }.copied().unwrap_or(0);
     base + ctx.rx_queue_index()
 }
@@ -892,9 +991,11 @@ fn uplink_slot(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn needs_learning(vni: u32, src: [u8; 6], peer: &VtepAddr) -> bool {
     let e = OVL_FDB.get_ptr_mut(FdbKey::new(vni, src));
-    // SAFETY: a pointer to the map value, valid for this program run; racing writers (another
-    // CPU's stamp, userspace replacing the entry) at worst leave an older stamp, which the next
-    // frame refreshes.
+    // SAFETY: the map's memory stays allocated, so the pointer is valid for this run. Others
+    // may write the entry meanwhile (another CPU its stamp; userspace replacing it, whose
+    // memory can then hold another key: see the crate docs on map values), so the entry read
+    // may be torn, and a stamp stored may land in another key's entry and keep it from ageing
+    // for one more refresh period. Plain data: wrong values at worst, never invalid ones.
     let entry = e.map(|p| unsafe { &*p });
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -928,12 +1029,11 @@ fn to_socket(ctx: &XdpContext, meta: XdpMeta, slot: u32, ok: Counter) -> Verdict
         error!(ctx, "adjust_meta failed");
         return drop(Counter::DropInternal);
     }
-    let m = ctx.metadata();
-    if m + XDP_META_LEN > ctx.data() {
+    // The metadata area ends where the frame begins.
+    let Some(area) = Span::<XDP_META_LEN>::at(ctx.metadata(), ctx.data()) else {
         return drop(Counter::DropInternal);
-    }
-    // SAFETY: the metadata area [m, m + XDP_META_LEN) was just reserved and bounds-checked.
-    unsafe { core::ptr::write_unaligned(m as *mut XdpMeta, meta) };
+    };
+    area.put::<0>(meta);
     match OVL_XSKS.redirect(slot, 0) {
         Ok(action) => (action, ok),
         Err(_) => drop(Counter::DropNoSocket),
@@ -947,17 +1047,17 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
     };
     let data = ctx.data();
     let end = ctx.data_end();
-    if data + ETH_HLEN > end {
+    let Some(eth) = Span::<ETH_HLEN>::at(data, end) else {
         return drop(Counter::DropTxTruncated);
-    }
+    };
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_PORTS.get(ifindex) }) else {
         return drop(Counter::DropTxNoPort);
     };
     let vni = port.vni;
     let slot = port.xsk_base + ctx.rx_queue_index();
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(vinfo) = (unsafe { OVL_VNIS.get(vni) }) else {
         return drop(Counter::DropTxUnknownVni);
     };
@@ -975,7 +1075,7 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         // IPv4 with DF, and IPv6 (never fragmented on the way): userspace tells the sender
         // the MTU (ICMP "fragmentation needed", ICMPv6 "packet too big"), as the kernel's
         // tunnel drivers do. Either way the frame itself is dropped, and counted.
-        let ethertype = be16(data + 12);
+        let ethertype = eth.be16::<12>();
         let answer = match u8_at(data + ETH_HLEN + 6, end) {
             Some(flags) => {
                 (ethertype == ETH_P_IPV4 && flags & 0x40 != 0) || ethertype == ETH_P_IPV6
@@ -988,18 +1088,17 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         }
         return drop(Counter::DropTxTooBig);
     }
-    // SAFETY: data + 14 <= end checked above.
-    let dst: [u8; 6] = unsafe { core::ptr::read_unaligned(data as *const [u8; 6]) };
+    let dst: [u8; 6] = eth.get::<0, _>();
     if dst[0] & 1 != 0 {
         return to_socket(ctx, meta, slot, Counter::TxFlood);
     }
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(fdb) = (unsafe { OVL_FDB.get(FdbKey::new(vni, dst)) }) else {
         return to_socket(ctx, meta, slot, Counter::TxUnknownUnicast);
     };
     let remote = fdb.remote;
     meta.peer_ip = remote;
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(nh) = (unsafe { OVL_NEXTHOPS.get(remote) }) else {
         meta.kind = MetaKind::NoNeighbour as u8;
         return to_socket(ctx, meta, slot, Counter::TxNoNeighbour);
@@ -1036,21 +1135,19 @@ fn overlay_egress(ctx: &XdpContext) -> Verdict {
         error!(ctx, "adjust_head failed");
         return drop(Counter::DropInternal);
     }
-    let data = ctx.data();
-    let end = ctx.data_end();
-    if data + OUTER_MAX > end {
-        // Cannot happen (the inner frame is at least 14 bytes); keeps the verifier informed.
+    // Cannot fail (the inner frame is at least 14 bytes); keeps the verifier informed.
+    let Some(hdr) = Span::<OUTER_MAX>::at(ctx.data(), ctx.data_end()) else {
         return drop(Counter::DropInternal);
-    }
+    };
 
     let outer = outer_header(cfg, nh_mac, &remote, vinfo, vni, src_port, ip_len as u16);
     let mut base = [0u8; OUTER_BASE];
     base.copy_from_slice(&outer[..OUTER_BASE]);
-    write_bytes(data, base);
+    hdr.put::<0>(base);
     if opt_len != 0 {
         let mut opt = [0u8; GENEVE_OPT_LEN];
         opt.copy_from_slice(&outer[OUTER_BASE..]);
-        write_bytes(data + OUTER_BASE, opt);
+        hdr.put::<OUTER_BASE>(opt);
     }
     to_socket(ctx, meta, slot, counter)
 }
@@ -1085,10 +1182,10 @@ fn encap_v6(
     }
     let data = ctx.data();
     let end = ctx.data_end();
-    if data + OUTER6_MAX > end {
-        // Cannot happen (the inner frame is at least 14 bytes); keeps the verifier informed.
+    // Cannot fail (the inner frame is at least 14 bytes); keeps the verifier informed.
+    let Some(hdr) = Span::<OUTER6_MAX>::at(data, end) else {
         return drop(Counter::DropInternal);
-    }
+    };
     let remote = meta.peer_ip;
     let outer = outer_header6(
         cfg,
@@ -1101,11 +1198,11 @@ fn encap_v6(
     );
     let mut base = [0u8; OUTER6_BASE];
     base.copy_from_slice(&outer[..OUTER6_BASE]);
-    write_bytes(data, base);
+    hdr.put::<0>(base);
     if tun_len == GENEVE_HLEN + GENEVE_OPT_LEN {
         let mut opt = [0u8; GENEVE_OPT_LEN];
         opt.copy_from_slice(&outer[OUTER6_BASE..]);
-        write_bytes(data + OUTER6_BASE, opt);
+        hdr.put::<OUTER6_BASE>(opt);
     }
     let udp = data + ETH_HLEN + IPV6_HLEN;
     let seed = pseudo6_sum(&cfg.local_ip, &remote, udp_len as u32);
@@ -1117,7 +1214,7 @@ fn encap_v6(
         0 => 0xffff,
         c => c,
     };
-    write_bytes(udp + 6, csum.to_ne_bytes());
+    hdr.put::<{ ETH_HLEN + IPV6_HLEN + 6 }>(csum.to_ne_bytes());
     if cfg.tx_redirect != 0 && cfg.underlay_ifindex != 0 {
         if let Some(c) = OVL_VNI_COUNTERS.get_ptr_mut(meta.vni) {
             // SAFETY: this CPU's slot of the entry; see `count`.
@@ -1191,7 +1288,7 @@ fn tc_egress(ctx: &TcContext) -> (i32, Counter) {
     if protocol != u32::from(ETH_P_IPV4.to_be()) {
         return tc_pass();
     }
-    // SAFETY: the map value is plain data, only read.
+    // SAFETY: plain data, only read (see the crate docs on map values).
     let Some(port) = (unsafe { OVL_PORTS.get(ifindex) }) else {
         return tc_pass();
     };
@@ -1405,32 +1502,31 @@ fn outer_header6(
 #[inline(always)]
 fn flow_hash(data: usize, end: usize) -> u32 {
     let mut h = 0u32;
-    if data + ETH_HLEN > end {
+    let Some(eth) = Span::<ETH_HLEN>::at(data, end) else {
         return h;
-    }
-    h = ovl_common::mix32(h, raw32(data));
-    h = ovl_common::mix32(h, raw32(data + 4));
-    h = ovl_common::mix32(h, raw32(data + 8));
-    h = ovl_common::mix32(h, be16(data + 12) as u32);
-    if be16(data + 12) != ETH_P_IPV4 {
+    };
+    h = ovl_common::mix32(h, eth.raw32::<0>());
+    h = ovl_common::mix32(h, eth.raw32::<4>());
+    h = ovl_common::mix32(h, eth.raw32::<8>());
+    let ethertype = eth.be16::<12>();
+    h = ovl_common::mix32(h, ethertype as u32);
+    if ethertype != ETH_P_IPV4 {
         return h;
     }
     let ip = data + ETH_HLEN;
-    if ip + IPV4_HLEN > end {
-        return h;
-    }
-    h = ovl_common::mix32(h, raw32(ip + 12));
-    h = ovl_common::mix32(h, raw32(ip + 16));
-    let Some(proto) = u8_at(ip + 9, end) else {
+    let Some(iph) = Span::<IPV4_HLEN>::at(ip, end) else {
         return h;
     };
+    h = ovl_common::mix32(h, iph.raw32::<12>());
+    h = ovl_common::mix32(h, iph.raw32::<16>());
+    let proto = iph.u8::<9>();
     h = ovl_common::mix32(h, proto as u32);
-    let ihl = ((be16(ip) >> 8) as usize & 0x0f) * 4;
-    let fragmented = be16(ip + 6) & 0x3fff != 0;
+    let ihl = ((iph.u8::<0>() & 0x0f) as usize) * 4;
+    let fragmented = iph.be16::<6>() & 0x3fff != 0;
     if (proto == 6 || proto == 17) && !fragmented && ihl >= IPV4_HLEN {
-        let l4 = ip + ihl;
-        if l4 + 4 <= end {
-            h = ovl_common::mix32(h, raw32(l4));
+        // The ports.
+        if let Some(ports) = raw32_at(ip + ihl, end) {
+            h = ovl_common::mix32(h, ports);
         }
     }
     h
