@@ -60,6 +60,21 @@ impl Env {
         Env::with_sockets(true)
     }
 
+    /// The receiving VTEP: the same programs, configured with the remote's address.
+    fn peer() -> Env {
+        let mut peer = Env::new();
+        peer.obj
+            .set_config(Config {
+                local_ip: be(REMOTE_IP),
+                underlay_mtu: MTU,
+                enabled: 1,
+                local_mac: GW_MAC,
+                ..Config::default()
+            })
+            .unwrap();
+        peer
+    }
+
     fn with_sockets(sockets: bool) -> Env {
         let mut obj = XdpObject::load().expect("load XDP programs");
         obj.set_config(Config {
@@ -850,17 +865,7 @@ fn encap_then_decap_round_trips() {
         let env = Env::new();
         let inner = inner_frame(INNER_B, 777);
         let wire = env.egress(&inner, Counter::TxVxlan).frame;
-        // The receiving VTEP: same programs, configured with the remote's address.
-        let mut peer = Env::new();
-        peer.obj
-            .set_config(Config {
-                local_ip: be(REMOTE_IP),
-                underlay_mtu: MTU,
-                enabled: 1,
-                local_mac: GW_MAC,
-                ..Config::default()
-            })
-            .unwrap();
+        let peer = Env::peer();
         let out = peer.ingress(&wire, Counter::RxVxlan);
         assert_eq!(action_name(out.action), action_name(XDP_REDIRECT));
         assert_eq!(out.frame, inner);
@@ -950,16 +955,7 @@ fn a_flooded_broadcast_arp_encapsulated_in_userspace_decapsulates_at_the_peer() 
         };
         let mut buf = vec![0u8; 2048];
         let n = dataplane::encap::encapsulate(&request, &outer, &mut buf).unwrap();
-        let mut peer = Env::new();
-        peer.obj
-            .set_config(Config {
-                local_ip: be(REMOTE_IP),
-                underlay_mtu: MTU,
-                enabled: 1,
-                local_mac: GW_MAC,
-                ..Config::default()
-            })
-            .unwrap();
+        let peer = Env::peer();
         let got = peer.ingress(&buf[..n], Counter::RxVxlan);
         assert_eq!(action_name(got.action), action_name(XDP_REDIRECT));
         assert_eq!(got.frame, request);
