@@ -95,6 +95,7 @@ pub(super) struct Control {
     /// Warnings that could repeat for every frame or every second.
     pub(super) warn_fdb_full: RateLimit,
     pub(super) warn_map: RateLimit,
+    pub(super) warn_bind: RateLimit,
     pub(super) port_names: Vec<(u32, String)>,
     pub(super) started: Instant,
     pub(super) last_provoke: HashMap<(u32, IpAddr), Instant>,
@@ -394,8 +395,16 @@ impl Control {
                 Err(e) => tracing::warn!(queue, uplink = %self.uplink_name(u), "XSKMAP: {e}"),
             }
         }
+        // Retried every second (`rebind_missing_sockets`): say so once per period, not per try.
         for (name, why) in failed {
-            tracing::warn!(queue, uplink = %name, "binding the uplink's socket failed: {why}");
+            if let Some(held) = self.warn_bind.allow(Instant::now()) {
+                tracing::warn!(
+                    queue,
+                    uplink = %name,
+                    held,
+                    "binding the uplink's socket failed (retried every second): {why}"
+                );
+            }
         }
     }
 

@@ -336,6 +336,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         retries: Retries::default(),
         warn_fdb_full: RateLimit::new(WARN_EVERY),
         warn_map: RateLimit::new(WARN_EVERY),
+        warn_bind: RateLimit::new(WARN_EVERY),
         port_names: vnis.iter().map(|r| (r.id, r.interface.clone())).collect(),
         started: Instant::now(),
         last_provoke: HashMap::new(),
