@@ -634,7 +634,7 @@ impl Control {
                     remote: ovl_common::vtep_addr(remote),
                     flags: if fixed { FDB_FLAG_STATIC } else { 0 },
                     _pad: 0,
-                    seen_ns: monotonic_ns(),
+                    seen_ns: if fixed { 0 } else { monotonic_ns() },
                 },
             ),
             // Already absent is what we want.
