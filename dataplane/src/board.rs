@@ -80,14 +80,6 @@ impl Board {
         // Read under the lock, so the version names exactly this state.
         Some((self.version.load(Ordering::Acquire), current.clone()))
     }
-
-    /// The newest state.
-    pub fn current(&self) -> Arc<Wanted> {
-        self.wanted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
 }
 
 #[cfg(test)]

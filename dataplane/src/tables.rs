@@ -154,10 +154,6 @@ impl NextHops {
         true
     }
 
-    pub fn is_wanted(&self, remote: &IpAddr) -> bool {
-        self.published.contains_key(remote)
-    }
-
     pub fn remotes(&self) -> Vec<IpAddr> {
         self.published.keys().copied().collect()
     }

@@ -249,15 +249,13 @@ pub struct Worker {
     learned: HashMap<(u32, [u8; 6]), (IpAddr, Instant)>,
     scratch: Vec<FrameDesc>,
     to_control: Sender<FromWorker>,
-    /// The control thread's decisions, and the version and state this worker applied last.
+    /// The control thread's decisions, and the version and state this worker applied last
+    /// (the uplinks it wants sockets on, the device to send on).
     board: Arc<Board>,
     board_seen: u64,
     applied: Arc<Wanted>,
     resolve_asked: HashMap<IpAddr, Instant>,
     next_xsk_stats: Instant,
-    /// The uplinks the control thread wants (name, index) and the device to send on.
-    wanted: Vec<(String, u32)>,
-    want_active: Option<u32>,
     /// Devices whose socket is being bound on a helper thread, and where they arrive.
     binding: Vec<u32>,
     bound_tx: Sender<Bound>,
@@ -479,8 +477,6 @@ impl Worker {
             applied: Arc::new(Wanted::default()),
             resolve_asked: HashMap::new(),
             next_xsk_stats: Instant::now(),
-            wanted: Vec::new(),
-            want_active: None,
             binding: Vec::new(),
             bound_tx,
             bound_rx,
@@ -498,8 +494,12 @@ impl Worker {
             w.add_uplink(name, *index).map_err(&err)?;
         }
         w.spec.active = active;
-        w.want_active = active.and_then(|a| uplinks.get(a)).map(|u| u.1);
-        w.wanted = uplinks;
+        w.applied = Arc::new(Wanted {
+            active: active.and_then(|a| uplinks.get(a)).map(|u| u.1),
+            uplinks,
+            local_mac: w.spec.local_mac,
+            ..Wanted::default()
+        });
         w.publish_sockets();
         w.refill();
         Ok(w)
@@ -589,32 +589,31 @@ impl Worker {
     /// sockets reworked only when the uplink fields moved (binding is slow).
     fn apply(&mut self, version: u64, wanted: Arc<Wanted>) {
         self.board_seen = version;
-        if wanted.nexthops != self.applied.nexthops {
-            self.nexthops.clone_from(&wanted.nexthops);
+        let old = std::mem::replace(&mut self.applied, wanted);
+        if self.applied.nexthops != old.nexthops {
+            self.nexthops.clone_from(&self.applied.nexthops);
         }
-        if wanted.uplinks_differ(&self.applied) {
-            self.set_uplinks(&wanted.uplinks, wanted.active, wanted.local_mac);
+        if self.applied.uplinks_differ(&old) {
+            self.set_uplinks();
         }
-        self.applied = wanted;
     }
 
-    /// Makes the uplink sockets match `uplinks` (devices by name and index: a device
-    /// re-created under the same name is a new one) and sends on `active`; tells the control
-    /// thread the new sockets' descriptors. A socket with a UMEM of its own is bound on a
-    /// helper thread, so forwarding does not stop for the tens of milliseconds a bind takes.
-    fn set_uplinks(&mut self, uplinks: &[(String, u32)], active: Option<u32>, local_mac: [u8; 6]) {
-        self.wanted = uplinks.to_vec();
-        self.want_active = active;
-        self.spec.local_mac = local_mac;
+    /// Makes the uplink sockets match the applied `uplinks` (devices by name and index: a
+    /// device re-created under the same name is a new one) and sends on `active`; tells the
+    /// control thread the new sockets' descriptors. A socket with a UMEM of its own is bound on
+    /// a helper thread, so forwarding does not stop for the tens of milliseconds a bind takes.
+    fn set_uplinks(&mut self) {
+        let wanted = self.applied.clone();
+        self.spec.local_mac = wanted.local_mac;
         for k in (0..self.spec.uplinks.len()).rev() {
-            if !uplinks.contains(&self.spec.uplinks[k]) {
+            if !wanted.uplinks.contains(&self.spec.uplinks[k]) {
                 self.remove_uplink(k);
             }
         }
         let split = layout::layout(self.spec.zero_copy).split;
         let mut bound = Vec::new();
         let mut failed = Vec::new();
-        for (name, index) in uplinks {
+        for (name, index) in &wanted.uplinks {
             if self.spec.uplinks.iter().any(|u| u.1 == *index) || self.binding.contains(index) {
                 continue;
             }
@@ -661,7 +660,7 @@ impl Worker {
         let mut failed = Vec::new();
         while let Ok(b) = self.bound_rx.try_recv() {
             self.binding.retain(|i| *i != b.index);
-            let wanted = self.wanted.iter().any(|u| u.1 == b.index)
+            let wanted = self.applied.uplinks.iter().any(|u| u.1 == b.index)
                 && !self.spec.uplinks.iter().any(|u| u.1 == b.index);
             match b.result {
                 Ok((mut sock, pool)) if wanted => {
@@ -687,7 +686,8 @@ impl Worker {
     /// After the uplink sockets changed: the sending socket again, the stats, the report.
     fn uplinks_changed(&mut self, bound: Vec<(u32, i32)>, failed: Vec<(String, String)>) {
         self.spec.active = self
-            .want_active
+            .applied
+            .active
             .and_then(|a| self.spec.uplinks.iter().position(|u| u.1 == a));
         self.publish_sockets();
         if !bound.is_empty() || !failed.is_empty() {

@@ -1,7 +1,7 @@
 //! The workers of one run. They start with sockets on the uplinks present then; when a
-//! device disappears or returns they close or bind that one socket themselves (told by
-//! the board, `set_uplinks`) and report new descriptors for the XSKMAP, so sockets on the other devices,
-//! counters, the FDB and the overlay ports carry on untouched.
+//! device disappears or returns they close or bind that one socket themselves (told through
+//! the board by `set_uplinks`) and report new descriptors for the XSKMAP, so sockets on the
+//! other devices, counters, the FDB and the overlay ports carry on untouched.
 
 use std::{
     collections::HashMap,
