@@ -102,15 +102,7 @@ pub struct Flags {
     /// segments of connections it has no socket for.
     #[serde(default)]
     pub draining: bool,
-    /// The sender became Active because the peer went silent, under `PRESUMED` ago: if the
-    /// peer turns out to be Active still, it was alive all along (a stall, not a death) and
-    /// the sender yields to it whatever their ranks.
-    #[serde(default)]
-    pub presumed: bool,
 }
-
-/// How long a takeover on the peer's silence alone stays presumed (see `Flags::presumed`).
-pub const PRESUMED: Nanos = 1_000 * MS;
 
 /// What this node tells its peer in a heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,8 +159,6 @@ pub enum Cause {
     PeerTookOver,
     /// Both were Active and the peer outranks this node.
     SplitBrain,
-    /// Both were Active, this node only because the peer had gone silent: the peer was alive.
-    PeerAlive,
     /// A health check failed; the text says which.
     HealthFailed(String),
     /// Health checks pass again.
@@ -192,7 +182,6 @@ impl Cause {
             Cause::Switchover => "switchover",
             Cause::PeerTookOver => "peer-took-over",
             Cause::SplitBrain => "split-brain",
-            Cause::PeerAlive => "peer-alive",
             Cause::HealthFailed(_) => "health-failed",
             Cause::HealthRecovered => "health-recovered",
             Cause::Shutdown => "shutdown",
@@ -214,9 +203,6 @@ impl fmt::Display for Cause {
             Cause::Switchover => f.write_str("switchover requested here"),
             Cause::PeerTookOver => f.write_str("peer took the VIP over"),
             Cause::SplitBrain => f.write_str("both active, the peer outranks this node"),
-            Cause::PeerAlive => f.write_str(
-                "both active, and the peer had only stalled: this node took over on its silence",
-            ),
             Cause::HealthFailed(why) => write!(f, "health check failed: {why}"),
             Cause::HealthRecovered => f.write_str("health checks pass again"),
             Cause::Shutdown => f.write_str("controller stopping"),
@@ -449,8 +435,6 @@ pub struct Fsm {
     cfg: FsmConfig,
     state: State,
     state_since: Nanos,
-    /// Active on the peer's silence alone, until then (see `Flags::presumed`).
-    presumed_until: Option<Nanos>,
     healthy: bool,
     stopped: bool,
     /// Entered Backup from Init or Fault at this time: decisions wait for news of the peer
@@ -491,7 +475,6 @@ impl Fsm {
             cfg,
             state: State::Init,
             state_since: 0,
-            presumed_until: None,
             healthy: false,
             stopped: false,
             listen_since: 0,
@@ -543,7 +526,6 @@ impl Fsm {
                 // From the yield on: while lingering the VIP is still on the interface, and
                 // the new owner must already send us what it has no socket for.
                 draining: self.drain_until.is_some() || self.hand_off,
-                presumed: self.presumed_until.is_some(),
             },
         }
     }
@@ -836,9 +818,6 @@ impl Fsm {
     fn evaluate(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
         // A transition can enable another (e.g. Active with a takeover that is already
         // complete); a few rounds settle it.
-        if self.presumed_until.is_some_and(|t| now >= t) {
-            self.presumed_until = None;
-        }
         for _ in 0..4 {
             let before = (self.state, self.release, self.takeover);
             self.check_linger(now, out);
@@ -1027,14 +1006,9 @@ impl Fsm {
                 self.yielded = true;
                 self.enter(State::Backup, Cause::PeerTookOver, now, out, log);
             }
-            // Split brain, or both took over at once. A takeover on the peer's silence alone
-            // gives way to a peer that turns out to be active (it stalled, it did not die):
-            // the VIP stays where it was. Otherwise rank decides.
+            // Split brain, or both took over at once: rank decides.
             _ => {
-                let mine = self.presumed_until.is_some_and(|t| now < t);
-                if mine && !p.flags.presumed {
-                    self.enter(State::Backup, Cause::PeerAlive, now, out, log);
-                } else if self.outranks(&p) || (p.flags.presumed && !mine) {
+                if self.outranks(&p) {
                     if !self.conflict_announced {
                         self.conflict_announced = true;
                         self.reannounce = true;
@@ -1077,8 +1051,6 @@ impl Fsm {
         }
         self.state = to;
         self.state_since = now;
-        self.presumed_until = (to == State::Active && matches!(cause, Cause::PeerDead))
-            .then_some(now.saturating_add(PRESUMED));
         self.tx_now = true;
         self.conflict_announced = false;
         self.reannounce = false;

@@ -9,8 +9,8 @@
 //!
 //! `tag` is HMAC-SHA256 over bytes 0..32 with the shared key. Receivers check the length, then
 //! the tag, and only then look at the fields, so nothing unauthenticated is interpreted.
-//! Flags: bit 0 release, bit 1 takeover, bit 2 VIP held, bit 3 draining, bit 4 presumed (Active
-//! on the peer's silence alone, for a second); other bits must be zero.
+//! Flags: bit 0 release, bit 1 takeover, bit 2 VIP held, bit 3 draining; other bits must be
+//! zero.
 
 use crate::{
     auth::{Key, TAG_LEN},
@@ -30,9 +30,7 @@ const FLAG_RELEASE: u8 = 1 << 0;
 const FLAG_TAKEOVER: u8 = 1 << 1;
 const FLAG_VIP_HELD: u8 = 1 << 2;
 const FLAG_DRAINING: u8 = 1 << 3;
-const FLAG_PRESUMED: u8 = 1 << 4;
-const FLAGS_KNOWN: u8 =
-    FLAG_RELEASE | FLAG_TAKEOVER | FLAG_VIP_HELD | FLAG_DRAINING | FLAG_PRESUMED;
+const FLAGS_KNOWN: u8 = FLAG_RELEASE | FLAG_TAKEOVER | FLAG_VIP_HELD | FLAG_DRAINING;
 
 /// Why bytes are not a heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -86,8 +84,7 @@ impl Heartbeat {
         let flags = bit(self.flags.release, FLAG_RELEASE)
             | bit(self.flags.takeover, FLAG_TAKEOVER)
             | bit(self.flags.vip_held, FLAG_VIP_HELD)
-            | bit(self.flags.draining, FLAG_DRAINING)
-            | bit(self.flags.presumed, FLAG_PRESUMED);
+            | bit(self.flags.draining, FLAG_DRAINING);
         buf[0..2].copy_from_slice(&MAGIC);
         buf[2] = VERSION;
         buf[3] = self.state.to_wire();
@@ -142,7 +139,6 @@ impl Heartbeat {
                 takeover: flags & FLAG_TAKEOVER != 0,
                 vip_held: flags & FLAG_VIP_HELD != 0,
                 draining: flags & FLAG_DRAINING != 0,
-                presumed: flags & FLAG_PRESUMED != 0,
             },
             priority: buf[5],
             node_id: u32_at(8),
@@ -187,7 +183,6 @@ mod tests {
                 takeover: false,
                 vip_held: true,
                 draining: false,
-                presumed: false,
             },
             priority: 200,
             node_id: 0x0102_0304,

@@ -585,7 +585,6 @@ fn forged_and_replayed_heartbeats_from_a_third_namespace_change_nothing() {
                         takeover: true,
                         vip_held: true,
                         draining: true,
-                        presumed: true,
                     },
                     priority: 255,
                     node_id: controller::node::node_id("x"),

@@ -86,12 +86,12 @@ proptest! {
     #[test]
     fn encode_parse_roundtrip(
         st in state(), release in any::<bool>(), takeover in any::<bool>(), vip_held in any::<bool>(),
-        draining in any::<bool>(), presumed in any::<bool>(), priority in any::<u8>(), node_id in any::<u32>(), interval_us in 1u32.., epoch in any::<u64>(),
+        draining in any::<bool>(), priority in any::<u8>(), node_id in any::<u32>(), interval_us in 1u32.., epoch in any::<u64>(),
         seq in any::<u64>(),
     ) {
         let hb = Heartbeat {
             state: st,
-            flags: Flags { release, takeover, vip_held, draining, presumed },
+            flags: Flags { release, takeover, vip_held, draining },
             priority, node_id, interval_us, epoch, seq,
         };
         let wire = hb.encode(&key());
