@@ -1,10 +1,10 @@
 //! `BPF_PROG_TEST_RUN` for the XDP and TC programs: run a loaded program once on a frame, in
-//! the kernel, and get back its verdict, the output bytes and (XDP) the metadata it left. aya 0.14 has no public
-//! API for this, so it is the raw `bpf(2)` command.
+//! the kernel, and get back its verdict, the output bytes and (XDP) the metadata it
+//! prepended. aya 0.14 has no public API for this, so it is the raw `bpf(2)` command.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use ovl_common::{XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
+use ovl_common::{XDP_META_LEN, XdpMeta};
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// Room for what the program may prepend (outer headers, metadata).
@@ -62,7 +62,7 @@ pub struct TestRun {
     pub action: u32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
-    /// The metadata the program left in front of the frame, if any.
+    /// The metadata the program prepended to the frame (or left in the metadata area), if any.
     pub meta: Vec<u8>,
 }
 
@@ -72,10 +72,7 @@ impl TestRun {
         if self.meta.len() != XDP_META_LEN {
             return None;
         }
-        // SAFETY: XdpMeta is repr(C) plain data of exactly XDP_META_LEN bytes; read_unaligned
-        // copies it out of the byte buffer without alignment requirements.
-        let m: XdpMeta = unsafe { std::ptr::read_unaligned(self.meta.as_ptr().cast()) };
-        (m.magic == XDP_META_MAGIC).then_some(m)
+        XdpMeta::from_prefix(&self.meta)
     }
 }
 
@@ -163,6 +160,13 @@ pub fn run_xdp(
         });
     }
     out.truncate(total);
+    // Our programs prepend their metadata to the frames they hand to a socket (a redirect).
+    let meta_len =
+        if meta_len == 0 && attr.retval == XDP_REDIRECT && XdpMeta::from_prefix(&out).is_some() {
+            XDP_META_LEN
+        } else {
+            meta_len
+        };
     let frame = out.split_off(meta_len);
     Ok(TestRun {
         action: attr.retval,

@@ -20,7 +20,7 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ovl_common::{Encap, GENEVE_OPT_LEN, XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
+use ovl_common::{Encap, GENEVE_OPT_LEN, XDP_META_LEN, XdpMeta};
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
     config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
@@ -836,24 +836,28 @@ impl Worker {
         total
     }
 
-    fn meta(&self, pool: usize, desc: &FrameDesc) -> (Option<XdpMeta>, usize) {
-        // SAFETY: the frame came off an RX ring of this pool, so the kernel is done writing it.
-        let data = unsafe { self.pools[pool].umem.data(desc) };
-        let bytes = data.contents();
-        // SAFETY: frames start XDP_PACKET_HEADROOM (256) bytes into their chunk, so the 16
-        // bytes before the data are in the same chunk of the UMEM mapping, in a frame we own
-        // and nothing else reads or writes now; the kernel put the metadata there (copied in
-        // copy mode). What this does not have: xsk-rs exposes no view of that headroom, so the
-        // pointer is derived from the data slice and reaches before it, outside that slice's
-        // provenance in Rust's strict model; the memory itself is valid mmap'd bytes.
-        let meta: XdpMeta =
-            unsafe { std::ptr::read_unaligned(bytes.as_ptr().sub(XDP_META_LEN).cast::<XdpMeta>()) };
-        ((meta.magic == XDP_META_MAGIC).then_some(meta), bytes.len())
+    /// The metadata the program prepended to RX frame `desc` of `pool`, stripped off: the
+    /// frame is left as it arrived on the wire (or as the program encapsulated it), and its
+    /// length is returned. A frame without our metadata is left whole (`None`).
+    fn take_meta(&self, pool: usize, desc: &mut FrameDesc) -> (Option<XdpMeta>, usize) {
+        // SAFETY: the frame came off an RX ring of this pool, so the kernel is done writing
+        // it, and it is ours until released or queued.
+        let mut data = unsafe { self.pools[pool].umem.data_mut(desc) };
+        let bytes = data.contents_mut();
+        let Some(meta) = XdpMeta::from_prefix(bytes) else {
+            return (None, bytes.len());
+        };
+        // xsk-rs cannot move a descriptor's start, so the frame moves instead: a copy within
+        // the frame, small next to the copy-mode socket's own.
+        let len = bytes.len() - XDP_META_LEN;
+        bytes.copy_within(XDP_META_LEN.., 0);
+        data.cursor().set_pos(len);
+        (Some(meta), len)
     }
 
-    fn handle_underlay(&mut self, u: usize, desc: FrameDesc, now: Instant) {
+    fn handle_underlay(&mut self, u: usize, mut desc: FrameDesc, now: Instant) {
         let from = self.socks[self.spec.uplink_sock(u)].pool;
-        let (meta, len) = self.meta(from, &desc);
+        let (meta, len) = self.take_meta(from, &mut desc);
         // SAFETY: the frame came off an RX ring and is ours until released or queued.
         let data = unsafe { self.pools[from].umem.data(&desc) };
         let decision = forward::from_underlay(meta, &self.port_vnis, data.contents());
@@ -951,9 +955,9 @@ impl Worker {
         n
     }
 
-    fn handle_port(&mut self, p: usize, desc: FrameDesc, now: Instant) {
+    fn handle_port(&mut self, p: usize, mut desc: FrameDesc, now: Instant) {
         let from = self.socks[self.spec.port_sock(p)].pool;
-        let (meta, len) = self.meta(from, &desc);
+        let (meta, len) = self.take_meta(from, &mut desc);
         match forward::from_port(meta) {
             Forward::Transmit => {
                 let Some(out) = self.spec.active.map(|u| self.spec.uplink_sock(u)) else {

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ovl_common::{XDP_META_LEN, XDP_META_MAGIC, XdpMeta};
+use ovl_common::{XDP_META_LEN, XdpMeta};
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
     config::{LibxdpFlags, SocketConfig, UmemConfig},
@@ -115,19 +115,13 @@ impl Xsk {
         // SAFETY: the descriptor came from our RX ring, so it points into our UMEM and the
         // kernel is done with the frame until we put it back on the fill ring.
         let data = unsafe { self.umem.data(&desc[0]) };
-        let frame = data.contents().to_vec();
-        // The program's metadata sits right before the frame; copy mode copies it along.
-        // SAFETY: a frame starts at least XDP_PACKET_HEADROOM (256) bytes into its UMEM chunk,
-        // so the XDP_META_LEN bytes before it are inside the mapping.
-        let meta: XdpMeta = unsafe {
-            std::ptr::read_unaligned(data.contents().as_ptr().sub(XDP_META_LEN).cast::<XdpMeta>())
-        };
+        // Every frame our programs hand to a socket starts with their metadata.
+        let bytes = data.contents();
+        let meta = XdpMeta::from_prefix(bytes);
+        let frame = bytes[meta.map_or(0, |_| XDP_META_LEN)..].to_vec();
         // SAFETY: the frame is ours again and goes back to the kernel for reuse.
         unsafe { self.fq.produce(&desc) };
-        Ok(Some(Received {
-            meta: (meta.magic == XDP_META_MAGIC).then_some(meta),
-            frame,
-        }))
+        Ok(Some(Received { meta, frame }))
     }
 
     /// Transmits `frame` and waits (up to a second) for its completion.

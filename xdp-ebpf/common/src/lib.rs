@@ -498,8 +498,11 @@ impl MetaKind {
     }
 }
 
-/// Metadata placed right before the frame data (`bpf_xdp_adjust_meta`) of every frame the
-/// programs redirect to an AF_XDP socket. Its size is a multiple of 4, as the kernel requires.
+/// Metadata prepended to every frame the programs redirect to an AF_XDP socket: the program
+/// grows the frame at its head (`bpf_xdp_adjust_head`, which every kernel since 6.1 allows in
+/// XDP, unlike `bpf_xdp_adjust_meta`, which some builds refuse) and writes this first; the
+/// worker reads it with `XdpMeta::from_prefix` and strips it before the frame goes on. Its
+/// size is a multiple of 4, so the frame behind it keeps the alignment it had.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpMeta {
@@ -526,6 +529,27 @@ pub const META_FLAG_LEARN: u16 = 1;
 pub const XDP_META_MAGIC: u16 = 0x0e7a;
 pub const XDP_META_LEN: usize = core::mem::size_of::<XdpMeta>();
 const _: () = assert!(XDP_META_LEN.is_multiple_of(4) && XDP_META_LEN <= 32);
+
+impl XdpMeta {
+    /// The metadata at the start of `bytes` (as the program wrote it: native byte order,
+    /// `repr(C)` layout), if `bytes` is long enough and carries the magic and a known kind.
+    pub fn from_prefix(bytes: &[u8]) -> Option<XdpMeta> {
+        let b: &[u8; XDP_META_LEN] = bytes.get(..XDP_META_LEN)?.try_into().ok()?;
+        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        let mut peer_ip = [0u8; 16];
+        peer_ip.copy_from_slice(&b[8..24]);
+        let meta = XdpMeta {
+            magic: u16_at(0),
+            kind: b[2],
+            encap: b[3],
+            vni: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            peer_ip,
+            peer_port_be: u16_at(24),
+            flags: u16_at(26),
+        };
+        (meta.magic == XDP_META_MAGIC && MetaKind::from_u8(meta.kind).is_some()).then_some(meta)
+    }
+}
 
 /// Outcomes counted by the programs in the per-CPU `OVL_COUNTERS` array, one slot each. Every
 /// packet the programs see moves exactly one of these.
@@ -863,6 +887,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn metadata_prefix_reads_what_the_program_writes() {
+        use core::mem::offset_of;
+        // The parser's offsets are the struct's.
+        assert_eq!(offset_of!(XdpMeta, kind), 2);
+        assert_eq!(offset_of!(XdpMeta, encap), 3);
+        assert_eq!(offset_of!(XdpMeta, vni), 4);
+        assert_eq!(offset_of!(XdpMeta, peer_ip), 8);
+        assert_eq!(offset_of!(XdpMeta, peer_port_be), 24);
+        assert_eq!(offset_of!(XdpMeta, flags), 26);
+        let mut golden = [0u8; XDP_META_LEN + 14];
+        golden[..2].copy_from_slice(&XDP_META_MAGIC.to_ne_bytes());
+        golden[2] = MetaKind::Decapped as u8;
+        golden[3] = Encap::Geneve as u8;
+        golden[4..8].copy_from_slice(&4096u32.to_ne_bytes());
+        golden[8..24].copy_from_slice(&v4_mapped([10, 1, 2, 3]));
+        golden[24..26].copy_from_slice(&[0x12, 0x34]);
+        golden[26..28].copy_from_slice(&META_FLAG_LEARN.to_ne_bytes());
+        let meta = XdpMeta::from_prefix(&golden).expect("ours");
+        assert_eq!(
+            meta,
+            XdpMeta {
+                magic: XDP_META_MAGIC,
+                kind: MetaKind::Decapped as u8,
+                encap: Encap::Geneve as u8,
+                vni: 4096,
+                peer_ip: v4_mapped([10, 1, 2, 3]),
+                peer_port_be: u16::from_ne_bytes([0x12, 0x34]),
+                flags: META_FLAG_LEARN,
+            }
+        );
+        // Too short, another magic, an unknown kind: not ours.
+        assert_eq!(XdpMeta::from_prefix(&golden[..XDP_META_LEN - 1]), None);
+        assert_eq!(XdpMeta::from_prefix(&[]), None);
+        let mut other = golden;
+        other[0] ^= 1;
+        assert_eq!(XdpMeta::from_prefix(&other), None);
+        let mut other = golden;
+        other[2] = 0;
+        assert_eq!(XdpMeta::from_prefix(&other), None);
     }
 
     #[test]

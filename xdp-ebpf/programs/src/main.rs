@@ -4,7 +4,7 @@
 //!   local VTEP, validates them and strips the outer headers. In "xdp" mode a frame whose inner
 //!   source MAC is already known behind the sending VTEP is redirected through the `OVL_PORT_DEVS`
 //!   device map straight to its overlay port (the fast path); a new or moved source, and every
-//!   frame in "afxdp" mode, goes with `XdpMeta` in front of it to the AF_XDP socket of the
+//!   frame in "afxdp" mode, goes with `XdpMeta` prepended to it to the AF_XDP socket of the
 //!   receive queue. Everything that is not provably overlay traffic for us is passed to the
 //!   kernel untouched.
 //! - `ovl_overlay_tc_egress` ("xdp" mode), TC egress on the kernel's end of an overlay veth:
@@ -34,7 +34,7 @@ use aya_ebpf::{
     },
     helpers::generated::{
         bpf_csum_diff, bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_redirect, bpf_sk_release,
-        bpf_skc_lookup_tcp, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail,
+        bpf_skc_lookup_tcp, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{classifier, map, xdp},
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
@@ -111,9 +111,9 @@ fn count(c: Counter) {
 // unchecked (the TC program uses the kernel's checked `bpf_skb_load/store_bytes`). Where one
 // check covers several fields, the repeated checks are the same comparison and the compiler
 // folds them. These are safe functions over plain addresses: they trust `end` to be the
-// packet's `data_end` (or `data`, for the metadata), and an address is stale once the packet
-// is resized (`bpf_xdp_adjust_*`). The verifier backs both: it refuses to load a program with
-// an access it cannot prove inside the packet.
+// packet's `data_end`, and an address is stale once the packet is resized
+// (`bpf_xdp_adjust_*`). The verifier backs both: it refuses to load a program with an access
+// it cannot prove inside the packet.
 
 /// Types every byte pattern is a valid value of, with no padding: safe to read from packet
 /// bytes.
@@ -1021,16 +1021,16 @@ fn overlay_mtu(cfg: &Config, vinfo: &VniInfo) -> usize {
     (cfg.underlay_mtu as usize).saturating_sub(overhead)
 }
 
-/// Prepends `meta` and redirects to XSKMAP slot `slot`.
+/// Prepends `meta` to the frame and redirects to XSKMAP slot `slot`; the worker strips it.
+/// In the frame, not in the metadata area: some kernels refuse `bpf_xdp_adjust_meta`.
 #[inline(always)]
 fn to_socket(ctx: &XdpContext, meta: XdpMeta, slot: u32, ok: Counter) -> Verdict {
     // SAFETY: helper call on the program's own context.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(XDP_META_LEN as i32)) } != 0 {
-        error!(ctx, "adjust_meta failed");
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(XDP_META_LEN as i32)) } != 0 {
+        error!(ctx, "adjust_head for the metadata failed");
         return drop(Counter::DropInternal);
     }
-    // The metadata area ends where the frame begins.
-    let Some(area) = Span::<XDP_META_LEN>::at(ctx.metadata(), ctx.data()) else {
+    let Some(area) = Span::<XDP_META_LEN>::at(ctx.data(), ctx.data_end()) else {
         return drop(Counter::DropInternal);
     };
     area.put::<0>(meta);
