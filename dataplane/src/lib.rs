@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod describe;
 pub mod encap;
+pub mod features;
 pub mod forward;
 pub mod layout;
 pub mod netns;

@@ -84,6 +84,20 @@ fn stats(
     Ok(())
 }
 
+/// Probes this host's kernel and prints the feature table, and the line `run` would stop
+/// with, if any.
+fn features(cfg: &dataplane::config::Config) {
+    use dataplane::features;
+    let d = features::decide(&features::probe(), &features::Wanted::from_config(cfg));
+    print!(
+        "{}",
+        features::render_table(&d.kernel.release, &d.stats_rows())
+    );
+    if let Some(line) = d.fatal() {
+        println!("`dataplane run` would stop: {line}");
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -136,6 +150,7 @@ fn main() -> ExitCode {
                 for n in &report.notes {
                     println!("note: {n}");
                 }
+                features(&c);
             })
             .map_err(Into::into),
         Cmd::Stats {
