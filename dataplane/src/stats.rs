@@ -210,6 +210,12 @@ pub struct Snapshot {
     /// Draining for a planned switchover, as the controller last set it.
     #[serde(default)]
     pub drain: DrainSnapshot,
+    /// `uname -r` of the host, and the kernel features probed at start (with the XDP
+    /// attach mode found), each with its decision.
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub features: Vec<crate::features::FeatureRow>,
 }
 
 /// What the programs do with TCP to the VIPs during a planned switchover (see the
@@ -384,6 +390,12 @@ impl Snapshot {
             self.fdb_learned,
             self.fdb_static
         );
+        if !self.features.is_empty() {
+            s.push_str(&crate::features::render_summary(
+                &self.kernel,
+                &self.features,
+            ));
+        }
         if self.map_write_failures != 0 {
             let _ = writeln!(
                 s,

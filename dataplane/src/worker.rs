@@ -148,6 +148,10 @@ fn set_busy_poll(fd: i32, usecs: u32, budget: usize) -> std::io::Result<()> {
 /// Lets one kick send a whole batch; on older kernels the call fails and the default stays
 /// (the worker then kicks again while frames remain on the ring).
 fn set_tx_budget(fd: i32, batch: usize) {
+    // Probed at start; a missing option was logged once there with what it costs.
+    if !crate::features::tx_budget_usable() {
+        return;
+    }
     let budget = libc::c_int::try_from(batch.max(32)).unwrap_or(libc::c_int::MAX);
     if set_int_opt(fd, libc::SOL_XDP, XDP_MAX_TX_SKB_BUDGET, budget).is_err() {
         tracing::debug!("XDP_MAX_TX_SKB_BUDGET not supported; TX budget stays 32 per kick");

@@ -1,7 +1,10 @@
 //! The XDP programs as userspace sees them: the embedded object, loading it into the kernel,
 //! typed access to its maps, attaching, and running a program on a frame (`BPF_PROG_TEST_RUN`).
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::{
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -46,6 +49,16 @@ pub enum XdpError {
         name: &'static str,
         #[source]
         source: XdpMapError,
+    },
+    /// The verifier refused a program: one line here, the whole log in `log`.
+    #[error(
+        "program {program} refused by the verifier of kernel {kernel}: {verdict} (full verifier log: {log})"
+    )]
+    Verifier {
+        program: &'static str,
+        kernel: String,
+        verdict: String,
+        log: String,
     },
     #[error("the object has no {kind} named {name}")]
     Missing {
@@ -205,6 +218,13 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> XdpError {
     move |source| XdpError::Map { name, source }
 }
 
+/// Whether adding the clsact qdisc failed only because it is there.
+fn is_exists(e: &aya::programs::tc::TcError) -> bool {
+    matches!(e, aya::programs::tc::TcError::AlreadyAttached)
+        || e.to_string().contains("File exists")
+        || std::error::Error::source(e).is_some_and(|s| s.to_string().contains("File exists"))
+}
+
 /// A map removal's result, where a key that was not there is what the caller wanted anyway.
 fn absent_ok(name: &'static str, r: Result<(), MapError>) -> Result<(), XdpError> {
     match r {
@@ -214,28 +234,92 @@ fn absent_ok(name: &'static str, r: Result<(), MapError>) -> Result<(), XdpError
     }
 }
 
+/// Where `XdpObject::load` puts a refused program's verifier log.
+pub const VERIFIER_LOG_DIR: &str = "/run/ovl-dataplane";
+
+/// A program's load error; a verifier refusal becomes one line, its log a file under `dir`
+/// (a verifier dump runs to thousands of lines: never for the console).
+fn load_error(name: &'static str, source: ProgramError, dir: &Path) -> XdpError {
+    match source {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => refused(name, &io_error, &verifier_log.to_string(), dir),
+        source => XdpError::Program { name, source },
+    }
+}
+
+/// A refused program `name`: its log saved under `dir`, the error one line.
+fn refused(name: &'static str, io_error: &std::io::Error, log: &str, dir: &Path) -> XdpError {
+    let verdict = if log.trim().is_empty() {
+        io_error.to_string()
+    } else {
+        crate::features::verifier::summary(log)
+    };
+    let full = format!("{name}: BPF_PROG_LOAD failed: {io_error}\n{log}");
+    let log = crate::features::verifier::save(dir, name, &full)
+        .map_or_else(|| "not saved".to_string(), |p| p.display().to_string());
+    XdpError::Verifier {
+        program: name,
+        kernel: crate::features::kernel().release,
+        verdict,
+        log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_program_is_one_line_and_a_file() {
+        let dir = std::env::temp_dir().join(format!("ovl-refused-{}", std::process::id()));
+        let mut log = String::from("func#0 @0\n");
+        for i in 0..2000 {
+            log.push_str(&format!("{i}: (bf) r1 = r6 ; R1=ctx() R6=ctx()\n"));
+        }
+        log.push_str("math between pkt pointer and register with unbounded min value is not allowed\nprocessed 2001 insns (limit 1000000)\n");
+        let e = refused(
+            "ovl_underlay_ingress",
+            &std::io::Error::from_raw_os_error(libc::EACCES),
+            &log,
+            &dir,
+        );
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("program ovl_underlay_ingress refused by the verifier of kernel ")
+        );
+        assert!(line.contains(": math between pkt pointer and register with unbounded min value is not allowed (full verifier log: "));
+        let path = dir.join("verifier-ovl_underlay_ingress.log");
+        assert!(line.ends_with(&format!("{})", path.display())), "{line}");
+        let saved = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(saved.contains("1999: (bf)") && saved.contains("Permission denied"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 impl XdpObject {
     /// Loads both programs into the kernel (the verifier runs here) and creates their maps.
     /// Nothing is attached yet, and until `set_config` enables them both programs pass
-    /// everything.
+    /// everything. A refused program's verifier log goes to [`VERIFIER_LOG_DIR`].
     pub fn load() -> Result<XdpObject, XdpError> {
+        Self::load_logging_to(Path::new(VERIFIER_LOG_DIR))
+    }
+
+    /// As `load`, with a refused program's verifier log written under `dir`.
+    pub fn load_logging_to(dir: &Path) -> Result<XdpObject, XdpError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
         // The programs log only on internal errors; a missing logger map is not fatal.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         for p in [Program::UnderlayIngress, Program::OverlayEgress] {
             xdp_mut(&mut ebpf, p)?
                 .load()
-                .map_err(|source| XdpError::Program {
-                    name: p.name(),
-                    source,
-                })?;
+                .map_err(|source| load_error(p.name(), source, dir))?;
         }
         tc_mut(&mut ebpf)?
             .load()
-            .map_err(|source| XdpError::Program {
-                name: TC_EGRESS,
-                source,
-            })?;
+            .map_err(|source| load_error(TC_EGRESS, source, dir))?;
         Ok(XdpObject { ebpf, logger })
     }
 
@@ -253,6 +337,20 @@ impl XdpObject {
     /// with the process, so a killed run leaves nothing attached).
     pub fn attach_tc_egress(&mut self, ifname: &str) -> Result<SchedClassifierLinkId, XdpError> {
         let name = TC_EGRESS;
+        // Before 6.6 aya attaches through netlink, which needs the clsact qdisc (same version
+        // rule as aya's). One that is there already is fine.
+        if !crate::features::kernel().at_least(6, 6) {
+            match aya::programs::tc::qdisc_add_clsact(ifname) {
+                Ok(()) => {}
+                Err(e) if is_exists(&e) => {}
+                Err(e) => {
+                    return Err(XdpError::Program {
+                        name,
+                        source: ProgramError::from(e),
+                    });
+                }
+            }
+        }
         tc_mut(&mut self.ebpf)?
             .attach(ifname, TcAttachType::Egress)
             .map_err(|source| XdpError::Program { name, source })

@@ -154,6 +154,68 @@ fn load_redirect(ifindex: u32) -> Result<OwnedFd, GenError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `uname -r`.
+fn kernel_release() -> String {
+    // SAFETY: plain data, filled by the call.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: our own utsname; uname NUL-terminates the field.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "unknown".into();
+    }
+    // SAFETY: as above.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Whether the kernel runs live frames at all: one frame through `return XDP_DROP` (the
+/// data plane's feature probe does the same). Older kernels do not know the flag (5.18+),
+/// and a build can refuse it outright (EPERM even for root).
+fn probe_live(template: &[u8]) -> Result<(), GenError> {
+    let insns = [
+        Insn {
+            code: 0x07 | 0xb0,
+            regs: 0,
+            off: 0,
+            imm: 1, // XDP_DROP
+        },
+        Insn {
+            code: 0x05 | 0x90,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let license = b"GPL\0";
+    let mut attr = LoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..LoadAttr::default()
+    };
+    let fd = bpf(BPF_PROG_LOAD, &mut attr).map_err(|source| GenError::Io {
+        what: "loading the probe program",
+        source,
+    })?;
+    // SAFETY: a new descriptor the kernel just returned to us.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut test = TestAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: template.len() as u32,
+        data_in: template.as_ptr() as u64,
+        repeat: 1,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        ..TestAttr::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut test).map(|_| ()).map_err(|e| {
+        GenError::Unsupported(format!(
+            "BPF_PROG_RUN with live frames is refused by kernel {} ({e}); it needs Linux 5.18 or newer and a build that allows it: use --mode afxdp (ovl-bench: --frames-via skb)",
+            kernel_release()
+        ))
+    })
+}
+
 fn ifindex(name: &str) -> Result<u32, GenError> {
     let c = std::ffi::CString::new(name)
         .map_err(|_| GenError::Config(format!("interface name `{name}`")))?;
@@ -186,6 +248,7 @@ pub fn run_live(
     {
         return Err(GenError::Config(format!("cannot pin to CPU {cpu}")));
     }
+    probe_live(&templates[0])?;
     let prog = load_redirect(ifindex(&cfg.ifname)?)?;
     let batch = cfg.batch.clamp(1, MAX_BATCH) as u32;
     let start = Instant::now();

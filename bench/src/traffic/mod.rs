@@ -57,6 +57,9 @@ pub enum GenError {
     Vni(u32),
     #[error("{0}")]
     Config(String),
+    /// A kernel feature the mode needs is missing: one line naming it and the way around.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("AF_XDP socket on {ifname} queue {queue}: {what}")]
     Setup {
         ifname: String,

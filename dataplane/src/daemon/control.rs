@@ -70,6 +70,9 @@ pub(super) struct Control {
     pub(super) xdp_mode: XdpModeCfg,
     /// How the first uplink attached (the overlay ports' programs follow it).
     pub(super) attach_mode: Option<XdpMode>,
+    /// `uname -r`, and the kernel features as probed at start, for the stats.
+    pub(super) kernel: String,
+    pub(super) features: Vec<crate::features::FeatureRow>,
     /// The programs' config without the active uplink's index and MAC.
     pub(super) base_config: ovl_common::Config,
     /// What the programs were last given (`base_config` with the active uplink's settings).
@@ -955,7 +958,22 @@ impl Control {
             .map(|(ip, mac)| (ip.to_string(), mac.map(|m| format_mac(&m))))
             .collect();
         nexthops.sort();
+        let mut features = self.features.clone();
+        // Attach modes are probed where the programs attach: report what that found.
+        features.push(crate::features::FeatureRow {
+            feature: "XDP attach mode".to_string(),
+            available: "yes".to_string(),
+            decision: match self.attach_mode {
+                Some(XdpMode::Skb) => "xdp skb",
+                Some(_) => "xdp driver",
+                None => "xdp none",
+            }
+            .to_string(),
+            note: String::new(),
+        });
         Snapshot {
+            kernel: self.kernel.clone(),
+            features,
             drain: crate::stats::DrainSnapshot {
                 vips: self.drain.vips.iter().map(IpAddr::to_string).collect(),
                 forward_to: self.drain.forward_to.map(|t| t.to_string()),

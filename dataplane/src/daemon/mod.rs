@@ -37,6 +37,7 @@ use host::{
 
 use crate::{
     config::{Config, DatapathMode},
+    features::Feature,
     stats::QueueCounters,
     tables::{Fdb, NextHops, RateLimit, Retries},
     uplink::{Seen, Uplinks},
@@ -59,6 +60,22 @@ pub fn run(config_path: &Path) -> Result<()> {
     for n in &report.notes {
         tracing::warn!("{n}");
     }
+    // Kernel features first: a kernel without an essential one stops here, in one line,
+    // before anything on the host is touched.
+    let features = crate::features::decide(
+        &crate::features::probe(),
+        &crate::features::Wanted::from_config(&cfg),
+    );
+    features.log();
+    if let Some(line) = features.fatal() {
+        bail!("{line}");
+    }
+    features.publish();
+    let busy_poll_us = if features.uses(Feature::PreferBusyPoll) {
+        cfg.workers.busy_poll_us
+    } else {
+        0
+    };
     let sock_path = cfg.stats.control_socket.clone();
     if let Some(dir) = sock_path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -166,7 +183,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         });
     }
 
-    if cfg.workers.busy_poll_us > 0 {
+    if busy_poll_us > 0 {
         // Preferred busy polling: interrupts (here: NAPI reschedules) stay deferred while the
         // workers poll, up to 2 x 200 µs before the device takes over again.
         // Uplinks that appear later run without (the workers still poll them).
@@ -188,7 +205,10 @@ pub fn run(config_path: &Path) -> Result<()> {
         .with_context(|| format!("write {}", host.state_file.display()))?;
 
     // XDP programs and maps.
-    let mut xdp = XdpObject::load().context("load XDP programs")?;
+    let log_dir = sock_path
+        .parent()
+        .unwrap_or(Path::new(crate::xdp::VERIFIER_LOG_DIR));
+    let mut xdp = XdpObject::load_logging_to(log_dir).context("load XDP programs")?;
     let queues = cfg.workers.queues;
     let mut ports_seen = HashSet::new();
     for v in &cfg.vnis {
@@ -280,7 +300,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         local_ip: cfg.underlay.local_ip,
         ports: port_specs,
         learn_refresh,
-        busy_poll_us: cfg.workers.busy_poll_us,
+        busy_poll_us,
         zero_copy: cfg.workers.zero_copy,
     };
     let workers = WorkerSet::new(template, cpus, counters, learn_tx, slots);
@@ -341,6 +361,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         started: Instant::now(),
         last_provoke: HashMap::new(),
         drain: DrainRequest::default(),
+        kernel: features.kernel.release.clone(),
+        features: features.stats_rows(),
     };
     // Attach to the uplinks there are, start the workers, activate one.
     ctl.apply(first_actions, started_at);
@@ -360,7 +382,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         links.push((Program::OverlayEgress, id));
     }
     let mut tc_links = Vec::new();
-    if fast {
+    // Without the encapsulation flags the TC program could only pass everything on.
+    if fast && features.uses(Feature::TcEncapL2Eth) {
         for v in &cfg.vnis {
             let id = ctl
                 .xdp
