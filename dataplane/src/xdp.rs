@@ -267,38 +267,6 @@ fn refused(name: &'static str, io_error: &std::io::Error, log: &str, dir: &Path)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_refused_program_is_one_line_and_a_file() {
-        let dir = std::env::temp_dir().join(format!("ovl-refused-{}", std::process::id()));
-        let mut log = String::from("func#0 @0\n");
-        for i in 0..2000 {
-            log.push_str(&format!("{i}: (bf) r1 = r6 ; R1=ctx() R6=ctx()\n"));
-        }
-        log.push_str("math between pkt pointer and register with unbounded min value is not allowed\nprocessed 2001 insns (limit 1000000)\n");
-        let e = refused(
-            "ovl_underlay_ingress",
-            &std::io::Error::from_raw_os_error(libc::EACCES),
-            &log,
-            &dir,
-        );
-        let line = e.to_string();
-        assert!(!line.contains('\n'), "{line}");
-        assert!(
-            line.starts_with("program ovl_underlay_ingress refused by the verifier of kernel ")
-        );
-        assert!(line.contains(": math between pkt pointer and register with unbounded min value is not allowed (full verifier log: "));
-        let path = dir.join("verifier-ovl_underlay_ingress.log");
-        assert!(line.ends_with(&format!("{})", path.display())), "{line}");
-        let saved = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(saved.contains("1999: (bf)") && saved.contains("Permission denied"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 impl XdpObject {
     /// Loads both programs into the kernel (the verifier runs here) and creates their maps.
     /// Nothing is attached yet, and until `set_config` enables them both programs pass
@@ -628,5 +596,37 @@ impl XdpObject {
         if let Some(l) = self.logger.as_mut() {
             l.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_program_is_one_line_and_a_file() {
+        let dir = std::env::temp_dir().join(format!("ovl-refused-{}", std::process::id()));
+        let mut log = String::from("func#0 @0\n");
+        for i in 0..2000 {
+            log.push_str(&format!("{i}: (bf) r1 = r6 ; R1=ctx() R6=ctx()\n"));
+        }
+        log.push_str("math between pkt pointer and register with unbounded min value is not allowed\nprocessed 2001 insns (limit 1000000)\n");
+        let e = refused(
+            "ovl_underlay_ingress",
+            &std::io::Error::from_raw_os_error(libc::EACCES),
+            &log,
+            &dir,
+        );
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("program ovl_underlay_ingress refused by the verifier of kernel ")
+        );
+        assert!(line.contains(": math between pkt pointer and register with unbounded min value is not allowed (full verifier log: "));
+        let path = dir.join("verifier-ovl_underlay_ingress.log");
+        assert!(line.ends_with(&format!("{})", path.display())), "{line}");
+        let saved = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(saved.contains("1999: (bf)") && saved.contains("Permission denied"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
