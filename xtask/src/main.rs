@@ -2,6 +2,7 @@
 //! XDP programs, running the tests and the demo.
 
 mod failover_demo;
+mod kernels;
 mod lab;
 mod setup;
 
@@ -41,11 +42,19 @@ enum Cmd {
     /// Build the XDP programs (bpfel-unknown-none, Debian's rustc) and print the object path.
     BuildEbpf,
     /// Run the whole test suite: format and lint checks, unit and property tests, and the
-    /// kernel tests of the XDP programs (root needed; CI runs as root).
+    /// kernel tests of the XDP programs (root needed; CI runs as root); then the kernel tests
+    /// and the lab smoke test in VMs booted with Debian's 6.1 and 6.12 kernels.
     Test {
         /// Skip `cargo fmt --check` and `cargo clippy -D warnings`.
         #[arg(long)]
         no_lint: bool,
+        /// Kernels to test on, comma-separated: `host` (the whole suite on this machine's
+        /// kernel), `6.1` (Debian 12), `6.12` (Debian 13 / bookworm-backports). The VM legs
+        /// run the XDP kernel tests, the config tests and the lab smoke test in a VM each
+        /// (QEMU, TCG unless KVM works), one after another, with Debian's kernels fetched
+        /// into /var/cache/ovl-kernels once.
+        #[arg(long, default_value = "host,6.1,6.12", value_name = "LIST")]
+        kernels: String,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
@@ -100,8 +109,17 @@ fn run() -> Result<()> {
         // everything is there), so nothing has to come before them.
         Cmd::Test {
             no_lint,
+            kernels,
             cargo_test_args,
-        } => setup::run(false).and_then(|()| test(&root, no_lint, &cargo_test_args)),
+        } => {
+            let legs = kernels::parse_legs(&kernels)?;
+            setup::run(false)?;
+            if legs == [kernels::Leg::Host] {
+                test(&root, no_lint, &cargo_test_args)
+            } else {
+                matrix(&root, no_lint, &cargo_test_args, &legs)
+            }
+        }
         Cmd::Demo { xdp: false } => setup::run(false).and_then(|()| failover_demo::run(&root)),
         Cmd::Demo { xdp: true } => setup::run(false).and_then(|()| demo(&root)),
         Cmd::Lab { cmd } => lab::run(&root, cmd),
@@ -117,7 +135,7 @@ fn workspace_root() -> PathBuf {
         .unwrap_or(xtask_dir)
 }
 
-fn step(what: &str) {
+pub(crate) fn step(what: &str) {
     eprintln!("==> {what}");
 }
 
@@ -152,14 +170,130 @@ fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
+fn require_root_for_tests() -> Result<()> {
     if !is_root() {
         bail!(
             "the kernel tests load XDP programs and create network namespaces, so the test \
              suite runs as root (CI does): `sudo -E cargo xtask test`"
         );
     }
+    Ok(())
+}
+
+/// The host leg alone (`--kernels host`).
+fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
+    require_root_for_tests()?;
     let started = Instant::now();
+    let totals = host_leg(root, no_lint, extra)?;
+    println!(
+        "xtask: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !totals.ok {
+        bail!("tests failed");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    eprintln!(
+        "==> all tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The kernel matrix: the host leg (if asked for), then one VM per other kernel, one after
+/// another; a summary at the end. Every leg runs even if an earlier one failed.
+fn matrix(root: &Path, no_lint: bool, extra: &[String], legs: &[kernels::Leg]) -> Result<()> {
+    require_root_for_tests()?;
+    let started = Instant::now();
+    let series: Vec<&'static kernels::Series> = legs
+        .iter()
+        .filter_map(|l| match l {
+            kernels::Leg::Vm(s) => Some(*s),
+            kernels::Leg::Host => None,
+        })
+        .collect();
+    step(&format!(
+        "the matrix's kernels ({})",
+        kernels::cache_dir().display()
+    ));
+    let vms: Vec<kernels::Kernel> = series
+        .iter()
+        .map(|s| kernels::fetch(s))
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    if legs.contains(&kernels::Leg::Host) {
+        let t0 = Instant::now();
+        let host = host_leg(root, no_lint, extra);
+        let release = Command::new("uname")
+            .arg("-r")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        rows.push(match host {
+            Ok(t) => kernels::LegResult {
+                kernel: release,
+                how: "host".into(),
+                passed: t.passed,
+                failed: t.failed,
+                ignored: t.ignored,
+                ok: t.ok && t.passed > 0,
+                note: if t.passed == 0 {
+                    "no test ran".into()
+                } else {
+                    String::new()
+                },
+                wall: t0.elapsed(),
+                boot: None,
+            },
+            Err(e) => {
+                eprintln!("xtask: host leg failed: {e:#}");
+                kernels::LegResult {
+                    kernel: release,
+                    how: "host".into(),
+                    passed: 0,
+                    failed: 0,
+                    ignored: 0,
+                    ok: false,
+                    note: format!("{e:#}").lines().next().unwrap_or("").to_string(),
+                    wall: t0.elapsed(),
+                    boot: None,
+                }
+            }
+        });
+    } else {
+        build_ebpf(root)?;
+        step("building the lab's binaries (release) for the VMs");
+        build_release_bins(root)?;
+    }
+    if let Some(first) = vms.first() {
+        step("building the test binaries the VMs run");
+        let bins = kernels::build_test_bins(root, extra)?;
+        let (accel, why) = kernels::probe_kvm(root, first)?;
+        step(&format!("VMs run under {} ({why})", accel.as_str()));
+        for k in &vms {
+            rows.push(kernels::run_vm(root, k, accel, &bins)?);
+        }
+    }
+    kernels::print_summary(&rows);
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.kernel.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("tests failed on {}", failed.join(", "));
+    }
+    eprintln!(
+        "==> all tests passed on every kernel in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds, lints and runs `cargo test --workspace` on the host's kernel.
+fn host_leg(root: &Path, no_lint: bool, extra: &[String]) -> Result<Totals> {
     build_ebpf(root)?;
     if !no_lint {
         step("cargo fmt --check (workspace and the XDP programs)");
@@ -207,22 +341,7 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
         args.push("--");
         args.extend(extra.iter().map(String::as_str));
     }
-    let totals = cargo_test(root, &args)?;
-    println!(
-        "xtask: {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
-    );
-    if !totals.ok {
-        bail!("tests failed");
-    }
-    if totals.passed == 0 {
-        bail!("no test ran");
-    }
-    eprintln!(
-        "==> all tests passed in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    cargo_test(root, &args)
 }
 
 #[derive(Debug, Default)]

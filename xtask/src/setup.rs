@@ -5,7 +5,7 @@
 //! into rustup as the toolchain `debian`; bpf-linker built against LLVM 22; clang-19 for
 //! libxdp-sys (clang-22 breaks its build).
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, bail};
 
@@ -50,11 +50,23 @@ const PACKAGES: &[(&str, &str)] = &[
         "python3-yaml",
         "the cloud-init file's YAML checked in the deploy tests",
     ),
+    (
+        "qemu-system-x86",
+        "the VMs of the kernel matrix (`cargo xtask test --kernels`)",
+    ),
+    (
+        "kmod",
+        "depmod for the matrix's kernels, modprobe in the VMs",
+    ),
+    ("busybox-static", "virtme-ng's initramfs"),
+    ("python3-pip", "installs virtme-ng (`vng`) from PyPI"),
 ];
 
 const TOOLCHAIN: &str = ebpf_build::TOOLCHAIN;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// virtme-ng (`vng`, from PyPI) boots the matrix's kernels on the host's root file system.
+const VIRTME_NG_VERSION: &str = "1.42";
 
 pub fn run(check_only: bool) -> Result<()> {
     if !is_debian_12() {
@@ -69,10 +81,11 @@ pub fn run(check_only: bool) -> Result<()> {
     missing_pkgs.sort_unstable();
     let toolchain_linked = toolchain_linked()?;
     let linker_ok = bpf_linker_ok();
+    let vng_ok = vng_ok();
 
-    if missing_pkgs.is_empty() && toolchain_linked && linker_ok {
+    if missing_pkgs.is_empty() && toolchain_linked && linker_ok && vng_ok {
         eprintln!(
-            "setup: all present ({} Debian packages, rustup toolchain `{TOOLCHAIN}`, bpf-linker {BPF_LINKER_VERSION})",
+            "setup: all present ({} Debian packages, rustup toolchain `{TOOLCHAIN}`, bpf-linker {BPF_LINKER_VERSION}, virtme-ng {VIRTME_NG_VERSION})",
             PACKAGES.len()
         );
         return Ok(());
@@ -89,6 +102,9 @@ pub fn run(check_only: bool) -> Result<()> {
         if !linker_ok {
             eprintln!("missing bpf-linker {BPF_LINKER_VERSION}");
         }
+        if !vng_ok {
+            eprintln!("missing virtme-ng {VIRTME_NG_VERSION} (`vng`, from PyPI)");
+        }
         bail!("setup is incomplete: run `cargo xtask setup`");
     }
 
@@ -104,6 +120,9 @@ pub fn run(check_only: bool) -> Result<()> {
     }
     if !bpf_linker_ok() {
         install_bpf_linker()?;
+    }
+    if !vng_ok {
+        install_virtme_ng()?;
     }
     eprintln!("setup: done");
     Ok(())
@@ -242,7 +261,94 @@ fn install_bpf_linker() -> Result<()> {
     Ok(())
 }
 
-fn run_cmd(cmd: &mut Command) -> Result<()> {
+/// Where `vng` is: on PATH, else in the scripts directory of `python3` (pip's scripts
+/// directory is often not on PATH), else wherever `pip show -f virtme-ng` says.
+pub fn vng_path() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("vng"))
+        .find(|p| p.is_file());
+    if let Some(p) = on_path {
+        return Some(p);
+    }
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("vng"));
+    if let Some(p) = scripts.filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    // `Location: <site-packages>` and files relative to it, e.g. `../../../bin/vng`.
+    let out = Command::new("python3")
+        .args(["-m", "pip", "show", "-f", "virtme-ng"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let location = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .map(|l| PathBuf::from(l.trim()))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with("bin/vng"))
+        .map(|l| location.join(l))
+        .find(|p| p.is_file())
+}
+
+/// Whether `vng --version` answers the pinned virtme-ng.
+fn vng_ok() -> bool {
+    vng_path().is_some_and(|p| {
+        Command::new(p).arg("--version").output().is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| w == VIRTME_NG_VERSION)
+        })
+    })
+}
+
+fn install_virtme_ng() -> Result<()> {
+    if !is_root() {
+        bail!(
+            "virtme-ng is missing; as root run:\n  python3 -m pip install virtme-ng=={VIRTME_NG_VERSION}"
+        );
+    }
+    eprintln!("setup: installing virtme-ng {VIRTME_NG_VERSION} from PyPI (python3 -m pip)");
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(extra)
+            .arg(format!("virtme-ng=={VIRTME_NG_VERSION}"))
+            .output()
+            .context("run python3 -m pip")
+    };
+    let mut out = pip(&[])?;
+    // Debian's own python3 refuses system-wide pip installs (PEP 668) unless told.
+    if !out.status.success()
+        && String::from_utf8_lossy(&out.stderr).contains("externally-managed-environment")
+    {
+        out = pip(&["--break-system-packages"])?;
+    }
+    if !out.status.success() {
+        bail!(
+            "python3 -m pip install virtme-ng=={VIRTME_NG_VERSION} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if !vng_ok() {
+        bail!("virtme-ng {VIRTME_NG_VERSION} was installed but `vng --version` does not answer it");
+    }
+    Ok(())
+}
+
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("run {shown}"))?;
     if !status.success() {
