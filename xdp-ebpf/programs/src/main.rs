@@ -25,6 +25,7 @@
 //! worst is one frame handled with a wrong value.
 #![no_std]
 #![no_main]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 use aya_ebpf::{
     bindings::{
@@ -150,7 +151,7 @@ fn u8_at(addr: usize, end: usize) -> Option<u8> {
 /// Big-endian u16 at `addr`, or `None` past `end`.
 #[inline(always)]
 fn be16_at(addr: usize, end: usize) -> Option<u16> {
-    read_at(addr, end).map(u16::from_be_bytes)
+    read_at(addr, end).map(be16_of)
 }
 
 /// u32 at `addr` exactly as stored (network order kept), or `None` past `end`.
@@ -200,7 +201,7 @@ impl<const N: usize> Span<N> {
     /// Big-endian u16 at `OFF`.
     #[inline(always)]
     fn be16<const OFF: usize>(self) -> u16 {
-        u16::from_be_bytes(self.get::<OFF, [u8; 2]>())
+        be16_of(self.get::<OFF, [u8; 2]>())
     }
 
     /// u32 at `OFF` exactly as stored (network order kept).
@@ -242,6 +243,14 @@ impl<const N: usize> Span<N> {
         }
         sum
     }
+}
+
+/// `u16::from_be_bytes`, with its range made visible to older verifiers (`within`): the byte
+/// swap it compiles to leaves a register that 6.1's and 6.12's verifiers know nothing of, so
+/// a length read that way could not be added to a packet pointer even after a check.
+#[inline(always)]
+fn be16_of(b: [u8; 2]) -> u16 {
+    within::<0xffff>(usize::from(u16::from_be_bytes(b))) as u16
 }
 
 /// Ones' complement sum of 16-bit words, folded.
@@ -857,12 +866,28 @@ fn drain_target(ctx: &XdpContext) -> Option<VtepAddr> {
     Some(d.peer)
 }
 
-/// `v`, through memory, so the compiler cannot fold the arithmetic that made it into a
-/// pointer computation the verifier would refuse.
+/// `v`, which the caller knows is at most `MASK` (a power of two less one), with that bound
+/// made visible to the verifier: an offset the program computed (a difference of packet
+/// pointers, a value a verifier before 6.8 lost track of) can then be added to a packet
+/// pointer on every kernel since 6.1. Written in assembly so that the compiler, which may
+/// know the mask changes nothing, keeps it; it also stops the compiler from folding the
+/// arithmetic that made `v` into a pointer computation the verifier would refuse.
 #[inline(always)]
-fn opaque(v: usize) -> usize {
-    // SAFETY: a read of a local.
-    unsafe { core::ptr::read_volatile(&v) }
+fn within<const MASK: u64>(v: usize) -> usize {
+    const { assert!((MASK + 1).is_power_of_two()) };
+    #[cfg(target_arch = "bpf")]
+    {
+        let mut r = v as u64;
+        // SAFETY: one ALU instruction on a register; no memory, no stack.
+        unsafe {
+            core::arch::asm!("{0} &= {1}", inout(reg) r, const MASK, options(pure, nomem, nostack));
+        }
+        r as usize
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        v & MASK as usize
+    }
 }
 
 /// Strips the `strip` bytes of outer headers again after `send_drained` put them back.
@@ -904,7 +929,8 @@ fn send_drained(
     // Each bound against its own read of the end, so the compiler keeps every one.
     let data = ctx.data();
     // The UDP header and the tunnel header's first word.
-    let Some(udp) = Span::<{ UDP_HLEN + 4 }>::at(data + udp_off, fresh_end(ctx)) else {
+    let Some(udp) = Span::<{ UDP_HLEN + 4 }>::at(data + within::<63>(udp_off), fresh_end(ctx))
+    else {
         return restrip(ctx, strip);
     };
     let Some(eth) = Span::<ETH_HLEN>::at(data, fresh_end(ctx)) else {
@@ -915,7 +941,7 @@ fn send_drained(
     let tun1 = udp.u8::<{ UDP_HLEN + 1 }>();
     if cfg.ipv6 == 0 {
         // From data, not back from udp: the verifier allows no access below a checked pointer.
-        let Some(ip) = Span::<IPV4_HLEN>::at(data + opaque(udp_off - IPV4_HLEN), fresh_end(ctx))
+        let Some(ip) = Span::<IPV4_HLEN>::at(data + within::<63>(udp_off - IPV4_HLEN), fresh_end(ctx))
         else {
             return restrip(ctx, strip);
         };
@@ -929,7 +955,7 @@ fn send_drained(
         // Optional over IPv4, and the addresses it covered changed.
         udp.put::<6>([0u8, 0]);
     } else {
-        let Some(ip) = Span::<IPV6_HLEN>::at(data + opaque(udp_off - IPV6_HLEN), fresh_end(ctx))
+        let Some(ip) = Span::<IPV6_HLEN>::at(data + within::<63>(udp_off - IPV6_HLEN), fresh_end(ctx))
         else {
             return restrip(ctx, strip);
         };
