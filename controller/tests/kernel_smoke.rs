@@ -36,13 +36,16 @@ fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Detection 100 ms x 5: an emulated VM must not flap. No preemption, so the VIP stays where
-/// the switchover put it.
+/// Detection 100 ms x 5 and a second for the data plane to answer the health check (50 ms by
+/// default, which a data plane under TCG misses now and then: the controllers flapped through
+/// fault): an emulated VM must not flap. No preemption, so the VIP stays where the switchover
+/// put it.
 fn options() -> PairOptions {
     PairOptions {
         preempt: false,
         interval_ms: 100,
         multiplier: 5,
+        dataplane_timeout_ms: 1000,
         ..PairOptions::default()
     }
 }

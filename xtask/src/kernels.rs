@@ -432,9 +432,9 @@ pub struct TestBin {
 /// says).
 const VM_TESTS: &[(&str, &str, u64, bool)] = &[
     // (package, test target, guest timeout in s, --nocapture)
-    ("dataplane", "config", 60, false),
+    ("dataplane", "config", 45, false),
     ("dataplane", "xdp_kernel", 240, false),
-    ("controller", "kernel_smoke", 240, true),
+    ("controller", "kernel_smoke", 150, true),
 ];
 
 /// Builds the VM legs' test binaries and returns them.
@@ -807,6 +807,44 @@ fn count_results(lines: &[String]) -> (u64, u64, u64) {
     (passed, failed, ignored)
 }
 
+/// Counts per binary (between its `OVL-VM: begin` and the next marker): its `test result:`
+/// line, or, for a binary killed before printing one, its `test NAME ... ok|FAILED|ignored`
+/// lines so far.
+fn count_per_binary(lines: &[String]) -> (u64, u64, u64) {
+    let mut total = (0, 0, 0);
+    let mut add = |section: &[String]| {
+        let (p, f, i) = if section.iter().any(|l| l.contains("test result: ")) {
+            count_results(section)
+        } else {
+            let ends = |s: &str| {
+                section
+                    .iter()
+                    .filter(|l| l.starts_with("test ") && l.ends_with(s))
+                    .count() as u64
+            };
+            (ends(" ... ok"), ends(" ... FAILED"), ends(" ... ignored"))
+        };
+        total.0 += p;
+        total.1 += f;
+        total.2 += i;
+    };
+    let mut start = None;
+    for (k, line) in lines.iter().enumerate() {
+        if line.contains("OVL-VM: ") {
+            if let Some(s) = start.take() {
+                add(&lines[s..k]);
+            }
+            if line.contains("OVL-VM: begin ") {
+                start = Some(k + 1);
+            }
+        }
+    }
+    if let Some(s) = start {
+        add(&lines[s..]);
+    }
+    total
+}
+
 /// Runs `bins` in a VM booted with `kernel`.
 pub fn run_vm(root: &Path, kernel: &Kernel, accel: Accel, bins: &[TestBin]) -> Result<LegResult> {
     let dir = root.join("target").join("kernels");
@@ -834,7 +872,7 @@ pub fn run_vm(root: &Path, kernel: &Kernel, accel: Accel, bins: &[TestBin]) -> R
         &log,
         &|l| println!("{tag}{l}"),
     )?;
-    let (passed, failed, ignored) = count_results(&run.lines);
+    let (passed, failed, ignored) = count_per_binary(&run.lines);
     let mut notes = Vec::new();
     // Binaries that ended badly: a crash without a `test result` line shows only here.
     for line in &run.lines {
@@ -947,6 +985,23 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(count_results(&lines), (15, 36, 1));
+        let killed: Vec<String> = [
+            "OVL-VM: begin a/config",
+            "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "OVL-VM: end a/config 0",
+            "OVL-VM: begin a/xdp_kernel",
+            "running 3 tests",
+            "test one ... ok",
+            "test two ... FAILED",
+            "test three has been running for over 60 seconds",
+            "OVL-VM: end a/xdp_kernel 124",
+            "OVL-VM: begin a/smoke",
+            "test s ... ok",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(count_per_binary(&killed), (5, 1, 0));
         assert_eq!(marker_value(&lines[2], "OVL-VM: exit "), Some(1));
         assert_eq!(marker_value("OVL-VM: start", "OVL-VM: exit "), None);
     }

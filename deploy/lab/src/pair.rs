@@ -56,6 +56,9 @@ pub struct PairOptions {
     pub drain_ms: u64,
     /// `switchover.drain_end = "keep"` rather than `"reset"`.
     pub drain_keep: bool,
+    /// `health.dataplane_timeout_ms` (the controller's default is 50; an emulated VM needs
+    /// more).
+    pub dataplane_timeout_ms: u64,
 }
 
 impl Default for PairOptions {
@@ -69,6 +72,7 @@ impl Default for PairOptions {
             garp_interval_ms: 5,
             drain_ms: 10_000,
             drain_keep: false,
+            dataplane_timeout_ms: 50,
         }
     }
 }
@@ -181,8 +185,9 @@ impl Pair {
             // The kernel driver has no process to watch; our data plane does.
             dp = match lab.spec().host(host).map(|(_, h)| &h.overlay) {
                 Some(crate::spec::Overlay::Ours { .. }) => format!(
-                    "dataplane_socket = \"{}\"\n",
-                    lab.control_socket(host).display()
+                    "dataplane_socket = \"{}\"\ndataplane_timeout_ms = {}\n",
+                    lab.control_socket(host).display(),
+                    o.dataplane_timeout_ms
                 ),
                 _ => String::new(),
             },
