@@ -83,7 +83,7 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 ";
 
 /// Bound of one VM's whole run (boot, every test binary, power-off).
-pub const VM_TIMEOUT: Duration = Duration::from_secs(420);
+pub const VM_TIMEOUT: Duration = Duration::from_secs(440);
 /// Bound of the KVM probe.
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of the console shown when a VM fails.
@@ -433,7 +433,7 @@ pub struct TestBin {
 const VM_TESTS: &[(&str, &str, u64, bool)] = &[
     // (package, test target, guest timeout in s, --nocapture)
     ("dataplane", "config", 45, false),
-    ("dataplane", "xdp_kernel", 240, false),
+    ("dataplane", "xdp_kernel", 290, false),
     ("controller", "kernel_smoke", 150, true),
 ];
 
