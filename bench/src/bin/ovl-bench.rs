@@ -78,10 +78,11 @@ struct Cli {
     #[arg(long)]
     busy_poll_us: Option<u32>,
     /// How the frame test's generator hands frames to the receiver: `xdp-live` (XDP frames,
-    /// as a NIC driver does; the default; ours in afxdp mode gets skbs all the same, see the
-    /// report) or `skb` (an AF_XDP socket in copy mode for every path, each frame an skb that
-    /// a veth copies again before an XDP program sees it).
-    #[arg(long, value_parser = ["xdp-live", "skb"], default_value = "xdp-live")]
+    /// as a NIC driver does; ours in afxdp mode gets skbs all the same, see the report), `skb`
+    /// (an AF_XDP socket in copy mode for every path, each frame an skb that a veth copies
+    /// again before an XDP program sees it), or `auto` (the default): `xdp-live` where the
+    /// kernel runs `BPF_PROG_RUN` with live frames, `skb` otherwise.
+    #[arg(long, value_parser = ["auto", "xdp-live", "skb"], default_value = "auto")]
     frames_via: String,
     /// Queues (and workers) per underlay veth; with 2, workers are pinned to CPUs 0 and 1.
     #[arg(long, default_value_t = 1)]
@@ -156,10 +157,10 @@ fn run() -> Result<()> {
         s.workers.host_cpus.clear();
         s.workers.cpus = Some(vec![0, 1]);
     }
-    s.frames_via = if cli.frames_via == "skb" {
-        suite::FramesVia::Skb
-    } else {
-        suite::FramesVia::XdpLive
+    s.frames_via = match cli.frames_via.as_str() {
+        "skb" => suite::FramesVia::Skb,
+        "xdp-live" => suite::FramesVia::XdpLive,
+        _ => suite::FramesVia::detect(),
     };
     s.workers.batch_size = cli.batch_size;
     s.workers.frames_per_queue = cli.frames_per_queue;

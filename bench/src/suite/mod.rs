@@ -95,7 +95,7 @@ impl Settings {
             rtt_count: 3000,
             rtt_interval_us: 1000,
             frames_ms: 3000,
-            frames_via: FramesVia::XdpLive,
+            frames_via: FramesVia::detect(),
             failover_planned: 20,
             failover_unplanned: 10,
             uplink_events: 10,
@@ -213,6 +213,19 @@ pub enum FramesVia {
 }
 
 impl FramesVia {
+    /// XDP frames where the kernel runs live frames, else skbs (saying so once): a kernel
+    /// before 5.18, or a build that refuses them (this lab's 6.18 build since 2026-12-07).
+    pub fn detect() -> FramesVia {
+        static CHOICE: std::sync::OnceLock<FramesVia> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| match crate::traffic::live_frames_refused() {
+            None => FramesVia::XdpLive,
+            Some(why) => {
+                eprintln!("ovl-bench: frames go as skbs (--frames-via skb): {why}");
+                FramesVia::Skb
+            }
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FramesVia::XdpLive => "xdp-live",

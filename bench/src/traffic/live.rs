@@ -168,6 +168,12 @@ fn kernel_release() -> String {
         .into_owned()
 }
 
+/// Whether this kernel runs `BPF_PROG_RUN` with live frames (see `probe_live`), or why not.
+pub fn live_frames_refused() -> Option<String> {
+    // The smallest frame a test run takes: an Ethernet header.
+    probe_live(&[0u8; 64]).err().map(|e| e.to_string())
+}
+
 /// Whether the kernel runs live frames at all: one frame through `return XDP_DROP` (the
 /// data plane's feature probe does the same). Older kernels do not know the flag (5.18+),
 /// and a build can refuse it outright (EPERM even for root).

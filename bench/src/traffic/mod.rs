@@ -40,7 +40,7 @@ pub use frames::{
     DEFAULT_FRAME_LEN, ENCAP_OVERHEAD, Encap, FrameSpec, MAX_FRAME_LEN, MIN_FRAME_LEN, VNI_MAX,
     build_templates,
 };
-pub use live::run_live;
+pub use live::{live_frames_refused, run_live};
 pub use pacing::TokenBucket;
 pub use sender::{GenConfig, GenReport, run};
 
