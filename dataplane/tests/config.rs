@@ -1533,15 +1533,15 @@ fn afxdp_mode_clamps_the_overlay_mtu_to_one_umem_frame_and_says_so() {
         ))
     };
     // Underlay MTU 9000: the default overlay MTU would be 8950; one 4096-byte UMEM frame less
-    // the kernel's 256 bytes of headroom, an outer Ethernet header with a VLAN tag and the
-    // VXLAN overhead holds 3772.
+    // the kernel's 256 bytes of headroom, the programs' 28 bytes of metadata, an outer
+    // Ethernet header with a VLAN tag and the VXLAN overhead holds 3744.
     let c = afxdp("");
     let r = c.check_host(&host(9000)).expect("host check");
-    assert_eq!(r.mtu(0), 3772);
-    assert_eq!(dataplane::config::one_frame_mtu(50), 3772);
+    assert_eq!(r.mtu(0), 3744);
+    assert_eq!(dataplane::config::one_frame_mtu(50), 3744);
     assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
     assert!(
-        r.notes[0].contains("clamped to 3772") && r.notes[0].contains("8950"),
+        r.notes[0].contains("clamped to 3744") && r.notes[0].contains("8950"),
         "{:?}",
         r.notes
     );
@@ -1552,12 +1552,12 @@ fn afxdp_mode_clamps_the_overlay_mtu_to_one_umem_frame_and_says_so() {
     // A configured MTU the mode cannot carry is an error naming the limit, not a clamp.
     let c = afxdp("mtu = 8000\n");
     let msg = host_err(&c, &host(9000), "vni[0].mtu");
-    assert!(msg.contains("at most 3772"), "{msg}");
+    assert!(msg.contains("at most 3744"), "{msg}");
     // "xdp" mode keeps the jumbo MTU (the fast path carries it) and says what the workers drop.
     let r = parse(MINIMAL).check_host(&host(9000)).expect("host check");
     assert_eq!(r.mtu(0), 8950);
     assert!(
-        r.notes.len() == 1 && r.notes[0].contains("dropped above 3772"),
+        r.notes.len() == 1 && r.notes[0].contains("dropped above 3744"),
         "{:?}",
         r.notes
     );

@@ -56,9 +56,9 @@ pub(super) const MAX_MTU: u32 = 65535;
 pub const UMEM_FRAME_SIZE: u32 = 4096;
 /// Room the kernel keeps in front of a frame it hands an AF_XDP socket (XDP_PACKET_HEADROOM).
 const XSK_RX_HEADROOM: u32 = 256;
-/// The longest frame one AF_XDP descriptor carries (the programs deliver a longer one that
-/// only wanted learning by the fast path instead).
-pub const MAX_XSK_FRAME: u32 = UMEM_FRAME_SIZE - XSK_RX_HEADROOM;
+/// The longest frame one AF_XDP descriptor carries behind the metadata the programs prepend
+/// (the programs deliver a longer one that only wanted learning by the fast path instead).
+pub const MAX_XSK_FRAME: u32 = UMEM_FRAME_SIZE - XSK_RX_HEADROOM - ovl_common::XDP_META_LEN as u32;
 /// Outer Ethernet header with one VLAN tag (the ingress program accepts one).
 const OUTER_ETH_MAX: u32 = 18;
 
