@@ -9,7 +9,7 @@ mod setup;
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -272,8 +272,30 @@ fn matrix(root: &Path, no_lint: bool, extra: &[String], legs: &[kernels::Leg]) -
         let bins = kernels::build_test_bins(root, extra)?;
         let (accel, why) = kernels::probe_kvm(root, first)?;
         step(&format!("VMs run under {} ({why})", accel.as_str()));
+        let budget_end = Instant::now() + kernels::MATRIX_BUDGET;
         for k in &vms {
-            rows.push(kernels::run_vm(root, k, accel, &bins)?);
+            let left = budget_end.saturating_duration_since(Instant::now());
+            if left < Duration::from_secs(60) {
+                eprintln!(
+                    "xtask: {}: not run, the VMs' {} s are used up",
+                    k.release,
+                    kernels::MATRIX_BUDGET.as_secs()
+                );
+                rows.push(kernels::LegResult {
+                    kernel: k.release.clone(),
+                    how: accel.as_str().into(),
+                    passed: 0,
+                    failed: 0,
+                    ignored: 0,
+                    ok: false,
+                    note: "not run: the matrix's time is used up".into(),
+                    wall: Duration::ZERO,
+                    boot: None,
+                });
+                continue;
+            }
+            let timeout = kernels::vm_timeout().min(left);
+            rows.push(kernels::run_vm(root, k, accel, &bins, timeout)?);
         }
     }
     kernels::print_summary(&rows);
