@@ -941,7 +941,8 @@ fn send_drained(
     let tun1 = udp.u8::<{ UDP_HLEN + 1 }>();
     if cfg.ipv6 == 0 {
         // From data, not back from udp: the verifier allows no access below a checked pointer.
-        let Some(ip) = Span::<IPV4_HLEN>::at(data + within::<63>(udp_off - IPV4_HLEN), fresh_end(ctx))
+        let Some(ip) =
+            Span::<IPV4_HLEN>::at(data + within::<63>(udp_off - IPV4_HLEN), fresh_end(ctx))
         else {
             return restrip(ctx, strip);
         };
@@ -955,7 +956,8 @@ fn send_drained(
         // Optional over IPv4, and the addresses it covered changed.
         udp.put::<6>([0u8, 0]);
     } else {
-        let Some(ip) = Span::<IPV6_HLEN>::at(data + within::<63>(udp_off - IPV6_HLEN), fresh_end(ctx))
+        let Some(ip) =
+            Span::<IPV6_HLEN>::at(data + within::<63>(udp_off - IPV6_HLEN), fresh_end(ctx))
         else {
             return restrip(ctx, strip);
         };
