@@ -33,26 +33,26 @@ struct XdpMd {
     egress_ifindex: u32,
 }
 
-/// The `test` member of `union bpf_attr`.
+/// The `test` member of `union bpf_attr` (also the feature probes').
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct TestAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
+pub(crate) struct TestAttr {
+    pub(crate) prog_fd: u32,
+    pub(crate) retval: u32,
+    pub(crate) data_size_in: u32,
+    pub(crate) data_size_out: u32,
+    pub(crate) data_in: u64,
+    pub(crate) data_out: u64,
+    pub(crate) repeat: u32,
+    pub(crate) duration: u32,
+    pub(crate) ctx_size_in: u32,
+    pub(crate) ctx_size_out: u32,
+    pub(crate) ctx_in: u64,
+    pub(crate) ctx_out: u64,
+    pub(crate) flags: u32,
+    pub(crate) cpu: u32,
+    pub(crate) batch_size: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Result of one run.

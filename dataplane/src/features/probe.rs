@@ -6,6 +6,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{Avail, Feature, Kernel, Probed};
+use crate::testrun::TestAttr;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -212,28 +213,6 @@ struct MapAttr {
     value_size: u32,
     max_entries: u32,
     map_flags: u32,
-}
-
-/// The `test` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct TestAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
