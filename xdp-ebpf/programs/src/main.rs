@@ -868,9 +868,9 @@ fn drain_target(ctx: &XdpContext) -> Option<VtepAddr> {
 
 /// `v`, which the caller knows is at most `MASK` (a power of two less one), with that bound
 /// made visible to the verifier: an offset the program computed (a difference of packet
-/// pointers, a value a verifier before 6.8 lost track of) can then be added to a packet
-/// pointer on every kernel since 6.1. Written in assembly so that the compiler, which may
-/// know the mask changes nothing, keeps it; it also stops the compiler from folding the
+/// pointers, a value an older verifier, 6.12's included, lost track of) can then be added to
+/// a packet pointer on every kernel since 6.1. Written in assembly so that the compiler, which
+/// may know the mask changes nothing, keeps it; it also stops the compiler from folding the
 /// arithmetic that made `v` into a pointer computation the verifier would refuse.
 #[inline(always)]
 fn within<const MASK: u64>(v: usize) -> usize {
