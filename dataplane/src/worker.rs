@@ -97,13 +97,13 @@ const TX_DRAIN: Duration = Duration::from_millis(1);
 
 /// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)` (kernel 6.17+): how many descriptors one
 /// copy-mode `sendto` may send; the default is 32, less than a batch.
-const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+pub(crate) const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
-const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+pub(crate) const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
 
 /// `setsockopt(fd, level, opt, &value)` for an int option.
-fn set_int_opt(
+pub(crate) fn set_int_opt(
     fd: i32,
     level: libc::c_int,
     opt: libc::c_int,

@@ -6,7 +6,10 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{Avail, Feature, Kernel, Probed};
-use crate::testrun::TestAttr;
+use crate::{
+    testrun::TestAttr,
+    worker::{SO_PREFER_BUSY_POLL, XDP_MAX_TX_SKB_BUDGET, set_int_opt},
+};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -50,8 +53,6 @@ const BPF_ADJ_ROOM_MAC: i32 = 1;
 
 const SOL_XDP: libc::c_int = 283;
 const XDP_OPTIONS: libc::c_int = 8;
-const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
-const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// One eBPF instruction (`struct bpf_insn`).
@@ -398,24 +399,6 @@ fn probe_encap_flags(p: &mut Prober) -> Avail {
     }
 }
 
-fn sockopt(fd: i32, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: setsockopt on our own socket with a correctly sized int.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 fn socket(domain: libc::c_int, ty: libc::c_int) -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket creation; the descriptor is owned at once.
     let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) };
@@ -473,13 +456,13 @@ fn probe_xsk(results: &mut Vec<(Feature, Avail)>) {
     results.push((Feature::XdpOptions, judge_sockopt(opts)));
     results.push((
         Feature::TxSkbBudget,
-        judge_sockopt(sockopt(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, 32)),
+        judge_sockopt(set_int_opt(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, 32)),
     ));
 }
 
 fn probe_busy_poll() -> Avail {
     match socket(libc::AF_INET, libc::SOCK_DGRAM) {
-        Ok(s) => judge_sockopt(sockopt(
+        Ok(s) => judge_sockopt(set_int_opt(
             s.as_raw_fd(),
             libc::SOL_SOCKET,
             SO_PREFER_BUSY_POLL,
