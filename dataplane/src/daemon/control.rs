@@ -28,7 +28,6 @@ use crate::{
 };
 
 use super::{
-    HEALTH_EVERY,
     api::{DrainReply, DrainRequest, Health, Request},
     host::{Restore, State, attach_underlay, complete_underlay_checksums},
     monotonic_ns, seen,
@@ -115,12 +114,10 @@ impl Control {
         links: &Receiver<(Instant, WatchEvent)>,
     ) {
         let mut next_tick = Instant::now() + Duration::from_secs(1);
-        let mut next_health = Instant::now();
         while !term.load(Ordering::Relaxed) {
-            if Instant::now() >= next_health {
-                next_health = Instant::now() + HEALTH_EVERY;
-                self.judge_health();
-            }
+            // Judged on every pass, right after whatever changed the state: a verdict kept
+            // for a period would answer `pong` for that long after the uplink went.
+            self.judge_health();
             select! {
                 recv(links) -> e => if let Ok((at, e)) = e { self.on_link_event(at, e) },
                 recv(events) -> m => if let Ok(m) = m { self.on_worker(m) },
@@ -168,6 +165,9 @@ impl Control {
     /// and at least one remote VTEP's next hop is resolved.
     pub(super) fn judge_health(&mut self) {
         let verdict = self.forwarding_problem().map_or(Ok(()), Err);
+        if self.health.read().is_ok_and(|h| *h == verdict) {
+            return;
+        }
         let Ok(mut h) = self.health.write() else {
             return;
         };

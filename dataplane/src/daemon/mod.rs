@@ -492,8 +492,6 @@ pub fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How often the control loop judges whether it can forward (the answer to `ping`).
-const HEALTH_EVERY: Duration = Duration::from_millis(100);
 /// At most one of a kind of repeated warning per this time.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
