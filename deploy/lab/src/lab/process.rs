@@ -20,7 +20,7 @@ use super::{
 use crate::{
     LabError,
     cmd::{self, tail},
-    config,
+    config, netns,
     spec::{OURS_INTERFACE, Overlay},
 };
 
@@ -296,6 +296,24 @@ impl Lab {
     pub fn dataplane_pid(&mut self, host: &str) -> Option<u32> {
         let p = self.dataplanes.get_mut(host)?;
         p.poll().is_none().then(|| p.pid())
+    }
+
+    /// Pids of every process in `host`'s namespace (`ip netns pids`: the data plane, whatever
+    /// [`Lab::spawn`] started there, anything else run in it), never the caller's own.
+    pub fn host_pids(&self, host: &str) -> Result<Vec<u32>, LabError> {
+        netns::pids(&self.ns_checked(host)?)
+    }
+
+    /// Sends `sig` to every process in `host`'s namespace, one right after the other, as a
+    /// hypervisor freezes ([`Signal::Stop`]) and resumes ([`Signal::Cont`]) all a VM runs.
+    /// Returns the pids signalled. Only the lab's own namespaces are looked at; as in the
+    /// teardown, a process that ends between the listing and the signal is the one risk.
+    pub fn signal_host(&self, host: &str, sig: Signal) -> Result<Vec<u32>, LabError> {
+        let pids = self.host_pids(host)?;
+        for &pid in &pids {
+            send_signal(pid, sig);
+        }
+        Ok(pids)
     }
 
     /// Sends `sig` to `host`'s data plane (nothing if it has ended). It is not restarted.
