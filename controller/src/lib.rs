@@ -23,4 +23,6 @@ pub mod health;
 pub mod hooks;
 pub mod node;
 pub mod packet;
+pub mod rt;
 pub mod runtime;
+pub mod wakeups;

@@ -222,13 +222,93 @@ fn systemd_units_say_what_the_design_needs() {
         .lines()
         .find(|l| l.starts_with("CapabilityBoundingSet="))
         .unwrap();
-    for cap in ["CAP_NET_ADMIN", "CAP_NET_RAW"] {
+    // CAP_SYS_NICE and CAP_IPC_LOCK: SCHED_FIFO and mlockall for the event loop (rt.rs).
+    for cap in [
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_SYS_NICE",
+        "CAP_IPC_LOCK",
+    ] {
         assert!(caps.contains(cap), "controller needs {cap}");
     }
     assert!(
         !caps.contains("CAP_SYS_ADMIN"),
         "controller needs no CAP_SYS_ADMIN"
     );
+    // Real-time heartbeats: systemd's default is to allow real-time, but the unit must not
+    // turn it off, and mlockall(MCL_FUTURE) must not run into a memory lock limit.
+    let settings: Vec<&str> = ctl.lines().map(str::trim).collect();
+    assert!(settings.contains(&"RestrictRealtime=no"));
+    assert!(
+        !settings
+            .iter()
+            .any(|l| l.starts_with("RestrictRealtime=yes"))
+    );
+    assert!(settings.contains(&"LimitMEMLOCK=infinity"));
+}
+
+/// The system calls in a `SystemCallFilter=` list, with `@group`s expanded by systemd-analyze.
+fn expand_syscall_filter(items: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(item) = todo.pop() {
+        if !item.starts_with('@') {
+            out.insert(item);
+            continue;
+        }
+        if !seen.insert(item.clone()) {
+            continue;
+        }
+        let o = Command::new("systemd-analyze")
+            .args(["syscall-filter", &item])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "systemd-analyze syscall-filter {item}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        // The first line names the group; comments start with '#'.
+        for line in text.lines().skip(1).map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                todo.push(line.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn controller_unit_syscall_filter_allows_sched_fifo_and_mlockall() {
+    let ctl = fs::read_to_string(deploy().join("systemd/ovl-controller.service")).unwrap();
+    let filters: Vec<&str> = ctl
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("SystemCallFilter="))
+        .collect();
+    assert!(
+        !filters.is_empty(),
+        "the controller unit has a system call filter"
+    );
+    // systemd applies the lines in order: the first one's kind sets the default (a deny list
+    // allows everything else), then each allow line adds and each deny line removes.
+    let mut allowed = [filters[0].starts_with('~'); 2];
+    let needed = ["sched_setscheduler", "mlockall"];
+    for f in &filters {
+        let (deny, list) = match f.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, *f),
+        };
+        let items: Vec<&str> = list.split_whitespace().collect();
+        let calls = expand_syscall_filter(&items);
+        // The expansion did expand something.
+        assert!(calls.len() > items.len(), "{f}: {calls:?}");
+        for (ok, call) in allowed.iter_mut().zip(needed) {
+            if calls.contains(call) {
+                *ok = !deny;
+            }
+        }
+    }
+    for (ok, call) in allowed.iter().zip(needed) {
+        assert!(ok, "SystemCallFilter= lines {filters:?} block {call}");
+    }
 }
 
 /// The `content: |` block of the write_files entry at `path` in the cloud-init file.
