@@ -102,6 +102,10 @@ pub struct NodeSection {
     /// Time in Backup before preempting.
     #[serde(default = "default_hold_down")]
     pub hold_down_ms: u64,
+    /// Silent listening after start, before claiming anything (default: the detection time
+    /// plus a heartbeat round trip, see [`Config::startup`]).
+    #[serde(default)]
+    pub startup_ms: Option<u64>,
 }
 
 fn default_hold_down() -> u64 {
@@ -138,6 +142,11 @@ pub struct HeartbeatSection {
     /// DSCP of heartbeats (default CS6, network control).
     #[serde(default = "default_dscp")]
     pub dscp: u8,
+    /// SCHED_FIFO priority of the thread that sends and receives heartbeats, with its memory
+    /// locked (1..=99; 0: ordinary scheduling). Where the kernel refuses, one warning and the
+    /// controller runs on.
+    #[serde(default = "default_rt_priority")]
+    pub realtime_priority: u8,
 }
 
 fn default_port() -> u16 {
@@ -151,6 +160,9 @@ fn default_multiplier() -> u32 {
 }
 fn default_dscp() -> u8 {
     48
+}
+fn default_rt_priority() -> u8 {
+    10
 }
 
 /// `[vip]`
@@ -473,6 +485,21 @@ impl Config {
         in_range("heartbeat.multiplier", h.multiplier, 2, 255)?;
         in_range("heartbeat.port", h.port, 1, 65535)?;
         in_range("heartbeat.dscp", h.dscp, 0, 63)?;
+        in_range("heartbeat.realtime_priority", h.realtime_priority, 0, 99)?;
+        if let Some(v) = n.startup_ms {
+            let detect = h.interval_ms.saturating_mul(u64::from(h.multiplier));
+            if v < detect {
+                return Err(ConfigError::field(
+                    "node.startup_ms",
+                    format!(
+                        "{v} is shorter than the detection time ({detect} ms = interval_ms x \
+                         multiplier): a restarted node would claim the VIP before its peer \
+                         could notice it was gone"
+                    ),
+                ));
+            }
+            in_range("node.startup_ms", v, detect, 600_000)?;
+        }
         if h.address.is_unspecified() || h.address.is_multicast() {
             return Err(ConfigError::field(
                 "heartbeat.address",
@@ -641,6 +668,19 @@ impl Config {
                 0
             },
             drain_keep: self.switchover.drain_end == DrainEnd::Keep,
+            startup: self.startup(),
+            wall_origin_us: 0,
+        }
+    }
+
+    /// The silent listening period after start.
+    pub fn startup(&self) -> Nanos {
+        match self.node.startup_ms {
+            Some(v) => v.saturating_mul(MS),
+            None => FsmConfig::default_startup(
+                self.heartbeat.interval_ms.saturating_mul(MS),
+                self.heartbeat.multiplier,
+            ),
         }
     }
 

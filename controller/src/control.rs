@@ -326,12 +326,19 @@ pub fn format_status(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
-        "state       {} for {}{}",
+        "state       {} for {}{}, term {}",
         f.state,
         ms(f.in_state_ns),
-        if f.healthy { "" } else { " (unhealthy)" }
+        if f.healthy { "" } else { " (unhealthy)" },
+        f.term
     );
     let mut notes = Vec::new();
+    if let Some(left) = f.startup_left_ns {
+        notes.push(format!("starting: listening silently, {} left", ms(left)));
+    }
+    if f.quiet_after_stall {
+        notes.push("back from a stall: asserting nothing until the peer is heard".to_string());
+    }
     if f.yielded {
         notes.push("yielded: no preemption until active again".to_string());
     }
@@ -422,14 +429,16 @@ pub fn format_status(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
-        "other       transitions {}, health failures {}, hooks run {} (failed {}), switchovers ok {}, failed {}, late wake-ups {}",
+        "other       transitions {}, health failures {}, hooks run {} (failed {}), switchovers ok {}, failed {}, late wake-ups {}, stalls {} (longest {} ms)",
         c.transitions,
         c.health_failures,
         c.hooks_run,
         c.hooks_failed,
         c.switchovers_ok,
         c.switchovers_failed,
-        c.late_wakeups
+        c.late_wakeups,
+        c.stalls,
+        c.longest_stall_ms
     );
     if !s.transitions.is_empty() {
         let _ = writeln!(o, "transitions (oldest first, wall clock ns):");

@@ -16,9 +16,19 @@
 //!   preemption) becomes Active with the `takeover` flag; the peer yields when it hears it and
 //!   keeps the VIP for `release_linger` more so no client loses its way while the gratuitous
 //!   ARP travels.
-//! - Split brain (both Active without a takeover in progress): the lower-ranked node yields at
-//!   once and the winner announces the VIP again, since the loser's announcements may have moved
-//!   clients.
+//! - Dual-active (both Active without a takeover in progress, e.g. after a freeze, a partition
+//!   or a link loss the owner did not notice): the newer owner keeps the VIP. Every heartbeat
+//!   carries the sender's ownership term, taken on becoming Active as the larger of the wall
+//!   clock and one more than any term heard (a hybrid logical clock: a takeover that saw the
+//!   old owner's term always beats it; concurrent ones compare by wall time). Rank decides only
+//!   equal terms. The winner announces the VIP again, since the loser's announcements may have
+//!   moved clients. So an incident moves the VIP once: the member that took over keeps it.
+//! - Start by listening: a starting node is silent for `startup` (at least a detection time):
+//!   no heartbeats, no claim. A peer that held the VIP keeps it; one that was Backup takes over
+//!   from the silent node, which then finds it Active and stays Backup.
+//! - A node whose own loop stalled longer than the detection time asserts nothing on resume
+//!   (no announcement, no decision on what it heard before) until it hears the peer again or
+//!   another detection time passes.
 //! - A node that yielded to a takeover does not preempt back until it has been Active again
 //!   (otherwise a planned switchover away from the preferred node would undo itself).
 //! - Unhealthy: Fault, VIP removed at once, heartbeats keep going so the peer takes over without
@@ -113,6 +123,8 @@ pub struct Advert {
     pub priority: u8,
     /// Our flags.
     pub flags: Flags,
+    /// Our ownership term (Active) or the highest term we know of (otherwise).
+    pub term: u64,
 }
 
 /// An authenticated heartbeat from the peer, as the state machine sees it.
@@ -124,6 +136,8 @@ pub struct PeerAdvert {
     pub priority: u8,
     /// The peer's flags.
     pub flags: Flags,
+    /// The peer's term (see [`Advert::term`]).
+    pub term: u64,
     /// The peer's heartbeat interval.
     pub interval: Nanos,
     /// False for a heartbeat that arrived out of order (older than one already seen): it proves
@@ -157,8 +171,10 @@ pub enum Cause {
     Switchover,
     /// The peer took the VIP over (switchover or preemption).
     PeerTookOver,
-    /// Both were Active and the peer outranks this node.
+    /// Both were Active with the same term and the peer outranks this node.
     SplitBrain,
+    /// Both were Active and the peer took over more recently (a higher ownership term).
+    NewerOwner,
     /// A health check failed; the text says which.
     HealthFailed(String),
     /// Health checks pass again.
@@ -182,6 +198,7 @@ impl Cause {
             Cause::Switchover => "switchover",
             Cause::PeerTookOver => "peer-took-over",
             Cause::SplitBrain => "split-brain",
+            Cause::NewerOwner => "newer-owner",
             Cause::HealthFailed(_) => "health-failed",
             Cause::HealthRecovered => "health-recovered",
             Cause::Shutdown => "shutdown",
@@ -203,6 +220,7 @@ impl fmt::Display for Cause {
             Cause::Switchover => f.write_str("switchover requested here"),
             Cause::PeerTookOver => f.write_str("peer took the VIP over"),
             Cause::SplitBrain => f.write_str("both active, the peer outranks this node"),
+            Cause::NewerOwner => f.write_str("both active, the peer took over more recently"),
             Cause::HealthFailed(why) => write!(f, "health check failed: {why}"),
             Cause::HealthRecovered => f.write_str("health checks pass again"),
             Cause::Shutdown => f.write_str("controller stopping"),
@@ -345,6 +363,11 @@ pub struct FsmConfig {
     pub drain_keep: bool,
     /// The peer's tie-break key.
     pub peer_tie_break: u128,
+    /// Silent listening after start (0: none).
+    pub startup: Nanos,
+    /// The wall clock, in microseconds since the Unix epoch, at time 0 of the monotonic clock
+    /// `step` is given: ownership terms are taken from it.
+    pub wall_origin_us: u64,
 }
 
 impl FsmConfig {
@@ -354,6 +377,15 @@ impl FsmConfig {
             .max(peer_interval)
             .saturating_mul(Nanos::from(self.multiplier))
     }
+
+    /// The default startup period: a detection time plus a heartbeat round trip (two
+    /// intervals, at least 10 ms), so a peer that was Backup has noticed our silence, taken
+    /// over and told us before we decide anything.
+    pub fn default_startup(interval: Nanos, multiplier: u32) -> Nanos {
+        interval
+            .saturating_mul(Nanos::from(multiplier))
+            .saturating_add(interval.saturating_mul(2).max(10 * MS))
+    }
 }
 
 /// What the state machine knows of the peer.
@@ -362,6 +394,7 @@ struct Peer {
     state: State,
     priority: u8,
     flags: Flags,
+    term: u64,
     interval: Nanos,
     last_heard: Nanos,
 }
@@ -421,6 +454,16 @@ pub struct FsmStatus {
     pub drain_forwarding: bool,
     /// The peer, once heard.
     pub peer: Option<PeerStatus>,
+    /// Our ownership term (Active) or the highest term known.
+    #[serde(default)]
+    pub term: u64,
+    /// Silent listening after start: time left.
+    #[serde(default)]
+    pub startup_left_ns: Option<u64>,
+    /// Back from a stall of our own longer than the detection time: asserting nothing until
+    /// the peer is heard again.
+    #[serde(default)]
+    pub quiet_after_stall: bool,
 }
 
 /// How long after its last heartbeat a peer still gets forwarded segments while draining.
@@ -466,6 +509,12 @@ pub struct Fsm {
     next_tx: Nanos,
     tx_now: bool,
     last_step: Nanos,
+    /// See [`Advert::term`].
+    term: u64,
+    /// Silent until then after start.
+    startup_until: Option<Nanos>,
+    /// Resumed from a long stall of our own at this time: see `quiet`.
+    stalled_at: Option<Nanos>,
 }
 
 impl Fsm {
@@ -496,6 +545,9 @@ impl Fsm {
             next_tx: 0,
             tx_now: false,
             last_step: 0,
+            term: 0,
+            startup_until: None,
+            stalled_at: None,
         }
     }
 
@@ -519,6 +571,7 @@ impl Fsm {
         Advert {
             state: self.state,
             priority: self.cfg.priority,
+            term: self.term,
             flags: Flags {
                 release: self.release.is_some(),
                 takeover: self.takeover.is_some(),
@@ -572,6 +625,10 @@ impl Fsm {
             .saturating_add(self.cfg.detect_time(p.interval))
     }
 
+    fn wall_us(&self, now: Nanos) -> u64 {
+        self.cfg.wall_origin_us.saturating_add(now / 1000)
+    }
+
     /// Feeds one event at time `now` and returns what to do, in order.
     pub fn step(&mut self, event: Event, now: Nanos) -> Vec<Action> {
         self.last_step = self.last_step.max(now);
@@ -590,11 +647,19 @@ impl Fsm {
             Event::Shutdown => self.on_shutdown(now, &mut out, &mut log),
             Event::DrainConnections { open } => self.drain_open = Some(open),
             Event::Stalled { late } => {
+                let detect = self.cfg.detect_time(self.peer.map_or(0, |p| p.interval));
                 if let Some(p) = &mut self.peer {
                     p.last_heard = p.last_heard.saturating_add(late).min(now);
                 }
+                // Longer than the detection time: the peer may have taken over meanwhile, and
+                // what we knew of it is old. Assert nothing until we hear it again.
+                if late > detect && matches!(self.state, State::Backup | State::Active) {
+                    self.stalled_at = Some(now);
+                }
             }
         }
+        self.check_startup(now);
+        self.check_quiet(now);
         self.evaluate(now, &mut out, &mut log);
         self.transmit(now, &mut out);
         // Transitions go last: logging and hooks must not delay the VIP, GARP and heartbeat.
@@ -607,7 +672,11 @@ impl Fsm {
         if self.state == State::Init {
             return None;
         }
-        let mut d = self.next_tx;
+        // Silent while starting: the first heartbeat is due when the startup ends.
+        let mut d = match self.startup_until {
+            Some(t) if self.state == State::Backup => t,
+            _ => self.next_tx,
+        };
         // A deadline at or before the last step was handled by it (or cannot apply until
         // another event), so only later ones count; otherwise a caller would spin.
         let last = self.last_step;
@@ -632,11 +701,17 @@ impl Fsm {
             // Timers keyed to the peer's death (failover, aborting a release) fire here.
             consider(self.peer_dead_at(&p));
         }
+        if let Some(t) = self.startup_until {
+            consider(t);
+        }
+        if let Some(t) = self.quiet_until() {
+            consider(t);
+        }
         if self.state == State::Backup {
             let iv = self.peer.map_or(0, |p| p.interval);
             consider(self.listen_since.saturating_add(self.silence_needed(iv)));
             if let Some(s) = self.both_backup_since {
-                consider(s.saturating_add(self.cfg.detect_time(iv)));
+                consider(s.saturating_add(idle_wait(self.cfg.detect_time(iv))));
             }
             if let Some(p) = self.peer
                 && p.state == State::Active
@@ -677,6 +752,43 @@ impl Fsm {
                 alive: self.peer_alive(now),
                 last_heard_ns_ago: now.saturating_sub(p.last_heard),
             }),
+            term: self.term,
+            startup_left_ns: self.startup_until.map(|t| t.saturating_sub(now)),
+            quiet_after_stall: self.stalled_at.is_some(),
+        }
+    }
+
+    /// Ends the silent startup period. If the peer was heard meanwhile, what it said stands
+    /// (listening began at start); if not, we have said nothing yet either, so a peer that
+    /// started with us would not have heard us: listen a detection time more, now speaking,
+    /// so that two members started together elect instead of both claiming.
+    fn check_startup(&mut self, now: Nanos) {
+        if let Some(t) = self.startup_until
+            && now >= t
+        {
+            self.startup_until = None;
+            self.tx_now = true;
+            if self.peer.is_none() {
+                self.listen_since = t;
+            }
+        }
+    }
+
+    fn in_startup(&self) -> bool {
+        self.startup_until.is_some()
+    }
+
+    /// When the quiet after a stall ends without news: the peer, silent for a detection time
+    /// after our resume, is dead.
+    fn quiet_until(&self) -> Option<Nanos> {
+        let iv = self.peer.map_or(0, |p| p.interval);
+        self.stalled_at
+            .map(|t| t.saturating_add(self.cfg.detect_time(iv)))
+    }
+
+    fn check_quiet(&mut self, now: Nanos) {
+        if self.quiet_until().is_some_and(|t| now >= t) {
+            self.stalled_at = None;
         }
     }
 
@@ -693,6 +805,9 @@ impl Fsm {
         }
         self.listen_since = now;
         self.healthy = healthy;
+        if self.cfg.startup > 0 {
+            self.startup_until = Some(now.saturating_add(self.cfg.startup));
+        }
         if healthy {
             self.enter(State::Backup, Cause::Startup, now, out, log);
         } else {
@@ -706,9 +821,20 @@ impl Fsm {
             state: adv.state,
             priority: adv.priority,
             flags: adv.flags,
+            term: adv.term,
             interval: adv.interval,
             last_heard: now,
         };
+        if adv.fresh && self.state != State::Active {
+            self.term = self.term.max(adv.term);
+        }
+        // Heard after a stall of ours: fresh news, unless it was queued while we slept (read
+        // in a burst right at resume).
+        if let Some(t) = self.stalled_at
+            && now >= t.saturating_add(adv.interval / 2)
+        {
+            self.stalled_at = None;
+        }
         let changed = match &mut self.peer {
             Some(p) if !adv.fresh => {
                 p.last_heard = p.last_heard.max(now);
@@ -730,7 +856,7 @@ impl Fsm {
         if !was_alive || adv.restarted || changed {
             self.tx_now = true;
         }
-        if !was_alive && self.state == State::Active {
+        if !was_alive && self.state == State::Active && self.stalled_at.is_none() {
             self.reannounce = true;
         }
     }
@@ -893,6 +1019,10 @@ impl Fsm {
     }
 
     fn evaluate_backup(&mut self, now: Nanos, out: &mut Vec<Action>, log: &mut Vec<Action>) {
+        // Listening (after start, or after a stall of ours): nothing is decided yet.
+        if self.in_startup() || self.stalled_at.is_some() {
+            return;
+        }
         let alive = self.peer_alive(now);
         let heard_since = self.peer.is_some_and(|p| p.last_heard >= self.listen_since);
         let Some(peer) = self.peer.filter(|_| alive && heard_since) else {
@@ -939,7 +1069,7 @@ impl Fsm {
                     }
                 } else {
                     let since = *self.both_backup_since.get_or_insert(now);
-                    if now >= since.saturating_add(self.cfg.detect_time(peer.interval)) {
+                    if now >= since.saturating_add(idle_wait(self.cfg.detect_time(peer.interval))) {
                         self.enter(State::Active, Cause::PeerIdle, now, out, log);
                     }
                 }
@@ -1006,23 +1136,27 @@ impl Fsm {
                 self.yielded = true;
                 self.enter(State::Backup, Cause::PeerTookOver, now, out, log);
             }
-            // Split brain, or both took over at once: rank decides.
+            // Dual-active, or both took over at once: the newer term keeps the VIP, rank
+            // decides a tie.
             _ => {
-                if self.outranks(&p) {
+                if p.term > self.term {
+                    self.enter(State::Backup, Cause::NewerOwner, now, out, log);
+                } else if p.term == self.term && !self.outranks(&p) {
+                    self.enter(State::Backup, Cause::SplitBrain, now, out, log);
+                } else {
                     if !self.conflict_announced {
                         self.conflict_announced = true;
                         self.reannounce = true;
                     }
                     self.flush_reannounce(out);
-                } else {
-                    self.enter(State::Backup, Cause::SplitBrain, now, out, log);
                 }
             }
         }
     }
 
     fn flush_reannounce(&mut self, out: &mut Vec<Action>) {
-        if std::mem::take(&mut self.reannounce) {
+        // Back from a stall the peer may own the VIP: announcing would steal it back.
+        if self.stalled_at.is_none() && std::mem::take(&mut self.reannounce) {
             out.push(Action::Announce);
         }
     }
@@ -1057,6 +1191,8 @@ impl Fsm {
         self.both_backup_since = None;
         match to {
             State::Active => {
+                let known = self.term.max(self.peer.map_or(0, |p| p.term));
+                self.term = self.wall_us(now).max(known.saturating_add(1));
                 self.linger_until = None;
                 self.hand_off = false;
                 // Draining stops: AddVip takes the VIP back from loopback, and the
@@ -1131,7 +1267,8 @@ impl Fsm {
     }
 
     fn transmit(&mut self, now: Nanos, out: &mut Vec<Action>) {
-        if self.state == State::Init {
+        // Silent while starting, except to say Fault (a start unhealthy, or a stop).
+        if self.state == State::Init || (self.in_startup() && self.state == State::Backup) {
             return;
         }
         if self.tx_now || now >= self.next_tx {
@@ -1140,6 +1277,12 @@ impl Fsm {
             out.push(Action::SendHeartbeat(self.advert()));
         }
     }
+}
+
+/// How long both members may be Backup before the lower-ranked one takes the VIP: two
+/// detection times, so the higher-ranked one, which takes it after one, is never raced.
+fn idle_wait(detect: Nanos) -> Nanos {
+    detect.saturating_mul(2)
 }
 
 fn answer(out: &mut Vec<Action>, id: Option<u64>, result: Result<(), SwitchoverError>) {
@@ -1165,6 +1308,8 @@ mod tests {
             peer_tie_break: 2,
             drain: 0,
             drain_keep: false,
+            startup: 0,
+            wall_origin_us: 0,
         }
     }
 
@@ -1173,6 +1318,7 @@ mod tests {
             state,
             priority,
             flags,
+            term: 0,
             interval: 10 * MS,
             fresh: true,
             restarted: false,
@@ -1243,6 +1389,97 @@ mod tests {
         assert_eq!(f.state(), State::Backup);
         let a = f.step(Event::Timer, T0 + 70 * MS);
         assert_eq!(f.state(), State::Active, "{a:?}");
+    }
+
+    fn peer_term(state: State, flags: Flags, term: u64) -> Event {
+        Event::Heartbeat(PeerAdvert {
+            state,
+            priority: 100,
+            flags,
+            term,
+            interval: 10 * MS,
+            fresh: true,
+            restarted: false,
+        })
+    }
+
+    #[test]
+    fn back_from_a_long_stall_an_owner_announces_nothing_and_yields_to_a_newer_one() {
+        // Active (elected at 30 ms, term 30000 us) over a backup peer.
+        let mut f = started(cfg(200, false));
+        let mut t = MS;
+        while t <= 101 * MS {
+            f.step(peer_term(State::Backup, Flags::default(), 0), t);
+            t += 10 * MS;
+        }
+        assert_eq!(f.state(), State::Active);
+        // Not scheduled for 3 s: the peer took over meanwhile (term 1 s).
+        let resume = 3101 * MS;
+        f.step(Event::Stalled { late: 3000 * MS }, resume);
+        assert!(f.status(resume).quiet_after_stall);
+        // What queued while we slept comes first: old news, then the takeover.
+        let mut acts = f.step(peer_term(State::Backup, Flags::default(), 0), resume);
+        assert_eq!(f.state(), State::Active);
+        acts.extend(f.step(peer_term(State::Active, active_flags(), 1_000_000), resume));
+        assert_eq!(f.state(), State::Backup);
+        assert!(
+            !acts.contains(&Action::Announce),
+            "a member back from a stall announced: {acts:?}"
+        );
+        assert!(matches!(acts.last(), Some(Action::Transition(t)) if t.cause == Cause::NewerOwner));
+    }
+
+    #[test]
+    fn back_from_a_long_stall_a_backup_decides_nothing_on_queued_news() {
+        let mut f = settled_under_active_peer();
+        let resume = T0 + 3000 * MS;
+        f.step(Event::Stalled { late: 2990 * MS }, resume);
+        // Queued: the peer went backup (it would be ours to take by rank).
+        f.step(peer(State::Backup, 100, Flags::default()), resume);
+        assert_eq!(f.state(), State::Backup);
+        assert!(f.status(resume).quiet_after_stall);
+        // Heard again a while after the resume: news to act on.
+        let a = f.step(peer(State::Backup, 100, Flags::default()), resume + 10 * MS);
+        assert!(!f.status(resume + 10 * MS).quiet_after_stall);
+        assert_eq!(f.state(), State::Active, "{a:?}");
+        // And without news the quiet ends after a detection time.
+        let mut g = settled_under_active_peer();
+        g.step(Event::Stalled { late: 2990 * MS }, resume);
+        g.step(Event::Timer, resume + 29 * MS);
+        assert!(g.status(resume + 29 * MS).quiet_after_stall);
+        assert_eq!(g.next_deadline(), Some(resume + 30 * MS));
+        g.step(Event::Timer, resume + 30 * MS);
+        assert!(!g.status(resume + 30 * MS).quiet_after_stall);
+    }
+
+    #[test]
+    fn a_silent_startup_sends_nothing_and_defers_to_an_active_peer() {
+        let mut f = started(FsmConfig {
+            startup: 50 * MS,
+            ..cfg(200, true)
+        });
+        let mut sent = Vec::new();
+        for t in (5..50).step_by(10) {
+            sent.extend(f.step(peer_term(State::Active, active_flags(), 7), t * MS));
+        }
+        assert!(
+            !sent.iter().any(|a| matches!(a, Action::SendHeartbeat(_))),
+            "{sent:?}"
+        );
+        assert_eq!(f.status(45 * MS).startup_left_ns, Some(5 * MS));
+        let a = f.step(Event::Timer, 50 * MS);
+        assert!(
+            matches!(a.first(), Some(Action::SendHeartbeat(adv)) if adv.state == State::Backup && adv.term == 7)
+        );
+        assert_eq!(f.state(), State::Backup);
+        // Preemption (planned) still applies after the hold-down.
+        let mut t = 55 * MS;
+        while f.state() == State::Backup && t < 2000 * MS {
+            f.step(peer_term(State::Active, active_flags(), 7), t);
+            t += 10 * MS;
+        }
+        assert_eq!(f.state(), State::Active);
+        assert!(f.status(t).takeover_pending);
     }
 
     #[test]
@@ -1523,6 +1760,7 @@ mod tests {
                 state: adv.state,
                 priority: adv.priority,
                 flags: adv.flags,
+                term: adv.term,
                 interval: 10 * MS,
                 fresh: true,
                 restarted: false,

@@ -63,6 +63,13 @@ pub struct Counters {
     pub switchovers_failed: u64,
     /// Times the event loop woke more than 5 ms after a deadline (CPU starvation).
     pub late_wakeups: u64,
+    /// Late wake-ups longer than the detection time (a frozen VM, a stopped process, hard
+    /// starvation): after each, ownership was not asserted until the peer was heard again.
+    #[serde(default)]
+    pub stalls: u64,
+    /// The longest of those, in milliseconds.
+    #[serde(default)]
+    pub longest_stall_ms: u64,
     /// Drains begun after handing the VIP over (VIP moved to loopback).
     #[serde(default)]
     pub drains: u64,
@@ -188,6 +195,7 @@ impl Node {
             state: hb.state,
             priority: hb.priority,
             flags: hb.flags,
+            term: hb.term,
             interval: Nanos::from(hb.interval_us).saturating_mul(1_000),
             fresh,
             restarted: accepted.restarted,
@@ -208,6 +216,7 @@ impl Node {
             interval_us: self.interval_us,
             epoch: self.epoch,
             seq,
+            term: advert.term,
         }
         .encode(&self.key)
     }
@@ -245,6 +254,8 @@ mod tests {
                 peer_tie_break: 0,
                 drain: 0,
                 drain_keep: false,
+                startup: 0,
+                wall_origin_us: 0,
             },
             node_id: id,
             epoch,
@@ -284,6 +295,7 @@ mod tests {
             state: State::Active,
             priority: 200,
             flags: Flags::default(),
+            term: 0,
         };
         let w1 = b.seal(&adv);
         let w2 = b.seal(&adv);

@@ -1,16 +1,17 @@
-//! The heartbeat's wire format: 64 bytes in one UDP datagram, all integers big-endian.
+//! The heartbeat's wire format: 72 bytes in one UDP datagram, all integers big-endian.
 //!
 //! ```text
-//!  0      2       3       4       5          6        8         12          16      24    32    64
-//!  +------+-------+-------+-------+----------+--------+---------+-----------+-------+-----+-----+
-//!  | "OH" | ver=1 | state | flags | priority | 0 0    | node id | interval  | epoch | seq | tag |
-//!  +------+-------+-------+-------+----------+--------+---------+  (us)     +-------+-----+-----+
+//!  0      2       3       4       5          6        8         12          16      24    32     40    72
+//!  +------+-------+-------+-------+----------+--------+---------+-----------+-------+-----+------+-----+
+//!  | "OH" | ver=2 | state | flags | priority | 0 0    | node id | interval  | epoch | seq | term | tag |
+//!  +------+-------+-------+-------+----------+--------+---------+  (us)     +-------+-----+------+-----+
 //! ```
 //!
-//! `tag` is HMAC-SHA256 over bytes 0..32 with the shared key. Receivers check the length, then
+//! `tag` is HMAC-SHA256 over bytes 0..40 with the shared key. Receivers check the length, then
 //! the tag, and only then look at the fields, so nothing unauthenticated is interpreted.
 //! Flags: bit 0 release, bit 1 takeover, bit 2 VIP held, bit 3 draining; other bits must be
-//! zero.
+//! zero. `term` is the sender's ownership term (version 2 added it; version 1 had no term and
+//! is refused, so both members of a pair must run the same version).
 
 use crate::{
     auth::{Key, TAG_LEN},
@@ -18,13 +19,13 @@ use crate::{
 };
 
 /// Length of a heartbeat datagram.
-pub const HEARTBEAT_LEN: usize = 64;
+pub const HEARTBEAT_LEN: usize = 72;
 /// Length of the part the tag covers.
 pub const SIGNED_LEN: usize = HEARTBEAT_LEN - TAG_LEN;
 /// Magic at offset 0.
 pub const MAGIC: [u8; 2] = *b"OH";
 /// The only version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const FLAG_RELEASE: u8 = 1 << 0;
 const FLAG_TAKEOVER: u8 = 1 << 1;
@@ -75,10 +76,12 @@ pub struct Heartbeat {
     pub epoch: u64,
     /// Sequence number within the epoch, from 1.
     pub seq: u64,
+    /// The sender's ownership term (see `fsm::Advert::term`).
+    pub term: u64,
 }
 
 impl Heartbeat {
-    /// Writes the signed part (bytes 0..32).
+    /// Writes the signed part (bytes 0..40).
     pub fn emit_signed(&self, buf: &mut [u8; SIGNED_LEN]) {
         let bit = |on: bool, flag: u8| if on { flag } else { 0 };
         let flags = bit(self.flags.release, FLAG_RELEASE)
@@ -95,6 +98,7 @@ impl Heartbeat {
         buf[12..16].copy_from_slice(&self.interval_us.to_be_bytes());
         buf[16..24].copy_from_slice(&self.epoch.to_be_bytes());
         buf[24..32].copy_from_slice(&self.seq.to_be_bytes());
+        buf[32..40].copy_from_slice(&self.term.to_be_bytes());
     }
 
     /// The whole datagram, tagged with `key`.
@@ -145,6 +149,7 @@ impl Heartbeat {
             interval_us,
             epoch: u64_at(16),
             seq: u64_at(24),
+            term: u64_at(32),
         })
     }
 }
@@ -189,6 +194,7 @@ mod tests {
             interval_us: 10_000,
             epoch: 0x1122_3344_5566_7788,
             seq: 42,
+            term: 0x0006_2a1b_0c0d_0e0f,
         }
     }
 
@@ -202,10 +208,11 @@ mod tests {
         sample().emit_signed(&mut buf);
         #[rustfmt::skip]
         let want: [u8; SIGNED_LEN] = [
-            b'O', b'H', 1, 3, 0b101, 200, 0, 0,
+            b'O', b'H', 2, 3, 0b101, 200, 0, 0,
             0x01, 0x02, 0x03, 0x04, 0x00, 0x00, 0x27, 0x10,
             0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
             0, 0, 0, 0, 0, 0, 0, 42,
+            0x00, 0x06, 0x2a, 0x1b, 0x0c, 0x0d, 0x0e, 0x0f,
         ];
         assert_eq!(buf, want);
     }
@@ -222,7 +229,7 @@ mod tests {
         assert_eq!(hex, GOLDEN_TAG);
     }
 
-    const GOLDEN_TAG: &str = "f37773b33b064e45996476ec99c800ded5f5ff4c15eabfacb996ba230321b4a3";
+    const GOLDEN_TAG: &str = "6e9da34190cde93694ff9618d9d0aa4b7ed19fc7dd93acf2c66244039506fadf";
 
     #[test]
     fn roundtrip() {
@@ -234,7 +241,7 @@ mod tests {
     #[test]
     fn truncated_and_long() {
         let wire = sample().encode(&key());
-        for len in [0, 1, 31, 32, 63] {
+        for len in [0, 1, 39, 40, 64, 71] {
             assert_eq!(
                 Heartbeat::parse(&wire[..len]),
                 Err(DecodeError::Length(len))
@@ -248,7 +255,7 @@ mod tests {
         long.push(0);
         assert_eq!(
             open(&long, &key()),
-            Err(OpenError::Malformed(DecodeError::Length(65)))
+            Err(OpenError::Malformed(DecodeError::Length(73)))
         );
     }
 
@@ -266,7 +273,7 @@ mod tests {
         type Mutation = fn(&mut [u8]);
         let cases: [(Mutation, DecodeError); 6] = [
             (|b| b[0] = b'X', DecodeError::Magic([b'X', b'H'])),
-            (|b| b[2] = 2, DecodeError::Version(2)),
+            (|b| b[2] = 1, DecodeError::Version(1)),
             (|b| b[3] = 9, DecodeError::State(9)),
             (|b| b[4] = 0x80, DecodeError::Flags(0x80)),
             (|b| b[7] = 1, DecodeError::Reserved),

@@ -29,7 +29,7 @@ use crate::{
     auth::Key,
     config::Config,
     control::{self, ControlMsg, DrainView, Request, Response, Status, TransitionRecord},
-    fsm::{Action, Event, Nanos, State, SwitchoverError},
+    fsm::{Action, Event, FsmConfig, Nanos, State, SwitchoverError},
     health::{self, DrainWish, HealthReport, PeriodicChecks},
     hooks::{HookJob, HookRunner},
     node::{Node, NodeConfig, node_id},
@@ -364,7 +364,10 @@ impl Daemon {
 
         let node = Node::new(
             NodeConfig {
-                fsm: cfg.fsm_config(),
+                fsm: FsmConfig {
+                    wall_origin_us: realtime_origin / 1000,
+                    ..cfg.fsm_config()
+                },
                 node_id: node_id(&cfg.node.name),
                 epoch,
             },
@@ -516,20 +519,31 @@ impl Daemon {
             let ready = wait_readable(&fds, Some(timeout)).map_err(io_ctx("ppoll"))?;
             let woke = self.now();
             if woke.saturating_sub(deadline) > LATE_WARNING {
-                // Timers fire late when the host starves us of CPU; detection times stretch
-                // by as much, so say so.
+                let late = woke - deadline;
                 self.node.counters.late_wakeups += 1;
-                tracing::warn!(
-                    late_ms = (woke - deadline) as f64 / 1e6,
-                    "event loop woke late (CPU starvation?)"
-                );
+                let detect = self.node.fsm().config().detect_time(0);
+                if late > detect {
+                    // Frozen (live migration, a stopped process) or starved past the detection
+                    // time: the peer may have taken over meanwhile.
+                    let c = &mut self.node.counters;
+                    c.stalls += 1;
+                    c.longest_stall_ms = c.longest_stall_ms.max(late / crate::fsm::MS);
+                    tracing::warn!(
+                        "not scheduled for {} ms (longer than the {} ms detection time): \
+                         asserting nothing until the peer is heard again",
+                        late / crate::fsm::MS,
+                        detect / crate::fsm::MS
+                    );
+                } else {
+                    // Timers fire late when the host starves us of CPU; detection times
+                    // stretch by as much, so say so.
+                    tracing::warn!(
+                        late_ms = late as f64 / 1e6,
+                        "event loop woke late (CPU starvation?)"
+                    );
+                }
                 // Before anything else is judged: our own stall is not the peer's silence.
-                let actions = self.node.handle(
-                    Event::Stalled {
-                        late: woke - deadline,
-                    },
-                    woke,
-                );
+                let actions = self.node.handle(Event::Stalled { late }, woke);
                 self.execute(actions);
             }
 

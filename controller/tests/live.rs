@@ -591,6 +591,7 @@ fn forged_and_replayed_heartbeats_from_a_third_namespace_change_nothing() {
                     interval_us: 10_000,
                     epoch: u64::MAX,
                     seq: i + 1,
+                    term: u64::MAX,
                 };
                 let old = Heartbeat {
                     epoch: 1,

@@ -32,6 +32,8 @@ fn node() -> Node {
                 peer_tie_break: 2,
                 drain: 0,
                 drain_keep: false,
+                startup: 0,
+                wall_origin_us: 0,
             },
             node_id: 1,
             epoch: 1,
@@ -87,12 +89,12 @@ proptest! {
     fn encode_parse_roundtrip(
         st in state(), release in any::<bool>(), takeover in any::<bool>(), vip_held in any::<bool>(),
         draining in any::<bool>(), priority in any::<u8>(), node_id in any::<u32>(), interval_us in 1u32.., epoch in any::<u64>(),
-        seq in any::<u64>(),
+        seq in any::<u64>(), term in any::<u64>(),
     ) {
         let hb = Heartbeat {
             state: st,
             flags: Flags { release, takeover, vip_held, draining },
-            priority, node_id, interval_us, epoch, seq,
+            priority, node_id, interval_us, epoch, seq, term,
         };
         let wire = hb.encode(&key());
         prop_assert_eq!(open(&wire, &key()), Ok(hb));
@@ -103,7 +105,7 @@ proptest! {
         let hb = Heartbeat {
             state: State::Active,
             flags: Flags::default(),
-            priority: 1, node_id: 2, interval_us: 3, epoch: 4, seq: 5,
+            priority: 1, node_id: 2, interval_us: 3, epoch: 4, seq: 5, term: 6,
         };
         let mut wire = hb.encode(&key());
         wire[pos] ^= xor;
