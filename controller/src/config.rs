@@ -821,6 +821,9 @@ addresses = ["192.168.0.200/24"]
         let f = c.fsm_config();
         assert_eq!(f.interval, 10 * MS);
         assert!(f.tie_break < f.peer_tie_break);
+        // Silent startup: 30 ms detection + 2 x 10 ms; real-time heartbeats on.
+        assert_eq!(f.startup, 50 * MS);
+        assert_eq!(c.heartbeat.realtime_priority, 10);
         assert_eq!(
             c.vips(),
             vec![Vip {
@@ -840,6 +843,25 @@ addresses = ["192.168.0.200/24"]
             }
             None => format!("{MINIMAL}\n{header}{line}\n"),
         }
+    }
+
+    #[test]
+    fn startup_and_realtime_priority_are_checked() {
+        let c = Config::parse(&with("node", "startup_ms = 2000")).unwrap();
+        assert_eq!(c.fsm_config().startup, 2000 * MS);
+        let (field, text) = err(&with("node", "startup_ms = 29"));
+        assert_eq!(field, "node.startup_ms");
+        assert!(
+            text.contains("shorter than the detection time (30 ms"),
+            "{text}"
+        );
+        let (field, _) = err(&with("node", "startup_ms = 600001"));
+        assert_eq!(field, "node.startup_ms");
+        let (field, text) = err(&with("heartbeat", "realtime_priority = 100"));
+        assert_eq!(field, "heartbeat.realtime_priority");
+        assert!(text.contains("0..=99"), "{text}");
+        let c = Config::parse(&with("heartbeat", "realtime_priority = 0")).unwrap();
+        assert_eq!(c.heartbeat.realtime_priority, 0);
     }
 
     fn err(text: &str) -> (String, String) {

@@ -86,6 +86,9 @@ pub struct Status {
     /// Draining, as the data plane last reported it.
     #[serde(default)]
     pub drain: DrainView,
+    /// Real-time scheduling of the heartbeat thread.
+    #[serde(default)]
+    pub realtime: crate::rt::RtOutcome,
 }
 
 /// The data plane's side of draining, from its last answer.
@@ -427,6 +430,7 @@ pub fn format_status(s: &Status) -> String {
         "announce    bursts {}, GARP requests {}, GARP replies {}, NA {}, errors {}",
         c.announce_bursts, c.garp_requests_sent, c.garp_replies_sent, c.na_sent, c.announce_errors
     );
+    let _ = writeln!(o, "heartbeat   thread scheduling: {}", s.realtime);
     let _ = writeln!(
         o,
         "other       transitions {}, health failures {}, hooks run {} (failed {}), switchovers ok {}, failed {}, late wake-ups {}, stalls {} (longest {} ms)",
@@ -453,9 +457,136 @@ pub fn format_status(s: &Status) -> String {
     o
 }
 
+/// The status in Prometheus' text exposition format (for node_exporter's textfile collector,
+/// or any scraper that runs `controller status --prometheus`). Every counter is exported, so a
+/// new counter needs no change here.
+pub fn format_prometheus(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let node = s.node.replace(['\\', '"', '\n'], "_");
+    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP ovl_controller_{name} {help}");
+        let _ = writeln!(o, "# TYPE ovl_controller_{name} {kind}");
+        let _ = writeln!(o, "ovl_controller_{name}{{node=\"{node}\"}} {v}");
+    };
+    let f = &s.fsm;
+    metric(
+        "state",
+        "gauge",
+        "State: 1 init, 2 backup, 3 active, 4 fault.",
+        u64::from(f.state.to_wire()),
+    );
+    metric(
+        "term",
+        "gauge",
+        "Ownership term (wall-clock microseconds, or one more than the last term heard).",
+        f.term,
+    );
+    metric(
+        "vip_held",
+        "gauge",
+        "1 while the VIP is on the overlay interface.",
+        u64::from(f.vip_held),
+    );
+    metric(
+        "peer_alive",
+        "gauge",
+        "1 while the peer is heard within the detection time.",
+        u64::from(f.peer.as_ref().is_some_and(|p| p.alive)),
+    );
+    metric(
+        "quiet_after_stall",
+        "gauge",
+        "1 while back from a stall and asserting nothing until the peer is heard.",
+        u64::from(f.quiet_after_stall),
+    );
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Time since start.",
+        s.uptime_ns / 1_000_000_000,
+    );
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&s.counters) {
+        for (k, v) in map {
+            let Some(v) = v.as_u64() else { continue };
+            if k.ends_with("_ms") {
+                metric(&k, "gauge", &format!("{k} (see controller status)."), v);
+            } else {
+                metric(
+                    &format!("{k}_total"),
+                    "counter",
+                    &format!("{k} (see controller status)."),
+                    v,
+                );
+            }
+        }
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_exposition_carries_every_counter_and_the_stall_figures() {
+        let fsm = crate::fsm::Fsm::new(crate::fsm::FsmConfig {
+            priority: 1,
+            preempt: false,
+            interval: crate::fsm::MS,
+            multiplier: 3,
+            hold_down: 0,
+            switchover_timeout: 0,
+            release_linger: 0,
+            tie_break: 0,
+            drain: 0,
+            drain_keep: false,
+            peer_tie_break: 0,
+            startup: 0,
+            wall_origin_us: 0,
+        });
+        let counters = crate::node::Counters {
+            stalls: 2,
+            longest_stall_ms: 3100,
+            hb_sent: 7,
+            ..Default::default()
+        };
+        let s = Status {
+            node: "pri\"x".into(),
+            epoch: 1,
+            uptime_ns: 5_000_000_000,
+            fsm: fsm.status(0),
+            peer_address: "10.0.0.2:3785".into(),
+            peer_epoch: None,
+            vips: vec![],
+            vips_present: vec![],
+            counters,
+            transitions: vec![],
+            drain: DrainView::default(),
+            realtime: crate::rt::RtOutcome::off(),
+        };
+        let text = format_prometheus(&s);
+        for want in [
+            "ovl_controller_stalls_total{node=\"pri_x\"} 2",
+            "ovl_controller_longest_stall_ms{node=\"pri_x\"} 3100",
+            "ovl_controller_hb_sent_total{node=\"pri_x\"} 7",
+            "ovl_controller_state{node=\"pri_x\"} 1",
+            "# TYPE ovl_controller_late_wakeups_total counter",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        let counters = serde_json::to_value(crate::node::Counters::default()).unwrap();
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples, 6 + counters.as_object().unwrap().len());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(
+                name.starts_with("ovl_controller_") && name.ends_with('}'),
+                "{line}"
+            );
+            value.parse::<u64>().unwrap();
+        }
+    }
 
     #[test]
     fn request_and_response_roundtrip_over_a_socket() {

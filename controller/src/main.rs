@@ -38,8 +38,12 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Print JSON instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print Prometheus' text exposition format (counters, state, term), e.g. for
+        /// node_exporter's textfile collector.
+        #[arg(long)]
+        prometheus: bool,
     },
     /// Move the VIP to the other member (works on either); returns when done.
     Switchover {
@@ -104,9 +108,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             socket,
             config,
             json,
+            prometheus,
         } => {
             let path = socket_path(socket, &config);
             match control::request(&path, &Request::Status, Duration::from_secs(5))? {
+                Response::Status(s) if prometheus => {
+                    print!("{}", control::format_prometheus(&s));
+                    Ok(())
+                }
                 Response::Status(s) if json => {
                     println!("{}", serde_json::to_string_pretty(&s)?);
                     Ok(())

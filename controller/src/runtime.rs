@@ -331,6 +331,8 @@ struct Daemon {
     drain_rx: Receiver<Result<health::DrainAnswer, String>>,
     /// Next poll of the connections left on the VIP (draining with `drain_end = "keep"`).
     next_drain_poll: Nanos,
+    /// What became of real-time scheduling for this (the heartbeat) thread.
+    realtime: crate::rt::RtOutcome,
 }
 
 impl Daemon {
@@ -469,6 +471,7 @@ impl Daemon {
             drain_tx,
             drain_rx,
             next_drain_poll: 0,
+            realtime: crate::rt::RtOutcome::off(),
         })
     }
 
@@ -477,6 +480,13 @@ impl Daemon {
     }
 
     fn run(&mut self, wake_rx: &UnixDatagram) -> Result<(), RunError> {
+        // This thread sends and receives the heartbeats: it must wake on time under load and
+        // never wait for a page. Threads started later are ordinary (reset on fork).
+        self.realtime = crate::rt::enter_realtime(self.cfg.heartbeat.realtime_priority);
+        match self.realtime.warning() {
+            Some(w) => tracing::warn!("{w}"),
+            None => tracing::info!(realtime = %self.realtime, "heartbeat thread scheduling"),
+        }
         tracing::info!(
             node = %self.cfg.node.name,
             priority = self.cfg.node.priority,
@@ -759,6 +769,7 @@ impl Daemon {
             counters,
             transitions: self.history.iter().cloned().collect(),
             drain: self.drain_view.clone(),
+            realtime: self.realtime.clone(),
         }
     }
 
