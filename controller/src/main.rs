@@ -57,6 +57,8 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// Measure how late timer wake-ups are under CPU load, without and with SCHED_FIFO.
+    Wakeups(controller::wakeups::WakeupsArgs),
     /// Check a configuration file (and its key file) and exit.
     CheckConfig {
         /// Configuration file.
@@ -147,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 other => bail!("unexpected answer: {other:?}"),
             }
         }
+        Cmd::Wakeups(args) => Ok(controller::wakeups::main(&args)?),
         Cmd::CheckConfig { file, skip_key } => {
             let cfg = Config::load(&file)?;
             if !skip_key {
