@@ -13,6 +13,8 @@
 //! | [`hooks`] | notify commands on transitions, off the event loop |
 //! | [`control`] | the unix control socket: status and switchover |
 //! | [`runtime`] | the daemon's event loop |
+//! | [`rt`] | real-time scheduling (SCHED_FIFO) and locked memory for the heartbeat thread |
+//! | [`wakeups`] | `controller wakeups`: how late timer wake-ups are under load, with and without it |
 
 pub mod actions;
 pub mod auth;
