@@ -788,7 +788,19 @@ impl Fsm {
 
     fn check_quiet(&mut self, now: Nanos) {
         if self.quiet_until().is_some_and(|t| now >= t) {
-            self.stalled_at = None;
+            self.end_quiet();
+        }
+    }
+
+    /// The quiet after a stall ends. Still Active, and the peer is not (it never took over,
+    /// or it did and has since died or given up): clients may have followed it meanwhile, so
+    /// announce again. An active peer is left to the dual-active rule.
+    fn end_quiet(&mut self) {
+        if self.stalled_at.take().is_some()
+            && self.state == State::Active
+            && self.peer.is_none_or(|p| p.state != State::Active)
+        {
+            self.reannounce = true;
         }
     }
 
@@ -833,7 +845,7 @@ impl Fsm {
         if let Some(t) = self.stalled_at
             && now >= t.saturating_add(adv.interval / 2)
         {
-            self.stalled_at = None;
+            self.end_quiet();
         }
         let changed = match &mut self.peer {
             Some(p) if !adv.fresh => {
@@ -1427,6 +1439,28 @@ mod tests {
             "a member back from a stall announced: {acts:?}"
         );
         assert!(matches!(acts.last(), Some(Action::Transition(t)) if t.cause == Cause::NewerOwner));
+    }
+
+    #[test]
+    fn an_owner_back_from_a_long_stall_announces_again_once_it_knows_it_is_alone() {
+        let mut f = started(cfg(200, false));
+        let mut t = MS;
+        while t <= 101 * MS {
+            f.step(peer_term(State::Backup, Flags::default(), 0), t);
+            t += 10 * MS;
+        }
+        assert_eq!(f.state(), State::Active);
+        // Frozen 3 s; the peer may have taken over and died meanwhile: nothing is heard.
+        let resume = 3101 * MS;
+        let a = f.step(Event::Stalled { late: 3000 * MS }, resume);
+        assert!(!a.contains(&Action::Announce));
+        let a = f.step(Event::Timer, resume + 29 * MS);
+        assert!(!a.contains(&Action::Announce));
+        // A detection time of silence after the resume: alone, so clients must come back.
+        let a = f.step(Event::Timer, resume + 30 * MS);
+        assert!(a.contains(&Action::Announce), "{a:?}");
+        assert_eq!(f.state(), State::Active);
+        assert!(!f.status(resume + 30 * MS).quiet_after_stall);
     }
 
     #[test]
