@@ -1415,9 +1415,9 @@ mod tests {
         })
     }
 
-    #[test]
-    fn back_from_a_long_stall_an_owner_announces_nothing_and_yields_to_a_newer_one() {
-        // Active (elected at 30 ms, term 30000 us) over a backup peer.
+    /// Active (elected at 30 ms, term 30000 us) over a backup peer heard every 10 ms until
+    /// 101 ms.
+    fn active_over_backup_peer() -> Fsm {
         let mut f = started(cfg(200, false));
         let mut t = MS;
         while t <= 101 * MS {
@@ -1425,6 +1425,12 @@ mod tests {
             t += 10 * MS;
         }
         assert_eq!(f.state(), State::Active);
+        f
+    }
+
+    #[test]
+    fn back_from_a_long_stall_an_owner_announces_nothing_and_yields_to_a_newer_one() {
+        let mut f = active_over_backup_peer();
         // Not scheduled for 3 s: the peer took over meanwhile (term 1 s).
         let resume = 3101 * MS;
         f.step(Event::Stalled { late: 3000 * MS }, resume);
@@ -1443,13 +1449,7 @@ mod tests {
 
     #[test]
     fn an_owner_back_from_a_long_stall_announces_again_once_it_knows_it_is_alone() {
-        let mut f = started(cfg(200, false));
-        let mut t = MS;
-        while t <= 101 * MS {
-            f.step(peer_term(State::Backup, Flags::default(), 0), t);
-            t += 10 * MS;
-        }
-        assert_eq!(f.state(), State::Active);
+        let mut f = active_over_backup_peer();
         // Frozen 3 s; the peer may have taken over and died meanwhile: nothing is heard.
         let resume = 3101 * MS;
         let a = f.step(Event::Stalled { late: 3000 * MS }, resume);
