@@ -513,7 +513,7 @@ pub struct Fsm {
     term: u64,
     /// Silent until then after start.
     startup_until: Option<Nanos>,
-    /// Resumed from a long stall of our own at this time: see `quiet`.
+    /// Resumed from a long stall of our own at this time: see `end_quiet`.
     stalled_at: Option<Nanos>,
 }
 
@@ -625,6 +625,11 @@ impl Fsm {
             .saturating_add(self.cfg.detect_time(p.interval))
     }
 
+    /// The detection time against the peer as last heard (our own interval until then).
+    pub fn detection_time(&self) -> Nanos {
+        self.cfg.detect_time(self.peer.map_or(0, |p| p.interval))
+    }
+
     fn wall_us(&self, now: Nanos) -> u64 {
         self.cfg.wall_origin_us.saturating_add(now / 1000)
     }
@@ -647,7 +652,7 @@ impl Fsm {
             Event::Shutdown => self.on_shutdown(now, &mut out, &mut log),
             Event::DrainConnections { open } => self.drain_open = Some(open),
             Event::Stalled { late } => {
-                let detect = self.cfg.detect_time(self.peer.map_or(0, |p| p.interval));
+                let detect = self.detection_time();
                 if let Some(p) = &mut self.peer {
                     p.last_heard = p.last_heard.saturating_add(late).min(now);
                 }
@@ -781,9 +786,8 @@ impl Fsm {
     /// When the quiet after a stall ends without news: the peer, silent for a detection time
     /// after our resume, is dead.
     fn quiet_until(&self) -> Option<Nanos> {
-        let iv = self.peer.map_or(0, |p| p.interval);
         self.stalled_at
-            .map(|t| t.saturating_add(self.cfg.detect_time(iv)))
+            .map(|t| t.saturating_add(self.detection_time()))
     }
 
     fn check_quiet(&mut self, now: Nanos) {

@@ -531,7 +531,7 @@ impl Daemon {
             if woke.saturating_sub(deadline) > LATE_WARNING {
                 let late = woke - deadline;
                 self.node.counters.late_wakeups += 1;
-                let detect = self.node.fsm().config().detect_time(0);
+                let detect = self.node.fsm().detection_time();
                 if late > detect {
                     // Frozen (live migration, a stopped process) or starved past the detection
                     // time: the peer may have taken over meanwhile.
